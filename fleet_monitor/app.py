@@ -1,0 +1,100 @@
+"""The Flask application: routes, JSON errors and the access log."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
+
+from fleet_monitor.api import create_api
+from fleet_monitor.config import Settings
+from fleet_monitor.fleet import Fleet, UnknownDeviceError
+from fleet_monitor.logs import ACCESS_LOGGER
+from fleet_monitor.payloads import InvalidPayloadError
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger(ACCESS_LOGGER)
+
+
+def _http_error_message(error: HTTPException) -> str:
+    if isinstance(error, NotFound):
+        return f"no such endpoint: {request.path}"
+    if isinstance(error, MethodNotAllowed):
+        allowed = ", ".join(sorted(error.valid_methods or ()))
+        return f"method {request.method} is not allowed here; allowed: {allowed}"
+    if isinstance(error, RequestEntityTooLarge):
+        return f"request body is larger than {request.max_content_length} bytes"
+    return error.description or error.name
+
+
+def create_app(settings: Settings, fleet: Fleet) -> Flask:
+    """The service's WSGI application for ``fleet``, configured by ``settings``."""
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]  # "µs" as UTF-8, as Go sends it
+    app.register_blueprint(create_api(fleet))
+
+    def error_reply(status: int, msg: str) -> Response:
+        response = jsonify({"msg": msg})
+        response.status_code = status
+        return response
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return jsonify({"status": "ok", "devices": len(fleet)})
+
+    @app.errorhandler(UnknownDeviceError)
+    def unknown_device(_: UnknownDeviceError) -> Response:
+        return error_reply(404, "device not found")
+
+    @app.errorhandler(InvalidPayloadError)
+    def invalid_payload(error: InvalidPayloadError) -> Response:
+        return error_reply(400, str(error))
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        response = error_reply(error.code or 500, _http_error_message(error))
+        for name, value in error.get_headers():  # e.g. Allow on a 405
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected_error(error: Exception) -> Response:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_reply(500, "internal server error")
+
+    @app.before_request
+    def start_timer() -> None:
+        g.started_ns = time.perf_counter_ns()
+
+    @app.after_request
+    def log_access(response: Response) -> Response:
+        if access_log.isEnabledFor(logging.INFO):
+            started = g.get("started_ns")
+            duration_ms = (time.perf_counter_ns() - started) / 1e6 if started else 0.0
+            rule = request.url_rule
+            access_log.info(
+                '%s "%s %s" %d %.2fms',
+                request.remote_addr,
+                request.method,
+                request.full_path if request.query_string else request.path,
+                response.status_code,
+                duration_ms,
+                extra={
+                    "fields": {
+                        "method": request.method,
+                        "path": request.path,
+                        "route": rule.rule if rule else None,
+                        "status": response.status_code,
+                        "duration_ms": round(duration_ms, 3),
+                        "remote_addr": request.remote_addr,
+                    }
+                },
+            )
+        return response
+
+    return app

@@ -1,0 +1,139 @@
+"""One :class:`Settings` object, from command-line flags, ``FLEET_MONITOR_*`` env vars, defaults.
+
+Each option is a field of :class:`Settings`; its metadata gives the help text and the parser
+that both the flag and the env var go through, so a value means the same wherever it is set.
+Precedence: flag, then environment, then the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "FLEET_MONITOR_"
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used; str() names the setting."""
+
+
+def parse_port(text: str) -> int:
+    """A TCP port, 0 (any free port) to 65535."""
+    port = _parse_int(text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"must be a port from 0 to 65535, got {text!r}")
+    return port
+
+
+def parse_positive_int(text: str) -> int:
+    """An integer of at least 1."""
+    value = _parse_int(text)
+    if value < 1:
+        raise ValueError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _parse_int(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError(f"must be a whole number, got {text!r}") from None
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _option(default: Any, parse: Callable[[str], Any], help: str, metavar: str) -> Any:
+    return dataclasses.field(
+        default=default, metadata={"parse": parse, "help": help, "metavar": metavar}
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything the service can be configured with."""
+
+    host: str = _option("127.0.0.1", str, "address to listen on", "ADDR")
+    port: int = _option(6733, parse_port, "TCP port to listen on (0: any free port)", "PORT")
+    devices: Path = _option(Path("devices.csv"), Path, "CSV file of the fleet's device ids", "CSV")
+    threads: int = _option(8, parse_positive_int, "worker threads serving requests", "N")
+    log_level: str = _option(
+        "info", _choice("debug", "info", "warning", "error"), "least severe level logged", "LEVEL"
+    )
+    log_format: str = _option(
+        "auto",
+        _choice("auto", "text", "json"),
+        "log line format; auto: text on a terminal, JSON otherwise",
+        "FORMAT",
+    )
+    max_body_bytes: int = _option(
+        64 * 1024, parse_positive_int, "largest request body accepted, in bytes (else 413)", "N"
+    )
+
+    @property
+    def log_level_number(self) -> int:
+        """The ``logging`` level number of :attr:`log_level`."""
+        return logging.getLevelNamesMapping()[self.log_level.upper()]
+
+
+def _flag(field: dataclasses.Field[Any]) -> str:
+    return "--" + field.name.replace("_", "-")
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable that sets ``field_name``."""
+    return ENV_PREFIX + field_name.upper()
+
+
+def _argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return convert
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per setting to ``parser``; each documents its env var and default."""
+    for field in dataclasses.fields(Settings):
+        parser.add_argument(
+            _flag(field),
+            dest=field.name,
+            default=None,
+            type=_argparse_type(field.metadata["parse"]),
+            metavar=field.metadata["metavar"],
+            help=f"{field.metadata['help']} (env {env_name(field.name)}; default: {field.default})",
+        )
+
+
+def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    """Build :class:`Settings`: flags first, then ``FLEET_MONITOR_*`` variables, then defaults.
+
+    Raises :class:`ConfigError` naming the variable when an environment value is invalid.
+    """
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(Settings):
+        flag_value = getattr(args, field.name, None)
+        if flag_value is not None:
+            values[field.name] = flag_value
+            continue
+        name = env_name(field.name)
+        if name in environ:
+            try:
+                values[field.name] = field.metadata["parse"](environ[name])
+            except ValueError as error:
+                raise ConfigError(f"{name} {error}") from None
+    return Settings(**values)

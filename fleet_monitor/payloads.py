@@ -1,0 +1,97 @@
+"""Validation of device event bodies: JSON text in, typed values or a clear message out.
+
+Shared by every endpoint that accepts events, so a bad field gets the same sentence
+wherever it arrives.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from fleet_monitor.timestamps import EXPECTED_FORM, TimestampError, parse_rfc3339
+
+MAX_UPLOAD_TIME_NS = 2**63 - 1
+_UPLOAD_FORM = f"an integer number of nanoseconds from 0 to {MAX_UPLOAD_TIME_NS}"
+_LONGEST_INT_TEXT = len(str(MAX_UPLOAD_TIME_NS)) + 2
+
+
+class InvalidPayloadError(ValueError):
+    """The body or one of its fields is not what the API accepts; str() says why."""
+
+
+class _OversizedInt:
+    """Stands in for a JSON integer too long to be any field's valid value."""
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """A validated heartbeat: when the device sent it."""
+
+    sent_at_ns: int
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A validated upload record: when it was sent and how long the upload took."""
+
+    sent_at_ns: int
+    upload_time_ns: int
+
+
+def _parse_int(text: str) -> int | _OversizedInt:
+    # Avoids int()'s digit limit (and its cost) for absurd literals: they are out of range.
+    return int(text) if len(text) <= _LONGEST_INT_TEXT else _OversizedInt()
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """Parse ``body`` as a JSON object, whatever the request's content type claimed."""
+    try:
+        value = json.loads(body, parse_int=_parse_int, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise InvalidPayloadError("request body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise InvalidPayloadError("request body must be a JSON object")
+    return value
+
+
+def parse_sent_at(fields: dict[str, Any]) -> int:
+    """The ``sent_at`` field as nanoseconds since the epoch."""
+    if "sent_at" not in fields:
+        raise InvalidPayloadError(f"sent_at is required: {EXPECTED_FORM}")
+    value = fields["sent_at"]
+    if not isinstance(value, str):
+        raise InvalidPayloadError(f"sent_at must be a string: {EXPECTED_FORM}")
+    try:
+        return parse_rfc3339(value)
+    except TimestampError as error:
+        raise InvalidPayloadError(f"sent_at {error}") from None
+
+
+def parse_upload_time(fields: dict[str, Any]) -> int:
+    """The ``upload_time`` field: a JSON integer of nanoseconds in int64 range."""
+    if "upload_time" not in fields:
+        raise InvalidPayloadError(f"upload_time is required: {_UPLOAD_FORM}")
+    value = fields["upload_time"]
+    if isinstance(value, _OversizedInt) or (
+        type(value) is int and not 0 <= value <= MAX_UPLOAD_TIME_NS
+    ):
+        raise InvalidPayloadError(f"upload_time is out of range: {_UPLOAD_FORM}")
+    if type(value) is not int:
+        raise InvalidPayloadError(f"upload_time must be {_UPLOAD_FORM}")
+    return value
+
+
+def parse_heartbeat(fields: dict[str, Any]) -> Heartbeat:
+    """A heartbeat from its JSON fields; unknown fields are ignored."""
+    return Heartbeat(sent_at_ns=parse_sent_at(fields))
+
+
+def parse_upload(fields: dict[str, Any]) -> Upload:
+    """An upload record from its JSON fields; unknown fields are ignored."""
+    return Upload(sent_at_ns=parse_sent_at(fields), upload_time_ns=parse_upload_time(fields))

@@ -1,0 +1,103 @@
+"""Shared fixtures: the sample fleet, an app with its test client, and a real server process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from fleet_monitor.app import create_app
+from fleet_monitor.config import Settings
+from fleet_monitor.fleet import Fleet
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_DEVICES = (
+    "60-6b-44-84-dc-64",
+    "b4-45-52-a2-f1-3c",
+    "26-9a-66-01-33-83",
+    "18-b8-87-e7-1f-06",
+    "38-4e-73-e0-33-59",
+)
+DEVICE = SAMPLE_DEVICES[0]
+
+
+@pytest.fixture
+def fleet() -> Fleet:
+    return Fleet(SAMPLE_DEVICES)
+
+
+@pytest.fixture
+def app(fleet: Fleet) -> Flask:
+    return create_app(Settings(), fleet)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@dataclass
+class LiveServer:
+    """A ``fleet-monitor serve`` process on a free loopback port."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def log_lines(self) -> list[dict[str, object]]:
+        lines = self.log_path.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+def wait_for_listen(log_path: Path, process: subprocess.Popen[bytes]) -> str:
+    """The first URL a starting server logs as listening on (JSON log format)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        for line in log_path.read_text(encoding="utf-8").splitlines():
+            if line.startswith("{") and "listen" in (record := json.loads(line)):
+                return str(record["listen"][0])
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}: {log_path.read_text()}")
+        time.sleep(0.02)
+    raise AssertionError(f"server did not start: {log_path.read_text()}")
+
+
+@contextmanager
+def live_server(
+    tmp_path: Path,
+    args: Sequence[str] = (),
+    command: Sequence[str] = (sys.executable, "-m", "fleet_monitor", "serve"),
+    env: dict[str, str] | None = None,
+) -> Iterator[LiveServer]:
+    """Start the real service (waitress) on a free port, stop it with SIGTERM afterwards."""
+    log_path = tmp_path / f"server-{time.monotonic_ns()}.log"
+    full_env = {
+        **os.environ,
+        "FLEET_MONITOR_PORT": "0",
+        "FLEET_MONITOR_LOG_FORMAT": "json",
+        **(env or {}),
+    }
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [*command, *args], cwd=REPO, env=full_env, stdout=log_file, stderr=log_file
+        )
+    try:
+        yield LiveServer(process, wait_for_listen(log_path, process), log_path)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

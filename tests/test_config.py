@@ -1,0 +1,100 @@
+"""Settings from flags, FLEET_MONITOR_* variables and defaults."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from fleet_monitor.cli import build_parser
+from fleet_monitor.config import ConfigError, Settings, settings_from
+
+
+def parse(argv: list[str], environ: dict[str, str] | None = None) -> Settings:
+    return settings_from(build_parser().parse_args(["serve", *argv]), environ or {})
+
+
+def test_defaults() -> None:
+    assert parse([]) == Settings(
+        host="127.0.0.1",
+        port=6733,
+        devices=Path("devices.csv"),
+        threads=8,
+        log_level="info",
+        log_format="auto",
+        max_body_bytes=65536,
+    )
+
+
+def test_every_setting_from_its_env_var() -> None:
+    environ = {
+        "FLEET_MONITOR_HOST": "0.0.0.0",
+        "FLEET_MONITOR_PORT": "8080",
+        "FLEET_MONITOR_DEVICES": "/etc/fleet.csv",
+        "FLEET_MONITOR_THREADS": "2",
+        "FLEET_MONITOR_LOG_LEVEL": "DEBUG",
+        "FLEET_MONITOR_LOG_FORMAT": "json",
+        "FLEET_MONITOR_MAX_BODY_BYTES": "1024",
+    }
+    assert parse([], environ) == Settings(
+        host="0.0.0.0",
+        port=8080,
+        devices=Path("/etc/fleet.csv"),
+        threads=2,
+        log_level="debug",
+        log_format="json",
+        max_body_bytes=1024,
+    )
+
+
+def test_flag_beats_env() -> None:
+    settings = parse(["--port", "7000"], {"FLEET_MONITOR_PORT": "8000"})
+    assert settings.port == 7000
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("FLEET_MONITOR_PORT", "http", "FLEET_MONITOR_PORT must be a whole number, got 'http'"),
+        ("FLEET_MONITOR_PORT", "70000", "FLEET_MONITOR_PORT must be a port from 0 to 65535"),
+        (
+            "FLEET_MONITOR_THREADS",
+            "0",
+            "FLEET_MONITOR_THREADS must be a whole number of at least 1",
+        ),
+        ("FLEET_MONITOR_LOG_LEVEL", "loud", "FLEET_MONITOR_LOG_LEVEL must be one of debug, info"),
+        ("FLEET_MONITOR_LOG_FORMAT", "xml", "FLEET_MONITOR_LOG_FORMAT must be one of auto, text"),
+    ],
+)
+def test_bad_env_value_names_the_variable(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse([], {name: value})
+    assert str(raised.value).startswith(message)
+
+
+def test_bad_flag_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        parse(["--port", "-1"])
+    assert raised.value.code == 2
+    assert "argument --port: must be a port from 0 to 65535, got '-1'" in capsys.readouterr().err
+
+
+def test_help_documents_every_option_and_its_env_var() -> None:
+    serve = next(
+        action
+        for action in build_parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+    ).choices["serve"]
+    text = serve.format_help()
+    for flag, env in [
+        ("--host", "FLEET_MONITOR_HOST"),
+        ("--port", "FLEET_MONITOR_PORT"),
+        ("--devices", "FLEET_MONITOR_DEVICES"),
+        ("--threads", "FLEET_MONITOR_THREADS"),
+        ("--log-level", "FLEET_MONITOR_LOG_LEVEL"),
+        ("--log-format", "FLEET_MONITOR_LOG_FORMAT"),
+        ("--max-body-bytes", "FLEET_MONITOR_MAX_BODY_BYTES"),
+    ]:
+        assert flag in text
+        assert env in " ".join(text.split())

@@ -8,11 +8,12 @@ import time
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
-from fleet_monitor.api import create_api
+from fleet_monitor.api import Clock, create_api
 from fleet_monitor.config import Settings
-from fleet_monitor.fleet import Fleet, UnknownDeviceError
+from fleet_monitor.errors import InvalidInputError, UnknownDeviceError
+from fleet_monitor.fleet import Fleet
 from fleet_monitor.logs import ACCESS_LOGGER
-from fleet_monitor.payloads import InvalidPayloadError
+from fleet_monitor.timestamps import NS_PER_SECOND
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger(ACCESS_LOGGER)
@@ -29,13 +30,21 @@ def _http_error_message(error: HTTPException) -> str:
     return error.description or error.name
 
 
-def create_app(settings: Settings, fleet: Fleet) -> Flask:
-    """The service's WSGI application for ``fleet``, configured by ``settings``."""
+def system_clock() -> int:
+    """Now, in nanoseconds since the epoch (looked up at each call, so freezegun can freeze it)."""
+    return time.time_ns()
+
+
+def create_app(settings: Settings, fleet: Fleet, clock: Clock = system_clock) -> Flask:
+    """The service's WSGI application for ``fleet``, configured by ``settings``.
+
+    ``clock`` gives the service's "now" (for online status and default windows).
+    """
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.ensure_ascii = False  # type: ignore[attr-defined]  # "µs" as UTF-8, as Go sends it
-    app.register_blueprint(create_api(fleet))
+    app.register_blueprint(create_api(fleet, clock, settings.offline_after * NS_PER_SECOND))
 
     def error_reply(status: int, msg: str) -> Response:
         response = jsonify({"msg": msg})
@@ -50,8 +59,8 @@ def create_app(settings: Settings, fleet: Fleet) -> Flask:
     def unknown_device(_: UnknownDeviceError) -> Response:
         return error_reply(404, "device not found")
 
-    @app.errorhandler(InvalidPayloadError)
-    def invalid_payload(error: InvalidPayloadError) -> Response:
+    @app.errorhandler(InvalidInputError)
+    def invalid_input(error: InvalidInputError) -> Response:
         return error_reply(400, str(error))
 
     @app.errorhandler(HTTPException)

@@ -77,6 +77,12 @@ class Settings:
         "log line format; auto: text on a terminal, JSON otherwise",
         "FORMAT",
     )
+    offline_after: int = _option(
+        120,
+        parse_positive_int,
+        "seconds after its latest heartbeat's sent_at that a device counts as offline",
+        "SECONDS",
+    )
     max_body_bytes: int = _option(
         64 * 1024, parse_positive_int, "largest request body accepted, in bytes (else 413)", "N"
     )

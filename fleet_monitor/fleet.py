@@ -1,14 +1,17 @@
-"""The fleet: each device's heartbeat minutes and upload counters, safe across threads."""
+"""The fleet: each device's heartbeat minutes and upload aggregates, safe across threads."""
 
 from __future__ import annotations
 
 import re
 import threading
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from fleet_monitor.errors import InvalidInputError, UnknownDeviceError
 from fleet_monitor.minutes import MinuteSet
 from fleet_monitor.timestamps import minute_of
+from fleet_monitor.uploads import UploadAggregate, UploadLog
 
 DEVICE_ID_RULE = "1 to 128 characters of A-Z a-z 0-9 . _ : -"
 _DEVICE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}", re.ASCII)
@@ -19,8 +22,11 @@ def is_valid_device_id(device_id: str) -> bool:
     return _DEVICE_ID.fullmatch(device_id) is not None
 
 
-class UnknownDeviceError(LookupError):
-    """The device id is not in the fleet."""
+def check_device_id(device_id: str) -> str:
+    """``device_id`` itself; raises InvalidInputError naming the rule when it breaks it."""
+    if not is_valid_device_id(device_id):
+        raise InvalidInputError(f"device_id must be {DEVICE_ID_RULE}")
+    return device_id
 
 
 def uptime_percent(minutes_seen: int, first: int | None, last: int | None) -> float:
@@ -44,31 +50,79 @@ class DeviceStats:
     avg_upload_ns: int
 
 
-class DeviceRecord:
-    """One device's history: its heartbeat minutes and upload count and sum.
+@dataclass(frozen=True)
+class DeviceSnapshot:
+    """A consistent copy of one device's counters, taken under its lock."""
 
-    Every method takes the record's own lock, held only for the update itself.
+    device_id: str
+    heartbeat_minutes: int
+    first_minute: int | None
+    last_minute: int | None
+    first_heartbeat_ns: int | None
+    last_heartbeat_ns: int | None
+    uploads: UploadAggregate
+
+    @property
+    def uptime(self) -> float:
+        """The SPEC's uptime of this device."""
+        return uptime_percent(self.heartbeat_minutes, self.first_minute, self.last_minute)
+
+    @property
+    def avg_upload_ns(self) -> int:
+        """The truncated mean upload time; 0 without uploads."""
+        return self.uploads.avg_ns or 0
+
+
+class DeviceRecord:
+    """One device's history: heartbeat minutes, first and last heartbeat, upload aggregates.
+
+    Every method takes the record's own lock, held only for the update or copy itself.
     """
 
-    __slots__ = ("_lock", "minutes", "upload_count", "upload_sum_ns")
+    __slots__ = (
+        "_lock",
+        "first_heartbeat_ns",
+        "last_heartbeat_ns",
+        "minutes",
+        "upload_count",
+        "upload_max_ns",
+        "upload_min_ns",
+        "upload_sum_ns",
+        "uploads",
+    )
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.minutes = MinuteSet()
+        self.first_heartbeat_ns: int | None = None
+        self.last_heartbeat_ns: int | None = None
+        self.uploads = UploadLog()
         self.upload_count = 0
         self.upload_sum_ns = 0
+        self.upload_min_ns: int | None = None
+        self.upload_max_ns: int | None = None
 
     def add_heartbeat(self, sent_at_ns: int) -> bool:
         """Record a heartbeat; return True if its minute was new for this device."""
         minute = minute_of(sent_at_ns)
         with self._lock:
+            if self.last_heartbeat_ns is None or sent_at_ns > self.last_heartbeat_ns:
+                self.last_heartbeat_ns = sent_at_ns
+            if self.first_heartbeat_ns is None or sent_at_ns < self.first_heartbeat_ns:
+                self.first_heartbeat_ns = sent_at_ns
             return self.minutes.add(minute)
 
-    def add_upload(self, upload_ns: int) -> None:
-        """Record one upload that took ``upload_ns`` nanoseconds."""
+    def add_upload(self, sent_at_ns: int, upload_ns: int) -> None:
+        """Record one upload that took ``upload_ns`` nanoseconds, sent at ``sent_at_ns``."""
+        minute = minute_of(sent_at_ns)
         with self._lock:
+            self.uploads.add(minute, upload_ns)
             self.upload_count += 1
             self.upload_sum_ns += upload_ns
+            if self.upload_min_ns is None or upload_ns < self.upload_min_ns:
+                self.upload_min_ns = upload_ns
+            if self.upload_max_ns is None or upload_ns > self.upload_max_ns:
+                self.upload_max_ns = upload_ns
 
     def stats(self) -> DeviceStats:
         """Uptime and truncated mean upload time, in O(1)."""
@@ -78,15 +132,41 @@ class DeviceRecord:
             count, total = self.upload_count, self.upload_sum_ns
         return DeviceStats(uptime=uptime, avg_upload_ns=total // count if count else 0)
 
+    def snapshot(self, device_id: str) -> DeviceSnapshot:
+        """A consistent copy of the counters, in O(1)."""
+        with self._lock:
+            return DeviceSnapshot(
+                device_id=device_id,
+                heartbeat_minutes=len(self.minutes),
+                first_minute=self.minutes.first,
+                last_minute=self.minutes.last,
+                first_heartbeat_ns=self.first_heartbeat_ns,
+                last_heartbeat_ns=self.last_heartbeat_ns,
+                uploads=UploadAggregate(
+                    self.upload_count, self.upload_sum_ns, self.upload_min_ns, self.upload_max_ns
+                ),
+            )
+
+    def heartbeat_minutes_between(self, start: int, end: int) -> int:
+        """How many heartbeat minutes ``m`` with ``start <= m < end`` the device has."""
+        with self._lock:
+            return self.minutes.count_between(start, end)
+
+    def uploads_between(self, start: int, end: int) -> UploadAggregate:
+        """The upload aggregate of the minutes ``m`` with ``start <= m < end``."""
+        with self._lock:
+            return self.uploads.between(start, end)
+
 
 class Fleet:
-    """The devices being monitored, by id."""
+    """The devices being monitored, by id, with a sorted index for paging."""
 
     def __init__(self, device_ids: Iterable[str] = ()) -> None:
         self._lock = threading.Lock()
         self._devices: dict[str, DeviceRecord] = {}
         for device_id in device_ids:
             self._devices.setdefault(device_id, DeviceRecord())
+        self._sorted_ids = sorted(self._devices)
 
     def __contains__(self, device_id: object) -> bool:
         return device_id in self._devices
@@ -105,13 +185,45 @@ class Fleet:
             raise UnknownDeviceError(device_id)
         return record
 
+    def register(self, device_id: str) -> bool:
+        """Add ``device_id`` (checked against the id rule); return False if it was there."""
+        check_device_id(device_id)
+        with self._lock:
+            if device_id in self._devices:
+                return False
+            self._devices[device_id] = DeviceRecord()
+            insort(self._sorted_ids, device_id)
+            return True
+
+    def remove(self, device_id: str) -> None:
+        """Remove ``device_id`` and its history; raises :class:`UnknownDeviceError`."""
+        with self._lock:
+            if self._devices.pop(device_id, None) is None:
+                raise UnknownDeviceError(device_id)
+            del self._sorted_ids[bisect_left(self._sorted_ids, device_id)]
+
+    def ids_after(self, after: str | None, count: int) -> list[str]:
+        """Up to ``count`` device ids in sorted order, each greater than ``after``.
+
+        Paging by the last id seen never repeats an id, whatever is added or removed between
+        two pages.
+        """
+        with self._lock:
+            index = 0 if after is None else bisect_right(self._sorted_ids, after)
+            return self._sorted_ids[index : index + count]
+
+    def snapshots(self) -> Iterator[DeviceSnapshot]:
+        """A snapshot of every device, one record lock at a time."""
+        for device_id, record in list(self._devices.items()):
+            yield record.snapshot(device_id)
+
     def record_heartbeat(self, device_id: str, sent_at_ns: int) -> bool:
         """Record a heartbeat; return True if its minute was new for the device."""
         return self.device(device_id).add_heartbeat(sent_at_ns)
 
-    def record_upload(self, device_id: str, upload_ns: int) -> None:
+    def record_upload(self, device_id: str, sent_at_ns: int, upload_ns: int) -> None:
         """Record one upload of ``upload_ns`` nanoseconds for the device."""
-        self.device(device_id).add_upload(upload_ns)
+        self.device(device_id).add_upload(sent_at_ns, upload_ns)
 
     def stats(self, device_id: str) -> DeviceStats:
         """Uptime and average upload time of the device."""

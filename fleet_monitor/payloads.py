@@ -10,15 +10,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from fleet_monitor.errors import InvalidInputError
 from fleet_monitor.timestamps import EXPECTED_FORM, TimestampError, parse_rfc3339
 
 MAX_UPLOAD_TIME_NS = 2**63 - 1
 _UPLOAD_FORM = f"an integer number of nanoseconds from 0 to {MAX_UPLOAD_TIME_NS}"
 _LONGEST_INT_TEXT = len(str(MAX_UPLOAD_TIME_NS)) + 2
-
-
-class InvalidPayloadError(ValueError):
-    """The body or one of its fields is not what the API accepts; str() says why."""
 
 
 class _OversizedInt:
@@ -54,36 +51,41 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     try:
         value = json.loads(body, parse_int=_parse_int, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
-        raise InvalidPayloadError("request body is not valid JSON") from None
+        raise InvalidInputError("request body is not valid JSON") from None
     if not isinstance(value, dict):
-        raise InvalidPayloadError("request body must be a JSON object")
+        raise InvalidInputError("request body must be a JSON object")
     return value
 
 
 def parse_sent_at(fields: dict[str, Any]) -> int:
     """The ``sent_at`` field as nanoseconds since the epoch."""
     if "sent_at" not in fields:
-        raise InvalidPayloadError(f"sent_at is required: {EXPECTED_FORM}")
+        raise InvalidInputError(f"sent_at is required: {EXPECTED_FORM}")
     value = fields["sent_at"]
     if not isinstance(value, str):
-        raise InvalidPayloadError(f"sent_at must be a string: {EXPECTED_FORM}")
+        raise InvalidInputError(f"sent_at must be a string: {EXPECTED_FORM}")
+    return parse_timestamp("sent_at", value)
+
+
+def parse_timestamp(name: str, text: str) -> int:
+    """``text`` as nanoseconds since the epoch; the error names the field ``name``."""
     try:
-        return parse_rfc3339(value)
+        return parse_rfc3339(text)
     except TimestampError as error:
-        raise InvalidPayloadError(f"sent_at {error}") from None
+        raise InvalidInputError(f"{name} {error}") from None
 
 
 def parse_upload_time(fields: dict[str, Any]) -> int:
     """The ``upload_time`` field: a JSON integer of nanoseconds in int64 range."""
     if "upload_time" not in fields:
-        raise InvalidPayloadError(f"upload_time is required: {_UPLOAD_FORM}")
+        raise InvalidInputError(f"upload_time is required: {_UPLOAD_FORM}")
     value = fields["upload_time"]
     if isinstance(value, _OversizedInt) or (
         type(value) is int and not 0 <= value <= MAX_UPLOAD_TIME_NS
     ):
-        raise InvalidPayloadError(f"upload_time is out of range: {_UPLOAD_FORM}")
+        raise InvalidInputError(f"upload_time is out of range: {_UPLOAD_FORM}")
     if type(value) is not int:
-        raise InvalidPayloadError(f"upload_time must be {_UPLOAD_FORM}")
+        raise InvalidInputError(f"upload_time must be {_UPLOAD_FORM}")
     return value
 
 

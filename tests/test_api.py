@@ -262,7 +262,7 @@ def test_get_on_heartbeat_is_405(client: FlaskClient) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/", "/api/v1", "/api/v1/devices", f"{API}/{DEVICE}", f"{API}/{DEVICE}/stats/"]
+    "path", ["/", "/api/v1", "/api/v2/devices", f"{API}/{DEVICE}/stats/", f"{API}/{DEVICE}/x"]
 )
 def test_unknown_path_is_404_json(client: FlaskClient, path: str) -> None:
     assert_error(client.get(path), 404, f"no such endpoint: {path}")

@@ -6,10 +6,10 @@ import threading
 
 import pytest
 
+from fleet_monitor.errors import UnknownDeviceError
 from fleet_monitor.fleet import (
     DeviceStats,
     Fleet,
-    UnknownDeviceError,
     is_valid_device_id,
     uptime_percent,
 )
@@ -80,14 +80,14 @@ def test_out_of_order_equals_in_order() -> None:
 def test_average_upload_truncates_integer_nanoseconds() -> None:
     fleet = Fleet(["a"])
     for upload in (1, 2, 2):
-        fleet.record_upload("a", upload)
+        fleet.record_upload("a", 0, upload)
     assert fleet.stats("a").avg_upload_ns == 1  # 5 // 3
 
 
 def test_upload_sum_does_not_overflow() -> None:
     fleet = Fleet(["a"])
     for _ in range(10):
-        fleet.record_upload("a", 2**63 - 1)
+        fleet.record_upload("a", 0, 2**63 - 1)
     assert fleet.stats("a").avg_upload_ns == 2**63 - 1
 
 
@@ -98,7 +98,7 @@ def test_unknown_device() -> None:
     with pytest.raises(UnknownDeviceError):
         fleet.record_heartbeat("b", BASE)
     with pytest.raises(UnknownDeviceError):
-        fleet.record_upload("b", 1)
+        fleet.record_upload("b", 0, 1)
     assert "b" not in fleet
 
 
@@ -136,7 +136,7 @@ def test_concurrent_writers_lose_nothing() -> None:
             device = "a" if i % 2 else "b"
             # Threads overlap on half of their minutes, so duplicates race too.
             fleet.record_heartbeat(device, BASE + (index * per_thread // 2 + i) * MINUTE_NS)
-            fleet.record_upload(device, index + 1)
+            fleet.record_upload(device, BASE, index + 1)
 
     threads = [threading.Thread(target=work, args=(n,)) for n in range(threads_count)]
     for thread in threads:

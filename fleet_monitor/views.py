@@ -1,0 +1,214 @@
+"""Read-only views of the fleet: status, fleet summary, pages, and windowed series.
+
+Every view is computed from locked snapshots of the records and the service clock (``now``,
+nanoseconds since the epoch), so it is consistent per device and testable with a frozen clock.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from fleet_monitor.errors import InvalidInputError, UnknownDeviceError
+from fleet_monitor.fleet import DeviceRecord, DeviceSnapshot, Fleet
+from fleet_monitor.timestamps import NS_PER_SECOND
+from fleet_monitor.uploads import UploadAggregate
+
+MINUTE_NS = 60 * NS_PER_SECOND
+STEP_MINUTES = {"1m": 1, "5m": 5, "1h": 60, "1d": 1440}
+DEFAULT_STEP = "1h"
+DEFAULT_SPAN_NS = 24 * 60 * MINUTE_NS
+MAX_BUCKETS = 10_000
+STATUSES = ("online", "offline", "never")
+
+
+def status_of(snapshot: DeviceSnapshot, now_ns: int, offline_after_ns: int) -> str:
+    """``never`` without heartbeats; ``online`` if the latest is at most ``offline_after`` old."""
+    if snapshot.last_heartbeat_ns is None:
+        return "never"
+    return "online" if now_ns - snapshot.last_heartbeat_ns <= offline_after_ns else "offline"
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    """A device's snapshot with its status at the time of the view."""
+
+    snapshot: DeviceSnapshot
+    status: str
+
+
+def device_view(fleet: Fleet, device_id: str, now_ns: int, offline_after_ns: int) -> DeviceView:
+    """The current view of one device; raises UnknownDeviceError."""
+    snapshot = fleet.device(device_id).snapshot(device_id)
+    return DeviceView(snapshot, status_of(snapshot, now_ns, offline_after_ns))
+
+
+def device_page(
+    fleet: Fleet,
+    now_ns: int,
+    offline_after_ns: int,
+    *,
+    status: str | None,
+    after: str | None,
+    limit: int,
+) -> tuple[list[DeviceView], str | None]:
+    """Up to ``limit`` devices sorted by id after ``after``, filtered by ``status``.
+
+    Returns the page and the id to continue after, or None when no device follows it.
+    """
+    page: list[DeviceView] = []
+    cursor = after
+    while len(page) < limit:
+        ids = fleet.ids_after(cursor, limit)
+        if not ids:
+            return page, None
+        for device_id in ids:
+            cursor = device_id
+            try:
+                view = device_view(fleet, device_id, now_ns, offline_after_ns)
+            except UnknownDeviceError:  # removed since the ids were read
+                continue
+            if status is None or view.status == status:
+                page.append(view)
+                if len(page) == limit:
+                    break
+    more = bool(fleet.ids_after(cursor, 1))
+    return page, cursor if more else None
+
+
+@dataclass(frozen=True)
+class FleetSummary:
+    """Counts by status, mean uptime of the devices seen, and the fleet's upload aggregate."""
+
+    devices: int
+    online: int
+    offline: int
+    never_seen: int
+    avg_uptime: float
+    uploads: UploadAggregate
+
+
+def fleet_summary(fleet: Fleet, now_ns: int, offline_after_ns: int) -> FleetSummary:
+    """The summary over every device.
+
+    ``avg_uptime`` is the mean uptime of the devices that sent a heartbeat (0.0 if none),
+    summed with ``math.fsum`` so the result does not depend on the devices' order.
+    """
+    counts = dict.fromkeys(STATUSES, 0)
+    uptimes: list[float] = []
+    uploads = UploadAggregate()
+    for snapshot in fleet.snapshots():
+        status = status_of(snapshot, now_ns, offline_after_ns)
+        counts[status] += 1
+        if status != "never":
+            uptimes.append(snapshot.uptime)
+        uploads += snapshot.uploads
+    return FleetSummary(
+        devices=sum(counts.values()),
+        online=counts["online"],
+        offline=counts["offline"],
+        never_seen=counts["never"],
+        avg_uptime=math.fsum(uptimes) / len(uptimes) if uptimes else 0.0,
+        uploads=uploads,
+    )
+
+
+@dataclass(frozen=True)
+class Window:
+    """A time window cut into steps. Minute ``m`` belongs to it if ``m``'s start is in
+    ``[start, end)``: minutes ``first_minute`` to ``end_minute - 1``."""
+
+    start_ns: int
+    end_ns: int
+    step: str
+
+    @property
+    def step_minutes(self) -> int:
+        """The step's length in minutes."""
+        return STEP_MINUTES[self.step]
+
+    @property
+    def first_minute(self) -> int:
+        """The first minute in the window."""
+        return -(-self.start_ns // MINUTE_NS)
+
+    @property
+    def end_minute(self) -> int:
+        """The first minute after the window."""
+        return -(-self.end_ns // MINUTE_NS)
+
+    def buckets(self) -> list[tuple[int, int]]:
+        """Each step as ``(first minute, end minute)``; the last one may be shorter."""
+        step, end = self.step_minutes, self.end_minute
+        return [(m, min(m + step, end)) for m in range(self.first_minute, end, step)]
+
+
+def make_window(start_ns: int | None, end_ns: int | None, step: str | None, now_ns: int) -> Window:
+    """The window asked for: ``end`` defaults to now, ``start`` to 24 h before ``end``.
+
+    Raises InvalidInputError for an unknown step, ``end <= start`` or over 10 000 buckets.
+    """
+    end = now_ns if end_ns is None else end_ns
+    start = end - DEFAULT_SPAN_NS if start_ns is None else start_ns
+    step = DEFAULT_STEP if step is None else step
+    if step not in STEP_MINUTES:
+        raise InvalidInputError(f"step must be one of {', '.join(STEP_MINUTES)}")
+    if end <= start:
+        raise InvalidInputError("end must be after start")
+    window = Window(start, end, step)
+    count = -(-(window.end_minute - window.first_minute) // window.step_minutes)
+    if count > MAX_BUCKETS:
+        raise InvalidInputError(
+            f"the window holds {count} steps of {step}; at most {MAX_BUCKETS} are allowed: "
+            "use a larger step or a shorter window"
+        )
+    return window
+
+
+@dataclass(frozen=True)
+class UptimeBucket:
+    """Minutes of a step inside the device's heartbeat span, and how many had a heartbeat."""
+
+    first_minute: int
+    minutes: int
+    minutes_with_heartbeat: int
+
+    @property
+    def uptime(self) -> float | None:
+        """Percent of ``minutes`` with a heartbeat; None when the step is outside the span."""
+        return 100 * self.minutes_with_heartbeat / self.minutes if self.minutes else None
+
+
+def uptime_series(record: DeviceRecord, window: Window) -> tuple[UptimeBucket, list[UptimeBucket]]:
+    """The whole window's uptime bucket and one per step.
+
+    A step counts only its minutes between the device's first and last heartbeat minute
+    (inclusive); its heartbeats are counted from the bitmap a chunk at a time.
+    """
+    span = record.minutes.first, record.minutes.last
+    buckets = []
+    for start, end in window.buckets():
+        minutes = with_heartbeat = 0
+        if span[0] is not None and span[1] is not None:
+            low, high = max(start, span[0]), min(end, span[1] + 1)
+            if high > low:
+                minutes = high - low
+                with_heartbeat = record.heartbeat_minutes_between(low, high)
+        buckets.append(UptimeBucket(start, minutes, with_heartbeat))
+    total = UptimeBucket(
+        window.first_minute,
+        sum(b.minutes for b in buckets),
+        sum(b.minutes_with_heartbeat for b in buckets),
+    )
+    return total, buckets
+
+
+def upload_series(
+    record: DeviceRecord, window: Window
+) -> tuple[UploadAggregate, list[tuple[int, UploadAggregate]]]:
+    """The whole window's upload aggregate and ``(first minute, aggregate)`` per step."""
+    buckets = [(start, record.uploads_between(start, end)) for start, end in window.buckets()]
+    total = UploadAggregate()
+    for _, aggregate in buckets:
+        total += aggregate
+    return total, buckets

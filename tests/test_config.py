@@ -23,6 +23,7 @@ def test_defaults() -> None:
         threads=8,
         log_level="info",
         log_format="auto",
+        offline_after=120,
         max_body_bytes=65536,
     )
 
@@ -36,6 +37,7 @@ def test_every_setting_from_its_env_var() -> None:
         "FLEET_MONITOR_LOG_LEVEL": "DEBUG",
         "FLEET_MONITOR_LOG_FORMAT": "json",
         "FLEET_MONITOR_MAX_BODY_BYTES": "1024",
+        "FLEET_MONITOR_OFFLINE_AFTER": "300",
     }
     assert parse([], environ) == Settings(
         host="0.0.0.0",
@@ -44,6 +46,7 @@ def test_every_setting_from_its_env_var() -> None:
         threads=2,
         log_level="debug",
         log_format="json",
+        offline_after=300,
         max_body_bytes=1024,
     )
 
@@ -95,6 +98,7 @@ def test_help_documents_every_option_and_its_env_var() -> None:
         ("--log-level", "FLEET_MONITOR_LOG_LEVEL"),
         ("--log-format", "FLEET_MONITOR_LOG_FORMAT"),
         ("--max-body-bytes", "FLEET_MONITOR_MAX_BODY_BYTES"),
+        ("--offline-after", "FLEET_MONITOR_OFFLINE_AFTER"),
     ]:
         assert flag in text
         assert env in " ".join(text.split())

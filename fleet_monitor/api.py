@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,8 @@ from fleet_monitor.views import (
 )
 
 Clock = Callable[[], int]
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+_KEY = re.compile(r"[!-~]{1,255}", re.ASCII)
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 
@@ -75,6 +78,13 @@ def _status_filter(text: str | None) -> str | None:
 def _optional_time(name: str) -> int | None:
     text = request.args.get(name)
     return None if text is None else parse_timestamp(name, text)
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is not None and not _KEY.fullmatch(key):
+        raise InvalidInputError(f"{IDEMPOTENCY_HEADER} must be 1 to 255 visible ASCII characters")
+    return key
 
 
 def _list_item(view: DeviceView) -> dict[str, Any]:
@@ -135,15 +145,17 @@ def create_api(fleet: Fleet, clock: Clock, offline_after_ns: int) -> Blueprint:
     @api.post("/devices/<device_id>/heartbeat")
     def post_heartbeat(device_id: str) -> Response:
         device = fleet.device(device_id)
+        key = _idempotency_key()
         heartbeat = parse_heartbeat(parse_json_object(request.get_data(cache=False)))
-        device.add_heartbeat(heartbeat.sent_at_ns)
+        device.add_heartbeat(heartbeat.sent_at_ns, key)
         return no_content()
 
     @api.post("/devices/<device_id>/stats")
     def post_stats(device_id: str) -> Response:
         device = fleet.device(device_id)
+        key = _idempotency_key()
         upload = parse_upload(parse_json_object(request.get_data(cache=False)))
-        device.add_upload(upload.sent_at_ns, upload.upload_time_ns)
+        device.add_upload(upload.sent_at_ns, upload.upload_time_ns, key)
         return no_content()
 
     @api.get("/devices/<device_id>/stats")

@@ -1,19 +1,103 @@
-"""The ``fleet-monitor`` command line."""
+"""The ``fleet-monitor`` command line: ``serve`` and ``simulate``."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
+
+import requests
 
 from fleet_monitor import __version__
 from fleet_monitor.config import ConfigError, add_arguments, settings_from
-from fleet_monitor.devices_file import DevicesFileError
+from fleet_monitor.devices_file import DevicesFileError, load_device_ids
+from fleet_monitor.errors import UnknownDeviceError
 from fleet_monitor.logs import configure_logging
+from fleet_monitor.scenario import (
+    ASSIGNMENT_FLEET,
+    DEFAULT_START,
+    GeneratorOptions,
+    ScenarioError,
+    assignment,
+    expected_results,
+    generate,
+    load,
+    save,
+)
 from fleet_monitor.server import serve
+from fleet_monitor.simulator import (
+    Sender,
+    SendOptions,
+    fetch_actual,
+    render_json,
+    render_text,
+    send_lanes,
+    split_lanes,
+)
 
 USAGE_ERROR = 2
+MISMATCH = 1
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {text!r}")
+    return value
+
+
+def _positive(kind: type[int] | type[float]) -> argparse._ActionType:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+        return value
+
+    return parse
+
+
+def _add_simulate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sim = commands.add_parser(
+        "simulate",
+        help="replay a fleet against a server and compare expected with actual stats",
+        description="Send a fleet's heartbeats and upload stats to any server that speaks the "
+        "device API, then GET each device's stats and compare them with the expected values. "
+        "Exit 0 when every device matches, 1 on any mismatch, 2 on a usage error or an "
+        "unreachable server.",
+    )
+    add = sim.add_argument
+    add("--url", default="http://127.0.0.1:6733", help="server base URL (default: %(default)s)")
+    add("--devices", type=Path, default=Path("devices.csv"), help="CSV of device ids")
+    add(
+        "--profile",
+        choices=("generated", "assignment"),
+        default="generated",
+        help="generated: from the options below; assignment: exactly the closed simulator's "
+        "traffic (five sample devices, one worker each)",
+    )
+    add("--scenario", type=Path, help="replay this JSON Lines scenario instead of generating")
+    add("--save-scenario", type=Path, help="write the scenario used as JSON Lines")
+    add("--minutes", type=_positive(int), default=480, help="span of heartbeats (default 480)")
+    add("--uploads", type=int, default=100, help="upload records per device (default 100)")
+    add("--missing-rate", type=_fraction, default=0.02, help="share of minutes without heartbeat")
+    add("--duplicate-rate", type=_fraction, default=0.02, help="share of heartbeats sent twice")
+    add("--out-of-order", type=_fraction, default=0.05, help="share of events sent out of order")
+    add("--seed", type=int, default=1, help="random seed (same seed, same scenario)")
+    add("--start", default=DEFAULT_START, help="first minute of the scenario (RFC 3339)")
+    add("--concurrency", type=_positive(int), default=8, help="requests in flight (default 8)")
+    add("--rate", type=_positive(float), help="at most this many requests a second, all workers")
+    add("--burst", type=_positive(int), default=10, help="token bucket size for --rate")
+    add("--timeout", type=_positive(float), default=10.0, help="seconds per request attempt")
+    add("--retries", type=int, default=5, help="retries on connection errors, 429 and 5xx")
+    add("--report", type=Path, help="also write the text report here")
+    add("--report-json", type=Path, help="write the report as JSON here")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,14 +108,75 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    serve = commands.add_parser(
+    serve_parser = commands.add_parser(
         "serve",
         help="run the HTTP service",
         description="Run the fleet-monitor HTTP service under waitress. Every option can also "
         "be set by the environment variable named in its help; a flag wins over the variable.",
     )
-    add_arguments(serve)
+    add_arguments(serve_parser)
+    _add_simulate(commands)
     return parser
+
+
+def _fail(message: str) -> int:
+    print(f"fleet-monitor: error: {message}", file=sys.stderr)
+    return USAGE_ERROR
+
+
+def simulate(args: argparse.Namespace) -> int:
+    """Run ``fleet-monitor simulate``; return its exit status."""
+    configure_logging(20, "text")
+    url = args.url.rstrip("/")
+    try:
+        if args.profile == "assignment" and args.scenario is None:
+            devices = list(ASSIGNMENT_FLEET)
+            events = assignment(args.seed, args.start)
+        else:
+            devices = load_device_ids(args.devices)
+            options = GeneratorOptions(
+                args.minutes,
+                args.uploads,
+                args.missing_rate,
+                args.duplicate_rate,
+                args.out_of_order,
+                args.seed,
+                args.start,
+            )
+            events = load(args.scenario) if args.scenario else generate(devices, options)
+        expected = expected_results(devices, events)
+    except (DevicesFileError, ScenarioError) as error:
+        return _fail(str(error))
+    except UnknownDeviceError as error:
+        return _fail(f"the scenario names device {str(error)!r} that is not in {args.devices}")
+    except ValueError as error:
+        return _fail(f"--start: {error}")
+    if args.save_scenario:
+        save(events, args.save_scenario)
+    try:
+        requests.get(f"{url}/api/v1/devices/{devices[0] if devices else 'x'}/stats", timeout=5)
+    except requests.RequestException as error:
+        return _fail(f"cannot reach {url}: {type(error).__name__}")
+
+    sender = Sender(
+        SendOptions(url, args.concurrency, args.rate, args.burst, args.timeout, args.retries)
+    )
+    by_device = args.profile == "assignment"
+    lanes = split_lanes(events, args.concurrency, by_device)
+    started = time.perf_counter()
+    send_lanes(sender, lanes, len(lanes) if by_device else args.concurrency)
+    results = [fetch_actual(sender, device, expected[device]) for device in expected]
+    wall = time.perf_counter() - started
+    text = render_text(results, sender.totals, wall)
+    print(text, end="")
+    if args.report:
+        args.report.write_text(text, encoding="utf-8")
+    if args.report_json:
+        report = render_json(results, sender.totals, wall)
+        args.report_json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if any(r.error == "no response" for r in results):
+        return _fail(f"{url} stopped answering")
+    return 0 if all(r.matches for r in results) else MISMATCH
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return USAGE_ERROR
+    if args.command == "simulate":
+        return simulate(args)
     try:
         settings = settings_from(args, os.environ)
     except ConfigError as error:
@@ -49,9 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         serve(settings)
     except DevicesFileError as error:
-        print(f"fleet-monitor: error: {error}", file=sys.stderr)
-        return USAGE_ERROR
+        return _fail(str(error))
     except OSError as error:  # e.g. the port is taken
-        print(f"fleet-monitor: error: cannot listen: {error}", file=sys.stderr)
-        return USAGE_ERROR
+        return _fail(f"cannot listen: {error}")
     return 0

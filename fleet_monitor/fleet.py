@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import threading
 from bisect import bisect_left, bisect_right, insort
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ from fleet_monitor.timestamps import minute_of
 from fleet_monitor.uploads import UploadAggregate, UploadLog
 
 DEVICE_ID_RULE = "1 to 128 characters of A-Z a-z 0-9 . _ : -"
+IDEMPOTENCY_KEYS_PER_DEVICE = 1024
 _DEVICE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}", re.ASCII)
 
 
@@ -80,6 +82,7 @@ class DeviceRecord:
     """
 
     __slots__ = (
+        "_keys",
         "_lock",
         "first_heartbeat_ns",
         "last_heartbeat_ns",
@@ -93,6 +96,7 @@ class DeviceRecord:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._keys: OrderedDict[str, None] | None = None  # created with the first key
         self.minutes = MinuteSet()
         self.first_heartbeat_ns: int | None = None
         self.last_heartbeat_ns: int | None = None
@@ -102,20 +106,43 @@ class DeviceRecord:
         self.upload_min_ns: int | None = None
         self.upload_max_ns: int | None = None
 
-    def add_heartbeat(self, sent_at_ns: int) -> bool:
-        """Record a heartbeat; return True if its minute was new for this device."""
+    def _is_repeat(self, key: str | None) -> bool:
+        """Whether ``key`` was already accepted; remembers it if not. Call under the lock."""
+        if key is None:
+            return False
+        if self._keys is None:
+            self._keys = OrderedDict()
+        elif key in self._keys:
+            return True
+        self._keys[key] = None
+        if len(self._keys) > IDEMPOTENCY_KEYS_PER_DEVICE:
+            self._keys.popitem(last=False)
+        return False
+
+    def add_heartbeat(self, sent_at_ns: int, key: str | None = None) -> bool:
+        """Record a heartbeat; return True if its minute was new for this device.
+
+        A ``key`` already accepted for this device (among its last 1 024) changes nothing.
+        """
         minute = minute_of(sent_at_ns)
         with self._lock:
+            if self._is_repeat(key):
+                return False
             if self.last_heartbeat_ns is None or sent_at_ns > self.last_heartbeat_ns:
                 self.last_heartbeat_ns = sent_at_ns
             if self.first_heartbeat_ns is None or sent_at_ns < self.first_heartbeat_ns:
                 self.first_heartbeat_ns = sent_at_ns
             return self.minutes.add(minute)
 
-    def add_upload(self, sent_at_ns: int, upload_ns: int) -> None:
-        """Record one upload that took ``upload_ns`` nanoseconds, sent at ``sent_at_ns``."""
+    def add_upload(self, sent_at_ns: int, upload_ns: int, key: str | None = None) -> bool:
+        """Record one upload that took ``upload_ns`` nanoseconds, sent at ``sent_at_ns``.
+
+        Returns False, changing nothing, when ``key`` was already accepted for this device.
+        """
         minute = minute_of(sent_at_ns)
         with self._lock:
+            if self._is_repeat(key):
+                return False
             self.uploads.add(minute, upload_ns)
             self.upload_count += 1
             self.upload_sum_ns += upload_ns
@@ -123,6 +150,7 @@ class DeviceRecord:
                 self.upload_min_ns = upload_ns
             if self.upload_max_ns is None or upload_ns > self.upload_max_ns:
                 self.upload_max_ns = upload_ns
+            return True
 
     def stats(self) -> DeviceStats:
         """Uptime and truncated mean upload time, in O(1)."""

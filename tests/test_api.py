@@ -299,3 +299,65 @@ def test_unexpected_failure_is_500_without_traceback(
     [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert record.exc_info is not None
     assert "secret internals" in str(record.exc_info[1])
+
+
+# --- Idempotency-Key ----------------------------------------------------------------------
+
+
+def test_repeated_idempotency_key_is_counted_once(client: FlaskClient, fleet: Fleet) -> None:
+    body = {"sent_at": "2024-04-02T09:00:00Z", "upload_time": 7}
+    for _ in range(3):
+        response = client.post(
+            f"{API}/{DEVICE}/stats", json=body, headers={"Idempotency-Key": "k1"}
+        )
+        assert (response.status_code, response.data) == (204, b"")
+    client.post(f"{API}/{DEVICE}/stats", json=body, headers={"Idempotency-Key": "k2"})
+    client.post(f"{API}/{DEVICE}/stats", json=body)  # no key: counted as before
+    client.post(f"{API}/{DEVICE}/stats", json=body)
+    assert fleet.device(DEVICE).upload_count == 4
+
+
+def test_idempotency_keys_are_per_device(client: FlaskClient, fleet: Fleet) -> None:
+    body = {"sent_at": "2024-04-02T09:00:00Z", "upload_time": 7}
+    other = "b4-45-52-a2-f1-3c"
+    for device in (DEVICE, other):
+        client.post(f"{API}/{device}/stats", json=body, headers={"Idempotency-Key": "same"})
+    assert fleet.device(DEVICE).upload_count == fleet.device(other).upload_count == 1
+
+
+def test_a_rejected_request_does_not_use_up_its_key(client: FlaskClient, fleet: Fleet) -> None:
+    headers = {"Idempotency-Key": "k"}
+    bad = client.post(
+        f"{API}/{DEVICE}/stats", json={"sent_at": "x", "upload_time": 1}, headers=headers
+    )
+    assert bad.status_code == 400
+    good = {"sent_at": "2024-04-02T09:00:00Z", "upload_time": 1}
+    assert client.post(f"{API}/{DEVICE}/stats", json=good, headers=headers).status_code == 204
+    assert fleet.device(DEVICE).upload_count == 1
+
+
+def test_only_the_last_1024_keys_are_remembered(client: FlaskClient, fleet: Fleet) -> None:
+    body = {"sent_at": "2024-04-02T09:00:00Z", "upload_time": 1}
+    for n in range(1025):
+        client.post(f"{API}/{DEVICE}/stats", json=body, headers={"Idempotency-Key": f"k{n}"})
+    client.post(f"{API}/{DEVICE}/stats", json=body, headers={"Idempotency-Key": "k1024"})  # kept
+    client.post(f"{API}/{DEVICE}/stats", json=body, headers={"Idempotency-Key": "k0"})  # evicted
+    assert fleet.device(DEVICE).upload_count == 1026
+
+
+def test_heartbeat_accepts_a_key(client: FlaskClient, fleet: Fleet) -> None:
+    headers = {"Idempotency-Key": "hb-1"}
+    for sent_at in ("2024-04-02T09:00:00Z", "2024-04-02T09:05:00Z"):
+        response = client.post(
+            f"{API}/{DEVICE}/heartbeat", json={"sent_at": sent_at}, headers=headers
+        )
+        assert response.status_code == 204
+    assert len(fleet.device(DEVICE).minutes) == 1
+
+
+@pytest.mark.parametrize("key", ["", "has space", "x" * 256, "é"])
+def test_bad_idempotency_key(client: FlaskClient, fleet: Fleet, key: str) -> None:
+    body = {"sent_at": "2024-04-02T09:00:00Z", "upload_time": 1}
+    response = client.post(f"{API}/{DEVICE}/stats", json=body, headers={"Idempotency-Key": key})
+    assert_error(response, 400, "Idempotency-Key must be 1 to 255 visible ASCII characters")
+    assert fleet.device(DEVICE).upload_count == 0

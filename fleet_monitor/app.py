@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
 from fleet_monitor.api import Clock, create_api
@@ -15,7 +17,11 @@ from fleet_monitor.fleet import Fleet
 from fleet_monitor.logs import ACCESS_LOGGER
 from fleet_monitor.timestamps import NS_PER_SECOND
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
 log = logging.getLogger(__name__)
+_STARTED = "fleet_monitor.started_ns"
 access_log = logging.getLogger(ACCESS_LOGGER)
 
 
@@ -76,34 +82,41 @@ def create_app(settings: Settings, fleet: Fleet, clock: Clock = system_clock) ->
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_reply(500, "internal server error")
 
-    @app.before_request
-    def start_timer() -> None:
-        g.started_ns = time.perf_counter_ns()
-
     @app.after_request
     def log_access(response: Response) -> Response:
         if access_log.isEnabledFor(logging.INFO):
-            started = g.get("started_ns")
-            duration_ms = (time.perf_counter_ns() - started) / 1e6 if started else 0.0
+            # Read the WSGI environ directly: each request.<attr> is a context-local lookup.
+            environ = request.environ
+            duration_ms = (time.perf_counter_ns() - environ[_STARTED]) / 1e6
+            method, path = environ["REQUEST_METHOD"], request.path
+            query = environ.get("QUERY_STRING")
+            remote = environ.get("REMOTE_ADDR")
             rule = request.url_rule
             access_log.info(
                 '%s "%s %s" %d %.2fms',
-                request.remote_addr,
-                request.method,
-                request.full_path if request.query_string else request.path,
+                remote,
+                method,
+                f"{path}?{query}" if query else path,
                 response.status_code,
                 duration_ms,
                 extra={
                     "fields": {
-                        "method": request.method,
-                        "path": request.path,
+                        "method": method,
+                        "path": path,
                         "route": rule.rule if rule else None,
                         "status": response.status_code,
                         "duration_ms": round(duration_ms, 3),
-                        "remote_addr": request.remote_addr,
+                        "remote_addr": remote,
                     }
                 },
             )
         return response
 
+    flask_wsgi = app.wsgi_app
+
+    def timed_wsgi(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        environ[_STARTED] = time.perf_counter_ns()
+        return flask_wsgi(environ, start_response)
+
+    app.wsgi_app = timed_wsgi  # type: ignore[method-assign]
     return app

@@ -46,10 +46,14 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+# One decoder for every request: json.loads(..., parse_int=...) builds a new one each call.
+_DECODER = json.JSONDecoder(parse_int=_parse_int, parse_constant=_reject_constant)
+
+
 def parse_json_object(body: bytes) -> dict[str, Any]:
     """Parse ``body`` as a JSON object, whatever the request's content type claimed."""
     try:
-        value = json.loads(body, parse_int=_parse_int, parse_constant=_reject_constant)
+        value = _DECODER.decode(body.decode(json.detect_encoding(body)))
     except (ValueError, RecursionError):
         raise InvalidInputError("request body is not valid JSON") from None
     if not isinstance(value, dict):

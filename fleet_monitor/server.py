@@ -1,17 +1,24 @@
-"""Running the app under waitress until SIGTERM or SIGINT."""
+"""Running a WSGI app under waitress until SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Iterable
 from types import FrameType
+from typing import TYPE_CHECKING
 
+from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
+from waitress.task import WSGITask
 
 from fleet_monitor.app import create_app
 from fleet_monitor.config import Settings
 from fleet_monitor.devices_file import load_device_ids
 from fleet_monitor.fleet import Fleet
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +34,18 @@ def _stop(signum: int, _frame: FrameType | None) -> None:
 
 def serve(settings: Settings) -> None:
     """Load the fleet, then serve it until a stop signal; raises DevicesFileError on a bad CSV."""
-    device_ids = load_device_ids(settings.devices)
-    fleet = Fleet(device_ids)
-    app = create_app(settings, fleet)
+    fleet = Fleet(load_device_ids(settings.devices))
+    log.info(
+        "loaded %d devices from %s",
+        len(fleet),
+        settings.devices,
+        extra={"fields": {"devices": len(fleet)}},
+    )
+    serve_app(create_app(settings, fleet), settings)
+
+
+def serve_app(app: WSGIApplication, settings: Settings) -> None:
+    """Serve ``app`` with the service's waitress settings until SIGTERM or SIGINT."""
     server = create_server(
         app,
         host=settings.host,
@@ -38,21 +54,49 @@ def serve(settings: Settings) -> None:
         ident="fleet-monitor",
         max_request_body_size=settings.max_body_bytes + WAITRESS_BODY_SLACK,
     )
+    for listener in _listeners(server):
+        listener.channel_class = KeepAliveChannel
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _stop)
     listening = [f"http://{host}:{port}" for host, port in _addresses(server)]
-    log.info(
-        "listening on %s with %d devices from %s",
-        ", ".join(listening),
-        len(fleet),
-        settings.devices,
-        extra={"fields": {"listen": listening, "devices": len(fleet)}},
-    )
+    log.info("listening on %s", ", ".join(listening), extra={"fields": {"listen": listening}})
     try:
         server.run()  # returns after a stop signal, once in-flight requests are done
     finally:
         server.close()
     log.info("stopped")
+
+
+class BodylessKeepAliveTask(WSGITask):
+    """A waitress task that keeps HTTP/1.1 connections open after a 204 (or 304).
+
+    waitress 3.0 closes the connection after any response that has no Content-Length, even
+    a 204, which cannot have a body and so needs no length to end it; every device POST would
+    then pay a new TCP connection. A client's ``Connection: close`` is still honoured, and
+    so is every other reason waitress has to close.
+    """
+
+    def set_close_on_finish(self) -> None:
+        """Close after this response, unless it is a body-less answer to a keep-alive request."""
+        bodyless = not self.has_body and self.version == "1.1" and not self.wrote_header
+        headers: dict[str, str] = getattr(self.request, "headers", {})
+        wants_close = headers.get("CONNECTION", "").lower() == "close"
+        if bodyless and not wants_close:
+            return
+        super().set_close_on_finish()
+
+
+class KeepAliveChannel(HTTPChannel):
+    """waitress's channel, running :class:`BodylessKeepAliveTask`."""
+
+    task_class = BodylessKeepAliveTask
+
+
+def _listeners(server: MultiSocketServer | BaseWSGIServer) -> list[BaseWSGIServer]:
+    if isinstance(server, MultiSocketServer):
+        dispatchers: Iterable[object] = (server.map or {}).values()
+        return [s for s in dispatchers if isinstance(s, BaseWSGIServer)]
+    return [server]
 
 
 def _addresses(server: MultiSocketServer | BaseWSGIServer) -> list[tuple[str, int]]:

@@ -164,7 +164,7 @@ def test_port_in_use_exits_2(tmp_path: Path) -> None:
         port = server.url.rsplit(":", 1)[1]
         result = run_cli("serve", "--port", port)
     assert result.returncode == 2
-    assert result.stderr.startswith("fleet-monitor: error: cannot listen:")
+    assert result.stderr.splitlines()[-1].startswith("fleet-monitor: error: cannot listen:")
 
 
 def test_no_command_prints_help_and_exits_2() -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks: speed and memory, each measured side by side with its reference."""

@@ -1,0 +1,216 @@
+"""Run every benchmark, print a table, and write ``benchmarks/results.md``.
+
+    .venv/bin/python -m benchmarks.run [--seconds 10] [--rounds 3] [--memory-devices 250]
+
+Each figure is measured in one run beside its reference, alternating rounds, so machine noise
+cancels in the ratio. Not part of the unit suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import http.client
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from benchmarks.load import load
+from fleet_monitor.fleet import Fleet
+
+REPO = Path(__file__).resolve().parent.parent
+HEARTBEAT_PATH = "/api/v1/devices/60-6b-44-84-dc-64/heartbeat"
+DAY_MINUTES = 1440
+MINUTE_NS = 60 * 10**9
+
+
+@contextmanager
+def server(kind: str, workdir: Path, devices: Path | None = None) -> Iterator[str]:
+    """Start ``python -m benchmarks.servers KIND`` on a free port; yield its base URL."""
+    log = workdir / f"{kind}.log"
+    args = [sys.executable, "-m", "benchmarks.servers", kind, "--port", "0"]
+    if devices:
+        args += ["--devices", str(devices)]
+    with log.open("wb") as out:
+        process = subprocess.Popen(args, cwd=REPO, stdout=out, stderr=out)
+    try:
+        yield f"http://127.0.0.1:{wait_for_port(log, process)}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def wait_for_port(log: Path, process: subprocess.Popen[bytes], timeout: float = 120) -> int:
+    """The port a starting server logs in its ``listening on`` line."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in log.read_text().splitlines():
+            if "listening on http://" in line:
+                return int(line.rsplit(":", 1)[1].split()[0].strip('",]}'))
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited: {log.read_text()}")
+        time.sleep(0.05)
+    raise RuntimeError("server did not start")
+
+
+def percentile(values: list[float], percent: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(len(ordered) * percent / 100) - 1)]
+
+
+def ingest(seconds: int, rounds: int, workdir: Path) -> dict[str, object]:
+    """Heartbeat POSTs per second: the service against the framework floor, alternating."""
+    service: list[float] = []
+    floor: list[float] = []
+    generator = ""
+    for _ in range(rounds):
+        for kind, results in (("service", service), ("floor", floor)):
+            with server(kind, workdir) as url:
+                generator, result = load(url + HEARTBEAT_PATH, seconds, 16, workdir)
+                if result.errors:
+                    raise RuntimeError(f"{kind}: {result.errors} failed requests")
+                results.append(result.requests_per_second)
+    service_rps, floor_rps = statistics.median(service), statistics.median(floor)
+    return {
+        "generator": generator,
+        "service_rps": round(service_rps, 1),
+        "floor_rps": round(floor_rps, 1),
+        "ratio": round(service_rps / floor_rps, 3),
+    }
+
+
+def stats_latency(requests: int, workdir: Path) -> dict[str, object]:
+    """GET stats latency (ms) for a device with 1 heartbeat vs one with 1 000 000 minutes."""
+    latencies: dict[str, list[float]] = {"small": [], "big": []}
+    with server("preloaded", workdir) as url:
+        host, port = url.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port))
+        for index in range(2 * requests + 200):
+            device = "small" if index % 2 else "big"
+            started = time.perf_counter()
+            conn.request("GET", f"/api/v1/devices/{device}/stats")
+            body = conn.getresponse().read()
+            elapsed = (time.perf_counter() - started) * 1000
+            if index >= 200:  # warm-up
+                latencies[device].append(elapsed)
+        assert json.loads(body)["uptime"] > 0
+    result: dict[str, object] = {}
+    for device, values in latencies.items():
+        result[f"{device}_p50_ms"] = round(percentile(values, 50), 3)
+        result[f"{device}_p99_ms"] = round(percentile(values, 99), 3)
+    result["p50_ratio"] = round(
+        percentile(latencies["big"], 50) / percentile(latencies["small"], 50), 3
+    )
+    result["p99_ratio"] = round(
+        percentile(latencies["big"], 99) / percentile(latencies["small"], 99), 3
+    )
+    return result
+
+
+def memory(devices: int, days: int = 30, uploads: int = 100) -> dict[str, object]:
+    """tracemalloc bytes for ``devices`` devices with a heartbeat every minute for ``days``
+    days and ``uploads`` uploads each (at distinct minutes), through the real record methods."""
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    ids = [f"dev-{n:05d}" for n in range(devices)]
+    fleet = Fleet(ids)
+    start = 28_000_000
+    for device_id in ids:
+        record = fleet.device(device_id)
+        for minute in range(start, start + days * DAY_MINUTES):
+            record.add_heartbeat(minute * MINUTE_NS)
+        for n in range(uploads):
+            record.add_upload((start + n * 431) * MINUTE_NS, 30 * 10**9 + n)
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    per_device = used / devices
+    bitmap_bytes_per_day = DAY_MINUTES / 8
+    return {
+        "devices": devices,
+        "days": days,
+        "bytes_per_device": round(per_device),
+        "bytes_per_device_day": round(per_device / days, 1),
+        "raw_bitmap_bytes_per_day": bitmap_bytes_per_day,
+        "beyond_200_per_day_bytes": round(per_device - 200 * days),
+    }
+
+
+def startup(devices: int, workdir: Path) -> dict[str, object]:
+    """Seconds from process start to listening, with a ``devices``-line CSV, and without."""
+    csv = workdir / "big.csv"
+    csv.write_text("device_id\n" + "".join(f"dev-{n:06d}\n" for n in range(devices)))
+    result: dict[str, object] = {"devices": devices}
+    for name, path in (("five_devices_s", REPO / "devices.csv"), ("large_csv_s", csv)):
+        times = []
+        for _ in range(3):
+            log = workdir / "startup.log"
+            started = time.perf_counter()
+            with log.open("wb") as out:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "fleet_monitor", "serve", "--port", "0",
+                     "--devices", str(path), "--log-format", "text"],
+                    cwd=REPO, stdout=out, stderr=out,
+                )  # fmt: skip
+            wait_for_port(log, process)
+            times.append(time.perf_counter() - started)
+            process.terminate()
+            process.wait(timeout=30)
+        result[name] = round(statistics.median(times), 3)
+    return result
+
+
+def markdown(results: dict[str, dict[str, object]], args: argparse.Namespace) -> str:
+    """The results as the Markdown page ``benchmarks/results.md``."""
+    i, s, m, u = results["ingest"], results["stats"], results["memory"], results["startup"]
+    return f"""# Benchmark results
+
+Measured {dt.date.today().isoformat()} on {os.cpu_count()} cores, Python {platform.python_version()},
+{platform.system()} {platform.machine()}, with `.venv/bin/python -m benchmarks.run --seconds {args.seconds} --rounds {args.rounds} --memory-devices {args.memory_devices}`.
+
+| # | what | reference | figure | ratio / target |
+|---|---|---|---|---|
+| 1 | heartbeat ingest ({i["generator"]}, 16 connections, median of {args.rounds}) | floor app: {i["floor_rps"]} req/s | service: {i["service_rps"]} req/s | {i["ratio"]} of the floor (target ≥ 0.90) |
+| 2 | `GET …/stats` latency, 1 000 000 minutes vs 1 | 1 heartbeat: p50 {s["small_p50_ms"]} ms, p99 {s["small_p99_ms"]} ms | 1M minutes: p50 {s["big_p50_ms"]} ms, p99 {s["big_p99_ms"]} ms | p50 {s["p50_ratio"]}, p99 {s["p99_ratio"]} (target ≤ 1.1) |
+| 3 | memory, {m["devices"]} devices × {m["days"]} days per-minute + 100 uploads | raw bitmap: {m["raw_bitmap_bytes_per_day"]} B/day | {m["bytes_per_device_day"]} B per device-day ({m["bytes_per_device"]} B per device) | {m["beyond_200_per_day_bytes"]} B per device beyond 200 B/day (target ≤ 1024) |
+| 4 | batch ingestion | – | not measured: the events endpoint does not exist yet | – |
+| 5 | start-up to listening | 5-device CSV: {u["five_devices_s"]} s | {u["devices"]}-device CSV: {u["large_csv_s"]} s | target ≤ 1 s |
+"""
+
+
+def main() -> None:
+    """Run the benchmarks and write the results."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--seconds", type=int, default=10, help="load per ingest round")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating ingest rounds")
+    parser.add_argument("--latency-requests", type=int, default=5000)
+    parser.add_argument("--memory-devices", type=int, default=250)
+    parser.add_argument("--startup-devices", type=int, default=100_000)
+    parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results.md")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        results = {
+            "ingest": ingest(args.seconds, args.rounds, workdir),
+            "stats": stats_latency(args.latency_requests, workdir),
+            "memory": memory(args.memory_devices),
+            "startup": startup(args.startup_devices, workdir),
+        }
+    for name, figures in results.items():
+        print(f"{name:8} {json.dumps(figures)}")
+    args.output.write_text(markdown(results, args))
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

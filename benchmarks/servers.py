@@ -1,0 +1,67 @@
+"""Servers the benchmark starts in their own process: the framework floor and our app.
+
+``python -m benchmarks.servers floor|service|preloaded --port N --devices CSV`` serves until
+killed. ``preloaded`` first gives device ``big`` one heartbeat a minute for 1 000 000 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from flask import Flask, Response
+
+from fleet_monitor.app import create_app
+from fleet_monitor.config import Settings
+from fleet_monitor.devices_file import load_device_ids
+from fleet_monitor.fleet import Fleet
+from fleet_monitor.logs import configure_logging
+from fleet_monitor.server import serve_app
+
+BIG_MINUTES = 1_000_000
+MINUTE_NS = 60 * 10**9
+
+
+def floor_app() -> Flask:
+    """The framework's floor: the heartbeat route answering 204, doing nothing else."""
+    app = Flask(__name__)
+
+    @app.post("/api/v1/devices/<device_id>/heartbeat")
+    def heartbeat(device_id: str) -> Response:
+        return Response(status=204)
+
+    return app
+
+
+def preloaded_fleet(devices: list[str]) -> Fleet:
+    """``devices`` plus ``small`` (1 heartbeat) and ``big`` (1 000 000 heartbeat minutes)."""
+    fleet = Fleet([*devices, "small", "big"])
+    fleet.record_heartbeat("small", 28_000_000 * MINUTE_NS)
+    big = fleet.device("big")
+    for minute in range(28_000_000, 28_000_000 + BIG_MINUTES):
+        big.add_heartbeat(minute * MINUTE_NS)
+    for n in range(100):
+        big.add_upload(28_000_000 * MINUTE_NS, 10**9 + n)
+    return fleet
+
+
+def main() -> None:
+    """Serve the chosen app on the given port until killed."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("kind", choices=("floor", "service", "preloaded"))
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--devices", type=Path, default=Path("devices.csv"))
+    args = parser.parse_args()
+    configure_logging(logging.INFO, "text")  # as the service runs: access log included
+    settings = Settings(port=args.port, log_level="info")
+    devices = load_device_ids(args.devices)
+    if args.kind == "floor":
+        serve_app(floor_app(), settings)
+    else:
+        fleet = preloaded_fleet(devices) if args.kind == "preloaded" else Fleet(devices)
+        serve_app(create_app(settings, fleet), settings)
+
+
+if __name__ == "__main__":
+    main()

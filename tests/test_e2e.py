@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -177,3 +178,43 @@ def test_serve_help_lists_env_vars() -> None:
     result = run_cli("serve", "--help")
     assert result.returncode == 0
     assert "FLEET_MONITOR_MAX_BODY_BYTES" in result.stdout
+
+
+def raw_exchange(port: int, requests_: list[bytes]) -> list[bytes]:
+    """Send raw HTTP requests one after another on ONE connection; the raw answers."""
+    answers = []
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        for raw in requests_:
+            sock.sendall(raw)
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+            answers.append(answer)
+    return answers
+
+
+def heartbeat_request(connection: str = "") -> bytes:
+    body = b'{"sent_at": "2024-04-02T09:00:00Z"}'
+    extra = f"Connection: {connection}\r\n" if connection else ""
+    return (
+        f"POST /api/v1/devices/{SAMPLE_DEVICES[0]}/heartbeat HTTP/1.1\r\nHost: x\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}\r\n"
+    ).encode() + body
+
+
+def test_204_keeps_the_connection_open(tmp_path: Path) -> None:
+    with live_server(tmp_path) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        answers = raw_exchange(port, [heartbeat_request()] * 3)
+    assert [a.split(b"\r\n", 1)[0] for a in answers] == [b"HTTP/1.1 204 NO CONTENT"] * 3
+    assert all(b"Connection: close" not in a and b"Content-Length" not in a for a in answers)
+
+
+def test_connection_close_is_still_honoured(tmp_path: Path) -> None:
+    with live_server(tmp_path) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        [answer] = raw_exchange(port, [heartbeat_request("close")])
+    assert b"Connection: close" in answer

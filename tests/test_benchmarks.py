@@ -1,0 +1,86 @@
+"""The benchmark's own pieces (never its figures): load script, wrk parsing, memory probe."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from benchmarks.load import heartbeat_lua, parse_wrk
+from benchmarks.run import markdown, memory, percentile
+
+WRK_OUTPUT = """\
+Running 10s test @ http://127.0.0.1:40000/api/v1/devices/x/heartbeat
+  1 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     7.01ms    1.20ms  30.00ms   90.00%
+  13805 requests in 10.00s, 1.01MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 4
+Requests/sec:   1380.52
+Transfer/sec:    103.50KB
+"""
+
+
+def test_lua_script_posts_to_the_path_with_lua51_syntax() -> None:
+    script = heartbeat_lua("/api/v1/devices/60-6b-44-84-dc-64/heartbeat")
+    assert 'wrk.format(nil, "/api/v1/devices/60-6b-44-84-dc-64/heartbeat", nil, body)' in script
+    assert 'wrk.method = "POST"' in script
+    code = "\n".join(line for line in script.splitlines() if not line.startswith("--"))
+    assert "//" not in code  # LuaJIT has no integer division operator
+
+
+def test_parse_wrk() -> None:
+    result = parse_wrk(WRK_OUTPUT)
+    assert result.requests_per_second == 1380.52
+    assert result.errors == 4 + 2 + 1
+
+
+def test_parse_wrk_without_errors() -> None:
+    assert parse_wrk("Requests/sec:  10.5\n").errors == 0
+
+
+def test_percentile_nearest_rank() -> None:
+    values = [float(n) for n in range(1, 101)]
+    assert (percentile(values, 50), percentile(values, 99), percentile(values, 100)) == (
+        50.0,
+        99.0,
+        100.0,
+    )
+    assert percentile([3.0], 99) == 3.0
+
+
+def test_memory_probe_on_a_small_fleet() -> None:
+    figures = memory(devices=3, days=2, uploads=5)
+    assert figures["devices"] == 3
+    assert figures["raw_bitmap_bytes_per_day"] == 180.0
+    per_device = figures["bytes_per_device"]
+    assert isinstance(per_device, int)
+    assert 2 * 180 < per_device < 20_000
+
+
+def test_results_page(tmp_path: Path) -> None:
+    results: dict[str, dict[str, object]] = {
+        "ingest": {"generator": "wrk", "service_rps": 2.0, "floor_rps": 4.0, "ratio": 0.5},
+        "stats": {
+            "small_p50_ms": 1,
+            "small_p99_ms": 2,
+            "big_p50_ms": 1,
+            "big_p99_ms": 2,
+            "p50_ratio": 1.0,
+            "p99_ratio": 1.0,
+        },
+        "memory": {
+            "devices": 3,
+            "days": 30,
+            "bytes_per_device": 6000,
+            "bytes_per_device_day": 200.0,
+            "raw_bitmap_bytes_per_day": 180.0,
+            "beyond_200_per_day_bytes": 0,
+        },
+        "startup": {"devices": 10, "five_devices_s": 0.3, "large_csv_s": 0.4},
+    }
+    args = argparse.Namespace(seconds=1, rounds=1, memory_devices=3)
+    page = markdown(results, args)
+    assert page.startswith("# Benchmark results\n")
+    assert "| 1 | heartbeat ingest (wrk" in page
+    assert "0.5 of the floor (target ≥ 0.90)" in page

@@ -13,6 +13,7 @@ from flask import Blueprint, Response, jsonify, request
 from fleet_monitor.durations import format_duration
 from fleet_monitor.errors import InvalidInputError
 from fleet_monitor.fleet import Fleet, is_valid_device_id
+from fleet_monitor.metrics import Metrics
 from fleet_monitor.payloads import parse_heartbeat, parse_json_object, parse_timestamp, parse_upload
 from fleet_monitor.timestamps import format_rfc3339
 from fleet_monitor.uploads import UploadAggregate
@@ -59,7 +60,7 @@ def _decode_cursor(cursor: str) -> str:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         device_id = ""
     if not is_valid_device_id(device_id):
-        raise InvalidInputError("cursor is not one this service returned in next")
+        raise InvalidInputError("cursor is not one this service returned in next", "invalid_query")
     return device_id
 
 
@@ -67,26 +68,30 @@ def _limit(text: str | None) -> int:
     if text is None:
         return DEFAULT_PAGE
     if not text.isdecimal() or not 1 <= int(text) <= MAX_PAGE:
-        raise InvalidInputError(f"limit must be a whole number from 1 to {MAX_PAGE}")
+        raise InvalidInputError(
+            f"limit must be a whole number from 1 to {MAX_PAGE}", "invalid_query"
+        )
     return int(text)
 
 
 def _status_filter(text: str | None) -> str | None:
     if text is not None and text not in STATUSES:
-        raise InvalidInputError(f"status must be one of {', '.join(STATUSES)}")
+        raise InvalidInputError(f"status must be one of {', '.join(STATUSES)}", "invalid_query")
     return text
 
 
 def _optional_time(name: str) -> int | None:
     text = request.args.get(name)
-    return None if text is None else parse_timestamp(name, text)
+    return None if text is None else parse_timestamp(name, text, "invalid_query")
 
 
 def _idempotency_key() -> str | None:
     # From the environ: werkzeug's header lookup raises and catches an exception on a miss.
     key = request.environ.get("HTTP_IDEMPOTENCY_KEY")
     if key is not None and not _KEY.fullmatch(key):
-        raise InvalidInputError(f"{IDEMPOTENCY_HEADER} must be 1 to 255 visible ASCII characters")
+        raise InvalidInputError(
+            f"{IDEMPOTENCY_HEADER} must be 1 to 255 visible ASCII characters", "invalid_header"
+        )
     return key
 
 
@@ -136,8 +141,8 @@ def _upload_fields(aggregate: UploadAggregate) -> dict[str, Any]:
     }
 
 
-def create_api(fleet: Fleet, clock: Clock, offline_after_ns: int) -> Blueprint:
-    """The blueprint of the ``/api/v1`` routes, serving ``fleet``."""
+def create_api(fleet: Fleet, clock: Clock, offline_after_ns: int, metrics: Metrics) -> Blueprint:
+    """The blueprint of the ``/api/v1`` routes, serving ``fleet``; counts events in ``metrics``."""
     api = Blueprint("api", __name__, url_prefix="/api/v1")
 
     def window_query() -> Window:
@@ -150,7 +155,7 @@ def create_api(fleet: Fleet, clock: Clock, offline_after_ns: int) -> Blueprint:
         device = fleet.device(device_id)
         key = _idempotency_key()
         heartbeat = parse_heartbeat(parse_json_object(request.get_data(cache=False)))
-        device.add_heartbeat(heartbeat.sent_at_ns, key)
+        metrics.heartbeat_accepted(device.add_heartbeat(heartbeat.sent_at_ns, key))
         return no_content()
 
     @api.post("/devices/<device_id>/stats")
@@ -159,6 +164,7 @@ def create_api(fleet: Fleet, clock: Clock, offline_after_ns: int) -> Blueprint:
         key = _idempotency_key()
         upload = parse_upload(parse_json_object(request.get_data(cache=False)))
         device.add_upload(upload.sent_at_ns, upload.upload_time_ns, key)
+        metrics.uploads.inc()
         return no_content()
 
     @api.get("/devices/<device_id>/stats")

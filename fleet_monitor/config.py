@@ -37,6 +37,24 @@ def parse_positive_int(text: str) -> int:
     return value
 
 
+def parse_seconds(text: str) -> int:
+    """A whole number of seconds, 0 or more."""
+    value = _parse_int(text)
+    if value < 0:
+        raise ValueError(f"must be a whole number of at least 0, got {text!r}")
+    return value
+
+
+def parse_switch(text: str) -> bool:
+    """On or off: 1/true/yes/on or 0/false/no/off, in any case."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"must be one of 1, true, yes, on, 0, false, no, off, got {text!r}")
+
+
 def _parse_int(text: str) -> int:
     try:
         return int(text.strip())
@@ -86,6 +104,19 @@ class Settings:
     max_body_bytes: int = _option(
         64 * 1024, parse_positive_int, "largest request body accepted, in bytes (else 413)", "N"
     )
+    metrics_per_device: bool = _option(
+        False,
+        parse_switch,
+        "also export each device's uptime and last heartbeat on /metrics (one series per device)",
+        "",
+    )
+    shutdown_grace: int = _option(
+        0,
+        parse_seconds,
+        "seconds to keep serving after SIGTERM with /readyz answering 503, so load balancers "
+        "stop sending before the port closes",
+        "SECONDS",
+    )
 
     @property
     def log_level_number(self) -> int:
@@ -115,13 +146,18 @@ def _argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per setting to ``parser``; each documents its env var and default."""
     for field in dataclasses.fields(Settings):
+        parse = field.metadata["parse"]
+        kind: dict[str, Any] = (
+            {"action": argparse.BooleanOptionalAction}  # --name / --no-name, no value
+            if parse is parse_switch
+            else {"type": _argparse_type(parse), "metavar": field.metadata["metavar"]}
+        )
         parser.add_argument(
             _flag(field),
             dest=field.name,
             default=None,
-            type=_argparse_type(field.metadata["parse"]),
-            metavar=field.metadata["metavar"],
             help=f"{field.metadata['help']} (env {env_name(field.name)}; default: {field.default})",
+            **kind,
         )
 
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 
 class InvalidInputError(ValueError):
-    """A body, field or query value the API does not accept; str() says which and why (400)."""
+    """A body, field or query value the API does not accept; str() says which and why (400).
+
+    ``reason`` is a short fixed label for the kind of mistake (a metrics label, never user text).
+    """
+
+    def __init__(self, message: str, reason: str = "invalid_input") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class UnknownDeviceError(LookupError):

@@ -27,7 +27,7 @@ def is_valid_device_id(device_id: str) -> bool:
 def check_device_id(device_id: str) -> str:
     """``device_id`` itself; raises InvalidInputError naming the rule when it breaks it."""
     if not is_valid_device_id(device_id):
-        raise InvalidInputError(f"device_id must be {DEVICE_ID_RULE}")
+        raise InvalidInputError(f"device_id must be {DEVICE_ID_RULE}", "invalid_device_id")
     return device_id
 
 
@@ -192,9 +192,21 @@ class Fleet:
     def __init__(self, device_ids: Iterable[str] = ()) -> None:
         self._lock = threading.Lock()
         self._devices: dict[str, DeviceRecord] = {}
-        for device_id in device_ids:
-            self._devices.setdefault(device_id, DeviceRecord())
-        self._sorted_ids = sorted(self._devices)
+        self._sorted_ids: list[str] = []
+        self.add_all(device_ids)
+
+    def add_all(self, device_ids: Iterable[str]) -> int:
+        """Add each of ``device_ids`` not yet in the fleet (ids are not checked: they come from
+        a validated file); return how many were new."""
+        with self._lock:
+            before = len(self._devices)
+            for device_id in device_ids:
+                if device_id not in self._devices:
+                    self._devices[device_id] = DeviceRecord()
+            added = len(self._devices) - before
+            if added:
+                self._sorted_ids = sorted(self._devices)
+            return added
 
     def __contains__(self, device_id: object) -> bool:
         return device_id in self._devices
@@ -242,7 +254,9 @@ class Fleet:
 
     def snapshots(self) -> Iterator[DeviceSnapshot]:
         """A snapshot of every device, one record lock at a time."""
-        for device_id, record in list(self._devices.items()):
+        with self._lock:  # held for the copy only, never while records are read
+            records = list(self._devices.items())
+        for device_id, record in records:
             yield record.snapshot(device_id)
 
     def record_heartbeat(self, device_id: str, sent_at_ns: int) -> bool:

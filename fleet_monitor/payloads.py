@@ -55,41 +55,41 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     try:
         value = _DECODER.decode(body.decode(json.detect_encoding(body)))
     except (ValueError, RecursionError):
-        raise InvalidInputError("request body is not valid JSON") from None
+        raise InvalidInputError("request body is not valid JSON", "invalid_json") from None
     if not isinstance(value, dict):
-        raise InvalidInputError("request body must be a JSON object")
+        raise InvalidInputError("request body must be a JSON object", "invalid_json")
     return value
 
 
 def parse_sent_at(fields: dict[str, Any]) -> int:
     """The ``sent_at`` field as nanoseconds since the epoch."""
     if "sent_at" not in fields:
-        raise InvalidInputError(f"sent_at is required: {EXPECTED_FORM}")
+        raise InvalidInputError(f"sent_at is required: {EXPECTED_FORM}", "invalid_field")
     value = fields["sent_at"]
     if not isinstance(value, str):
-        raise InvalidInputError(f"sent_at must be a string: {EXPECTED_FORM}")
+        raise InvalidInputError(f"sent_at must be a string: {EXPECTED_FORM}", "invalid_field")
     return parse_timestamp("sent_at", value)
 
 
-def parse_timestamp(name: str, text: str) -> int:
-    """``text`` as nanoseconds since the epoch; the error names the field ``name``."""
+def parse_timestamp(name: str, text: str, reason: str = "invalid_field") -> int:
+    """``text`` as nanoseconds since the epoch; the error names ``name`` and has ``reason``."""
     try:
         return parse_rfc3339(text)
     except TimestampError as error:
-        raise InvalidInputError(f"{name} {error}") from None
+        raise InvalidInputError(f"{name} {error}", reason) from None
 
 
 def parse_upload_time(fields: dict[str, Any]) -> int:
     """The ``upload_time`` field: a JSON integer of nanoseconds in int64 range."""
     if "upload_time" not in fields:
-        raise InvalidInputError(f"upload_time is required: {_UPLOAD_FORM}")
+        raise InvalidInputError(f"upload_time is required: {_UPLOAD_FORM}", "invalid_field")
     value = fields["upload_time"]
     if isinstance(value, _OversizedInt) or (
         type(value) is int and not 0 <= value <= MAX_UPLOAD_TIME_NS
     ):
-        raise InvalidInputError(f"upload_time is out of range: {_UPLOAD_FORM}")
+        raise InvalidInputError(f"upload_time is out of range: {_UPLOAD_FORM}", "invalid_field")
     if type(value) is not int:
-        raise InvalidInputError(f"upload_time must be {_UPLOAD_FORM}")
+        raise InvalidInputError(f"upload_time must be {_UPLOAD_FORM}", "invalid_field")
     return value
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,7 @@ from fleet_monitor.app import create_app
 from fleet_monitor.config import Settings
 from fleet_monitor.devices_file import load_device_ids
 from fleet_monitor.fleet import Fleet
+from fleet_monitor.readiness import Readiness
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -27,25 +29,43 @@ log = logging.getLogger(__name__)
 WAITRESS_BODY_SLACK = 1024 * 1024
 
 
-def _stop(signum: int, _frame: FrameType | None) -> None:
-    # waitress's loop ends on KeyboardInterrupt and lets its workers finish their requests.
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 def serve(settings: Settings) -> None:
-    """Load the fleet, then serve it until a stop signal; raises DevicesFileError on a bad CSV."""
-    fleet = Fleet(load_device_ids(settings.devices))
-    log.info(
-        "loaded %d devices from %s",
-        len(fleet),
-        settings.devices,
-        extra={"fields": {"devices": len(fleet)}},
-    )
-    serve_app(create_app(settings, fleet), settings)
+    """Serve the fleet until a stop signal; raises DevicesFileError on a bad CSV.
+
+    The CSV is read before the port opens, so a bad one stops the start at once. The port then
+    opens with ``/healthz`` up and ``/readyz`` answering 503 while the fleet is built in the
+    background; the API answers once it is loaded.
+    """
+    device_ids = load_device_ids(settings.devices)
+    readiness = Readiness()
+    fleet = Fleet()
+
+    def load() -> None:
+        fleet.add_all(device_ids)
+        log.info(
+            "loaded %d devices from %s",
+            len(fleet),
+            settings.devices,
+            extra={"fields": {"devices": len(fleet)}},
+        )
+
+    serve_app(create_app(settings, fleet, readiness=readiness), settings, readiness, load)
 
 
-def serve_app(app: WSGIApplication, settings: Settings) -> None:
-    """Serve ``app`` with the service's waitress settings until SIGTERM or SIGINT."""
+def serve_app(
+    app: WSGIApplication,
+    settings: Settings,
+    readiness: Readiness | None = None,
+    load: Callable[[], None] | None = None,
+) -> None:
+    """Serve ``app`` with the service's waitress settings until SIGTERM or SIGINT.
+
+    ``load`` runs in a thread once the port is open; ``readiness`` turns ready when it returns.
+    If it raises, the server stops and the error is raised here. After a stop signal,
+    ``readiness`` turns to stopping, and the server keeps serving for
+    ``settings.shutdown_grace`` seconds (a second signal ends that at once).
+    """
+    readiness = readiness or Readiness()
     server = create_server(
         app,
         host=settings.host,
@@ -56,14 +76,51 @@ def serve_app(app: WSGIApplication, settings: Settings) -> None:
     )
     for listener in _listeners(server):
         listener.channel_class = KeepAliveChannel
+    main_thread = threading.get_ident()
+
+    def stop_soon() -> None:  # a real signal to the main thread wakes waitress's select()
+        signal.pthread_kill(main_thread, signal.SIGTERM)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if readiness.begin_stop() and readiness.is_loaded and settings.shutdown_grace:
+            log.info(
+                "%s: /readyz answers 503; stopping in %d s",
+                name,
+                settings.shutdown_grace,
+                extra={"fields": {"signal": name}},
+            )
+            timer = threading.Timer(settings.shutdown_grace, stop_soon)
+            timer.daemon = True
+            timer.start()
+            return
+        # waitress's loop ends on KeyboardInterrupt and lets its workers finish their requests.
+        raise KeyboardInterrupt(name)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _stop)
+        signal.signal(signum, on_signal)
     listening = [f"http://{host}:{port}" for host, port in _addresses(server)]
     log.info("listening on %s", ", ".join(listening), extra={"fields": {"listen": listening}})
+    failures: list[BaseException] = []
+
+    def prepare() -> None:
+        try:
+            if load is not None:
+                load()
+        except BaseException as error:  # handed to the main thread, raised there
+            failures.append(error)
+            stop_soon()
+            return
+        readiness.set_ready()
+        log.info("ready", extra={"fields": {"ready": True}})
+
+    threading.Thread(target=prepare, name="load", daemon=True).start()
     try:
         server.run()  # returns after a stop signal, once in-flight requests are done
     finally:
         server.close()
+    if failures:
+        raise failures[0]
     log.info("stopped")
 
 

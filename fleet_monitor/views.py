@@ -152,15 +152,16 @@ def make_window(start_ns: int | None, end_ns: int | None, step: str | None, now_
     start = end - DEFAULT_SPAN_NS if start_ns is None else start_ns
     step = DEFAULT_STEP if step is None else step
     if step not in STEP_MINUTES:
-        raise InvalidInputError(f"step must be one of {', '.join(STEP_MINUTES)}")
+        raise InvalidInputError(f"step must be one of {', '.join(STEP_MINUTES)}", "invalid_query")
     if end <= start:
-        raise InvalidInputError("end must be after start")
+        raise InvalidInputError("end must be after start", "invalid_query")
     window = Window(start, end, step)
     count = -(-(window.end_minute - window.first_minute) // window.step_minutes)
     if count > MAX_BUCKETS:
         raise InvalidInputError(
             f"the window holds {count} steps of {step}; at most {MAX_BUCKETS} are allowed: "
-            "use a larger step or a shorter window"
+            "use a larger step or a shorter window",
+            "invalid_query",
         )
     return window
 

@@ -59,13 +59,18 @@ class LiveServer:
         return [json.loads(line) for line in lines if line.startswith("{")]
 
 
-def wait_for_listen(log_path: Path, process: subprocess.Popen[bytes]) -> str:
-    """The first URL a starting server logs as listening on (JSON log format)."""
+def wait_until_ready(log_path: Path, process: subprocess.Popen[bytes]) -> str:
+    """The first URL a starting server logs as listening on, once it logs that it is ready."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        for line in log_path.read_text(encoding="utf-8").splitlines():
-            if line.startswith("{") and "listen" in (record := json.loads(line)):
-                return str(record["listen"][0])
+        records = [
+            json.loads(line)
+            for line in log_path.read_text(encoding="utf-8").splitlines()
+            if line.startswith("{")
+        ]
+        listening = [record["listen"][0] for record in records if "listen" in record]
+        if listening and any(record.get("ready") is True for record in records):
+            return str(listening[0])
         if process.poll() is not None:
             raise AssertionError(f"server exited with {process.returncode}: {log_path.read_text()}")
         time.sleep(0.02)
@@ -92,7 +97,7 @@ def live_server(
             [*command, *args], cwd=REPO, env=full_env, stdout=log_file, stderr=log_file
         )
     try:
-        yield LiveServer(process, wait_for_listen(log_path, process), log_path)
+        yield LiveServer(process, wait_until_ready(log_path, process), log_path)
     finally:
         if process.poll() is None:
             process.terminate()

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
 from waitress.task import WSGITask
@@ -81,7 +82,11 @@ def serve_app(
     def stop_soon() -> None:  # a real signal to the main thread wakes waitress's select()
         signal.pthread_kill(main_thread, signal.SIGTERM)
 
+    interrupted = threading.Event()
+
     def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if interrupted.is_set():  # the loop is already ending: nothing more to do
+            return
         name = signal.Signals(signum).name
         if readiness.begin_stop() and readiness.is_loaded and settings.shutdown_grace:
             log.info(
@@ -95,6 +100,7 @@ def serve_app(
             timer.start()
             return
         # waitress's loop ends on KeyboardInterrupt and lets its workers finish their requests.
+        interrupted.set()
         raise KeyboardInterrupt(name)
 
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -114,11 +120,15 @@ def serve_app(
         readiness.set_ready()
         log.info("ready", extra={"fields": {"ready": True}})
 
-    threading.Thread(target=prepare, name="load", daemon=True).start()
     try:
+        threading.Thread(target=prepare, name="load", daemon=True).start()
         server.run()  # returns after a stop signal, once in-flight requests are done
+    except KeyboardInterrupt:
+        pass  # a stop signal that came before the loop began
     finally:
-        server.close()
+        # Every socket: the listeners and the clients' idle keep-alive connections.
+        socket_map = server.map if isinstance(server, MultiSocketServer) else server._map  # type: ignore[attr-defined]
+        wasyncore.close_all(socket_map)
     if failures:
         raise failures[0]
     log.info("stopped")

@@ -25,6 +25,8 @@ def test_defaults() -> None:
         log_format="auto",
         offline_after=120,
         max_body_bytes=65536,
+        metrics_per_device=False,
+        shutdown_grace=0,
     )
 
 
@@ -38,6 +40,8 @@ def test_every_setting_from_its_env_var() -> None:
         "FLEET_MONITOR_LOG_FORMAT": "json",
         "FLEET_MONITOR_MAX_BODY_BYTES": "1024",
         "FLEET_MONITOR_OFFLINE_AFTER": "300",
+        "FLEET_MONITOR_METRICS_PER_DEVICE": "Yes",
+        "FLEET_MONITOR_SHUTDOWN_GRACE": "5",
     }
     assert parse([], environ) == Settings(
         host="0.0.0.0",
@@ -48,12 +52,27 @@ def test_every_setting_from_its_env_var() -> None:
         log_format="json",
         offline_after=300,
         max_body_bytes=1024,
+        metrics_per_device=True,
+        shutdown_grace=5,
     )
 
 
 def test_flag_beats_env() -> None:
     settings = parse(["--port", "7000"], {"FLEET_MONITOR_PORT": "8000"})
     assert settings.port == 7000
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "expected"),
+    [
+        (["--metrics-per-device"], {}, True),
+        (["--no-metrics-per-device"], {"FLEET_MONITOR_METRICS_PER_DEVICE": "on"}, False),
+        ([], {"FLEET_MONITOR_METRICS_PER_DEVICE": "0"}, False),
+        ([], {"FLEET_MONITOR_METRICS_PER_DEVICE": "TRUE"}, True),
+    ],
+)
+def test_switch_from_flag_or_env(argv: list[str], environ: dict[str, str], expected: bool) -> None:
+    assert parse(argv, environ).metrics_per_device is expected
 
 
 @pytest.mark.parametrize(
@@ -68,6 +87,16 @@ def test_flag_beats_env() -> None:
         ),
         ("FLEET_MONITOR_LOG_LEVEL", "loud", "FLEET_MONITOR_LOG_LEVEL must be one of debug, info"),
         ("FLEET_MONITOR_LOG_FORMAT", "xml", "FLEET_MONITOR_LOG_FORMAT must be one of auto, text"),
+        (
+            "FLEET_MONITOR_METRICS_PER_DEVICE",
+            "maybe",
+            "FLEET_MONITOR_METRICS_PER_DEVICE must be one of 1, true, yes, on, 0, false, no, off",
+        ),
+        (
+            "FLEET_MONITOR_SHUTDOWN_GRACE",
+            "-1",
+            "FLEET_MONITOR_SHUTDOWN_GRACE must be a whole number of at least 0, got '-1'",
+        ),
     ],
 )
 def test_bad_env_value_names_the_variable(name: str, value: str, message: str) -> None:
@@ -99,6 +128,8 @@ def test_help_documents_every_option_and_its_env_var() -> None:
         ("--log-format", "FLEET_MONITOR_LOG_FORMAT"),
         ("--max-body-bytes", "FLEET_MONITOR_MAX_BODY_BYTES"),
         ("--offline-after", "FLEET_MONITOR_OFFLINE_AFTER"),
+        ("--metrics-per-device", "FLEET_MONITOR_METRICS_PER_DEVICE"),
+        ("--shutdown-grace", "FLEET_MONITOR_SHUTDOWN_GRACE"),
     ]:
         assert flag in text
         assert env in " ".join(text.split())

@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -26,6 +27,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from benchmarks.load import load
+from fleet_monitor.app import create_app
+from fleet_monitor.config import Settings
 from fleet_monitor.fleet import Fleet
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,17 +53,26 @@ def server(kind: str, workdir: Path, devices: Path | None = None) -> Iterator[st
         process.wait(timeout=30)
 
 
-def wait_for_port(log: Path, process: subprocess.Popen[bytes], timeout: float = 120) -> int:
-    """The port a starting server logs in its ``listening on`` line."""
+def wait_for_line(
+    log: Path, process: subprocess.Popen[bytes], text: str, timeout: float = 120
+) -> str:
+    """The first line of a starting server's log that contains ``text``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for line in log.read_text().splitlines():
-            if "listening on http://" in line:
-                return int(line.rsplit(":", 1)[1].split()[0].strip('",]}'))
+            if text in line:
+                return line
         if process.poll() is not None:
             raise RuntimeError(f"server exited: {log.read_text()}")
-        time.sleep(0.05)
-    raise RuntimeError("server did not start")
+        time.sleep(0.005)
+    raise RuntimeError(f"server did not log {text!r}")
+
+
+def wait_for_port(log: Path, process: subprocess.Popen[bytes], timeout: float = 120) -> int:
+    """The port a starting server logs in its ``listening on`` line, once it is ready."""
+    line = wait_for_line(log, process, "listening on http://", timeout)
+    wait_for_line(log, process, ": ready", timeout)
+    return int(line.rsplit(":", 1)[1].split()[0].strip('",]}'))
 
 
 def percentile(values: list[float], percent: float) -> float:
@@ -147,12 +159,13 @@ def memory(devices: int, days: int = 30, uploads: int = 100) -> dict[str, object
 
 
 def startup(devices: int, workdir: Path) -> dict[str, object]:
-    """Seconds from process start to listening, with a ``devices``-line CSV, and without."""
+    """Seconds from process start to listening and to ready, with a ``devices``-line CSV and
+    with the 5-device sample (medians of 3)."""
     csv = workdir / "big.csv"
     csv.write_text("device_id\n" + "".join(f"dev-{n:06d}\n" for n in range(devices)))
     result: dict[str, object] = {"devices": devices}
-    for name, path in (("five_devices_s", REPO / "devices.csv"), ("large_csv_s", csv)):
-        times = []
+    for name, path in (("five_devices", REPO / "devices.csv"), ("large_csv", csv)):
+        listening, ready = [], []
         for _ in range(3):
             log = workdir / "startup.log"
             started = time.perf_counter()
@@ -162,17 +175,72 @@ def startup(devices: int, workdir: Path) -> dict[str, object]:
                      "--devices", str(path), "--log-format", "text"],
                     cwd=REPO, stdout=out, stderr=out,
                 )  # fmt: skip
-            wait_for_port(log, process)
-            times.append(time.perf_counter() - started)
+            wait_for_line(log, process, "listening on http://")
+            listening.append(time.perf_counter() - started)
+            wait_for_line(log, process, ": ready")
+            ready.append(time.perf_counter() - started)
             process.terminate()
             process.wait(timeout=30)
-        result[name] = round(statistics.median(times), 3)
+        result[f"{name}_listening_s"] = round(statistics.median(listening), 3)
+        result[f"{name}_ready_s"] = round(statistics.median(ready), 3)
+    return result
+
+
+def scrape(devices: int, scrapes: int = 5) -> dict[str, object]:
+    """``GET /metrics`` over ``devices`` devices (10 heartbeat minutes and 2 uploads each):
+    seconds per scrape with and without per-device series, how long the fleet lock is held
+    per scrape, and the slowest fleet-lock operation of another thread during the scrapes."""
+    ids = [f"dev-{n:06d}" for n in range(devices)]
+    fleet = Fleet(ids)
+    for device_id in ids:
+        record = fleet.device(device_id)
+        for minute in range(28_000_000, 28_000_010):
+            record.add_heartbeat(minute * MINUTE_NS)
+        record.add_upload(28_000_000 * MINUTE_NS, 10**9)
+        record.add_upload(28_000_001 * MINUTE_NS, 2 * 10**9)
+    result: dict[str, object] = {"devices": devices}
+    waits: list[float] = []
+    running = threading.Event()
+
+    def writer() -> None:  # registers and removes a device: both take the fleet lock
+        while running.is_set():
+            started = time.perf_counter()
+            fleet.register("cam-07")
+            fleet.remove("cam-07")
+            waits.append(time.perf_counter() - started)
+            time.sleep(0.001)
+
+    for per_device in (False, True):
+        client = create_app(Settings(metrics_per_device=per_device), fleet).test_client()
+        running.set()
+        thread = threading.Thread(target=writer)
+        thread.start()
+        times, size = [], 0
+        for _ in range(scrapes):
+            started = time.perf_counter()
+            size = len(client.get("/metrics").get_data())
+            times.append(time.perf_counter() - started)
+        running.clear()
+        thread.join()
+        key = "per_device" if per_device else "default"
+        result[f"{key}_s"] = round(statistics.median(times), 3)
+        result[f"{key}_bytes"] = size
+    held = []
+    for _ in range(scrapes):
+        started = time.perf_counter()
+        with fleet._lock:  # what a scrape holds it for: the copy of the record list
+            list(fleet._devices.items())
+        held.append(time.perf_counter() - started)
+    result["fleet_lock_held_ms"] = round(statistics.median(held) * 1000, 2)
+    result["writer_max_ms"] = round(max(waits) * 1000, 2)
+    result["writer_ops"] = len(waits)
     return result
 
 
 def markdown(results: dict[str, dict[str, object]], args: argparse.Namespace) -> str:
     """The results as the Markdown page ``benchmarks/results.md``."""
     i, s, m, u = results["ingest"], results["stats"], results["memory"], results["startup"]
+    c = results["scrape"]
     return f"""# Benchmark results
 
 Measured {dt.date.today().isoformat()} on {os.cpu_count()} cores, Python {platform.python_version()},
@@ -184,7 +252,8 @@ Measured {dt.date.today().isoformat()} on {os.cpu_count()} cores, Python {platfo
 | 2 | `GET …/stats` latency, 1 000 000 minutes vs 1 | 1 heartbeat: p50 {s["small_p50_ms"]} ms, p99 {s["small_p99_ms"]} ms | 1M minutes: p50 {s["big_p50_ms"]} ms, p99 {s["big_p99_ms"]} ms | p50 {s["p50_ratio"]}, p99 {s["p99_ratio"]} (target ≤ 1.1) |
 | 3 | memory, {m["devices"]} devices × {m["days"]} days per-minute + 100 uploads | raw bitmap: {m["raw_bitmap_bytes_per_day"]} B/day | {m["bytes_per_device_day"]} B per device-day ({m["bytes_per_device"]} B per device) | {m["beyond_200_per_day_bytes"]} B per device beyond 200 B/day (target ≤ 1024) |
 | 4 | batch ingestion | – | not measured: the events endpoint does not exist yet | – |
-| 5 | start-up to listening | 5-device CSV: {u["five_devices_s"]} s | {u["devices"]}-device CSV: {u["large_csv_s"]} s | target ≤ 1 s |
+| 5 | start-up: process start to listening, and to ready (`/readyz` 200) | 5-device CSV: {u["five_devices_listening_s"]} s, ready {u["five_devices_ready_s"]} s | {u["devices"]}-device CSV: {u["large_csv_listening_s"]} s, ready {u["large_csv_ready_s"]} s | target ≤ 1 s to ready |
+| – | `GET /metrics` with {c["devices"]} devices (issue 5), median of 5 | – | {c["default_s"]} s ({c["default_bytes"]} B); with `--metrics-per-device` {c["per_device_s"]} s ({c["per_device_bytes"]} B) | fleet lock held {c["fleet_lock_held_ms"]} ms per scrape; slowest register+remove of another thread during the scrapes: {c["writer_max_ms"]} ms ({c["writer_ops"]} done) |
 """
 
 
@@ -196,6 +265,7 @@ def main() -> None:
     parser.add_argument("--latency-requests", type=int, default=5000)
     parser.add_argument("--memory-devices", type=int, default=250)
     parser.add_argument("--startup-devices", type=int, default=100_000)
+    parser.add_argument("--scrape-devices", type=int, default=100_000)
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results.md")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -205,6 +275,7 @@ def main() -> None:
             "stats": stats_latency(args.latency_requests, workdir),
             "memory": memory(args.memory_devices),
             "startup": startup(args.startup_devices, workdir),
+            "scrape": scrape(args.scrape_devices),
         }
     for name, figures in results.items():
         print(f"{name:8} {json.dumps(figures)}")

@@ -44,6 +44,11 @@ def uptime_percent(minutes_seen: int, first: int | None, last: int | None) -> fl
     return min(100.0, 100 * minutes_seen / (last - first))
 
 
+# (last heartbeat ns or None, uptime, upload count, sum, min, max); min and max are 0 when
+# the count is.
+Counters = tuple[int | None, float, int, int, int, int]
+
+
 @dataclass(frozen=True)
 class DeviceStats:
     """What ``GET /devices/{id}/stats`` reports."""
@@ -175,6 +180,19 @@ class DeviceRecord:
                 ),
             )
 
+    def counters(self) -> Counters:
+        """Latest heartbeat, uptime and upload count, sum, min and max, in O(1)."""
+        with self._lock:
+            minutes = self.minutes
+            return (
+                self.last_heartbeat_ns,
+                uptime_percent(len(minutes), minutes.first, minutes.last),
+                self.upload_count,
+                self.upload_sum_ns,
+                self.upload_min_ns or 0,
+                self.upload_max_ns or 0,
+            )
+
     def heartbeat_minutes_between(self, start: int, end: int) -> int:
         """How many heartbeat minutes ``m`` with ``start <= m < end`` the device has."""
         with self._lock:
@@ -252,12 +270,12 @@ class Fleet:
             index = 0 if after is None else bisect_right(self._sorted_ids, after)
             return self._sorted_ids[index : index + count]
 
-    def snapshots(self) -> Iterator[DeviceSnapshot]:
-        """A snapshot of every device, one record lock at a time."""
+    def counters(self) -> Iterator[tuple[str, Counters]]:
+        """Each device's id and :meth:`DeviceRecord.counters`, one record lock at a time."""
         with self._lock:  # held for the copy only, never while records are read
             records = list(self._devices.items())
         for device_id, record in records:
-            yield record.snapshot(device_id)
+            yield device_id, record.counters()
 
     def record_heartbeat(self, device_id: str, sent_at_ns: int) -> bool:
         """Record a heartbeat; return True if its minute was new for the device."""

@@ -80,10 +80,10 @@ class FleetCollector(Collector):
             "sent_at of a device's latest heartbeat, in Unix seconds (devices never seen: none).",
             labels=["device_id"],
         )
-        for snapshot in self._fleet.snapshots():
-            uptime.add_metric([snapshot.device_id], snapshot.uptime)
-            if snapshot.last_heartbeat_ns is not None:
-                last.add_metric([snapshot.device_id], snapshot.last_heartbeat_ns / NS_PER_SECOND)
+        for device_id, (last_ns, device_uptime, *_) in self._fleet.counters():
+            uptime.add_metric([device_id], device_uptime)
+            if last_ns is not None:
+                last.add_metric([device_id], last_ns / NS_PER_SECOND)
         yield uptime
         yield last
 

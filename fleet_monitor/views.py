@@ -22,11 +22,11 @@ MAX_BUCKETS = 10_000
 STATUSES = ("online", "offline", "never")
 
 
-def status_of(snapshot: DeviceSnapshot, now_ns: int, offline_after_ns: int) -> str:
+def status_of(last_heartbeat_ns: int | None, now_ns: int, offline_after_ns: int) -> str:
     """``never`` without heartbeats; ``online`` if the latest is at most ``offline_after`` old."""
-    if snapshot.last_heartbeat_ns is None:
+    if last_heartbeat_ns is None:
         return "never"
-    return "online" if now_ns - snapshot.last_heartbeat_ns <= offline_after_ns else "offline"
+    return "online" if now_ns - last_heartbeat_ns <= offline_after_ns else "offline"
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class DeviceView:
 def device_view(fleet: Fleet, device_id: str, now_ns: int, offline_after_ns: int) -> DeviceView:
     """The current view of one device; raises UnknownDeviceError."""
     snapshot = fleet.device(device_id).snapshot(device_id)
-    return DeviceView(snapshot, status_of(snapshot, now_ns, offline_after_ns))
+    return DeviceView(snapshot, status_of(snapshot.last_heartbeat_ns, now_ns, offline_after_ns))
 
 
 def device_page(
@@ -96,20 +96,29 @@ def fleet_summary(fleet: Fleet, now_ns: int, offline_after_ns: int) -> FleetSumm
     """
     counts = dict.fromkeys(STATUSES, 0)
     uptimes: list[float] = []
-    uploads = UploadAggregate()
-    for snapshot in fleet.snapshots():
-        status = status_of(snapshot, now_ns, offline_after_ns)
+    upload_count = upload_sum = 0
+    low: list[int] = []
+    high: list[int] = []
+    # Plain tuples, not snapshots: this runs over every device at each /fleet call and scrape.
+    for _, (last_ns, uptime, count, total, min_ns, max_ns) in fleet.counters():
+        status = status_of(last_ns, now_ns, offline_after_ns)
         counts[status] += 1
         if status != "never":
-            uptimes.append(snapshot.uptime)
-        uploads += snapshot.uploads
+            uptimes.append(uptime)
+        if count:
+            upload_count += count
+            upload_sum += total
+            low.append(min_ns)
+            high.append(max_ns)
     return FleetSummary(
         devices=sum(counts.values()),
         online=counts["online"],
         offline=counts["offline"],
         never_seen=counts["never"],
         avg_uptime=math.fsum(uptimes) / len(uptimes) if uptimes else 0.0,
-        uploads=uploads,
+        uploads=UploadAggregate(
+            upload_count, upload_sum, min(low, default=None), max(high, default=None)
+        ),
     )
 
 

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fleet_monitor.app import create_app
 from fleet_monitor.config import Settings
-from fleet_monitor.fleet import DeviceRecord, DeviceSnapshot, Fleet
+from fleet_monitor.fleet import Counters, DeviceRecord, Fleet
 from fleet_monitor.logs import configure_logging
 from fleet_monitor.readiness import READY, STARTING, STOPPING, Readiness
 from tests.conftest import DEVICE, SAMPLE_DEVICES
@@ -181,11 +181,11 @@ def test_a_scrape_never_holds_the_fleet_lock_while_reading_records(
     lock); were the scrape holding that lock, the thread would not finish."""
     fleet = Fleet(f"dev-{n}" for n in range(1000))
     client = create_app(Settings(), fleet).test_client()
-    real_snapshot = DeviceRecord.snapshot
+    real_counters = DeviceRecord.counters
     seen = 0
     finished: list[bool] = []
 
-    def snapshot(record: DeviceRecord, device_id: str) -> DeviceSnapshot:
+    def counters(record: DeviceRecord) -> Counters:
         nonlocal seen
         seen += 1
         if seen == 500:
@@ -193,9 +193,9 @@ def test_a_scrape_never_holds_the_fleet_lock_while_reading_records(
             writer.start()
             writer.join(timeout=5)
             finished.append(not writer.is_alive())
-        return real_snapshot(record, device_id)
+        return real_counters(record)
 
-    monkeypatch.setattr(DeviceRecord, "snapshot", snapshot)
+    monkeypatch.setattr(DeviceRecord, "counters", counters)
     assert client.get("/metrics").status_code == 200
     assert finished == [True]
     assert "cam-07" in fleet

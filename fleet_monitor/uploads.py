@@ -1,14 +1,16 @@
-"""Per-minute upload aggregates (count, sum, min, max), compact and ordered by minute.
+"""Uploads by minute, compact and ordered: any window's count, sum, min and max.
 
-Any window and step can be answered from these without keeping each upload. The minutes are
-kept sorted in parallel ``array``s (about 40 bytes a minute that saw uploads), so a window is
-found by bisection; uploads arriving in time order append at the end.
+Each upload is kept as two machine integers in parallel ``array``s sorted by minute (16 bytes
+an upload, against about 40 for a per-minute aggregate of four values, since a device uploads
+at most about once a minute). A window is found by bisection and aggregated in C (``sum``,
+``min``, ``max`` over an array slice; the sum is a Python int, so exact beyond int64). Uploads
+arriving in time order append at the end.
 """
 
 from __future__ import annotations
 
 from array import array
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
 
@@ -42,40 +44,26 @@ class UploadAggregate:
 
 
 class UploadLog:
-    """Upload aggregates per UTC minute. Not thread-safe: the owning record locks it."""
+    """Upload times by UTC minute. Not thread-safe: the owning record locks it."""
 
-    __slots__ = ("_counts", "_maxs", "_mins", "_minutes", "_sums")
+    __slots__ = ("_minutes", "_times")
 
     def __init__(self) -> None:
         self._minutes = array("q")
-        self._counts = array("q")
-        self._mins = array("q")
-        self._maxs = array("q")
-        self._sums: list[int] = []  # Python ints: a minute's sum may exceed int64
+        self._times = array("q")
 
     def add(self, minute: int, upload_ns: int) -> None:
         """Record one upload of ``upload_ns`` sent in ``minute``."""
-        minutes = self._minutes
-        index = bisect_left(minutes, minute)
-        if index == len(minutes) or minutes[index] != minute:
-            minutes.insert(index, minute)
-            self._counts.insert(index, 0)
-            self._sums.insert(index, 0)
-            self._mins.insert(index, upload_ns)
-            self._maxs.insert(index, upload_ns)
-        self._counts[index] += 1
-        self._sums[index] += upload_ns
-        self._mins[index] = min(self._mins[index], upload_ns)
-        self._maxs[index] = max(self._maxs[index], upload_ns)
+        index = bisect_right(self._minutes, minute)
+        self._minutes.insert(index, minute)
+        self._times.insert(index, upload_ns)
 
     def between(self, start: int, end: int) -> UploadAggregate:
-        """The aggregate of the minutes ``m`` with ``start <= m < end``."""
+        """The aggregate of the uploads in minutes ``m`` with ``start <= m < end``."""
         low, high = bisect_left(self._minutes, start), bisect_left(self._minutes, end)
         if low >= high:
             return UploadAggregate()
+        times = self._times[low:high]
         return UploadAggregate(
-            count=sum(self._counts[low:high]),
-            sum_ns=sum(self._sums[low:high]),
-            min_ns=min(self._mins[low:high]),
-            max_ns=max(self._maxs[low:high]),
+            count=high - low, sum_ns=sum(times), min_ns=min(times), max_ns=max(times)
         )

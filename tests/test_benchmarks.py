@@ -49,6 +49,15 @@ def test_percentile_nearest_rank() -> None:
     assert percentile([3.0], 99) == 3.0
 
 
+def test_memory_probe_with_missing_minutes_costs_more() -> None:
+    full = memory(devices=2, days=6, uploads=0)
+    gappy = memory(devices=2, days=6, uploads=0, missing=0.02)
+    assert gappy["missing"] == 0.02
+    assert isinstance(full["bytes_per_device"], int)
+    assert isinstance(gappy["bytes_per_device"], int)
+    assert gappy["bytes_per_device"] > full["bytes_per_device"]  # no chunk is full
+
+
 def test_memory_probe_on_a_small_fleet() -> None:
     figures = memory(devices=3, days=2, uploads=5)
     assert figures["devices"] == 3
@@ -77,10 +86,29 @@ def test_results_page(tmp_path: Path) -> None:
             "raw_bitmap_bytes_per_day": 180.0,
             "beyond_200_per_day_bytes": 0,
         },
-        "startup": {"devices": 10, "five_devices_s": 0.3, "large_csv_s": 0.4},
+        "startup": {
+            "devices": 10,
+            "five_devices_listening_s": 0.3,
+            "five_devices_ready_s": 0.3,
+            "large_csv_listening_s": 0.4,
+            "large_csv_ready_s": 0.5,
+        },
+        "scrape": {
+            "devices": 10,
+            "default_s": 0.1,
+            "default_bytes": 10,
+            "per_device_s": 0.2,
+            "per_device_bytes": 20,
+            "fleet_lock_held_ms": 1.0,
+            "writer_max_ms": 2.0,
+            "writer_ops": 3,
+        },
     }
+    results["memory_gappy"] = {**results["memory"], "missing": 0.02}
     args = argparse.Namespace(seconds=1, rounds=1, memory_devices=3)
     page = markdown(results, args)
     assert page.startswith("# Benchmark results\n")
     assert "| 1 | heartbeat ingest (wrk" in page
     assert "0.5 of the floor (target ≥ 0.90)" in page
+    assert "| 3b | the same with 2% of minutes missing" in page
+    assert "ready 0.5 s" in page

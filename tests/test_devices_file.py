@@ -72,3 +72,27 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_a_directory_is_not_a_devices_file(tmp_path: Path) -> None:
     with pytest.raises(DevicesFileError, match="cannot read devices file"):
         load_device_ids(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("plain", "quoted"),
+    [
+        ("device_id\n a \n\n b\r\nc\n", '"device_id"\n"a"\n\n"b"\r\n"c"\n'),
+        ("device_id\n\nb\nb\n", '"device_id"\n\n"b"\nb\n'),
+    ],
+)
+def test_the_fast_path_reads_as_the_csv_module_does(
+    tmp_path: Path, plain: str, quoted: str
+) -> None:
+    """A file without quotes or commas is split by lines; with them, read by the csv module."""
+    (tmp_path / "plain.csv").write_text(plain)
+    (tmp_path / "quoted.csv").write_text(quoted)
+    assert load_device_ids(tmp_path / "plain.csv") == load_device_ids(tmp_path / "quoted.csv")
+
+
+def test_the_fast_path_names_the_same_line_as_the_csv_module(tmp_path: Path) -> None:
+    (tmp_path / "plain.csv").write_text("device_id\na\n\nnot ok\n")
+    (tmp_path / "quoted.csv").write_text('device_id\n"a"\n\n"not ok"\n')
+    for name in ("plain.csv", "quoted.csv"):
+        with pytest.raises(DevicesFileError, match=rf"{name}:4: invalid device id 'not ok'"):
+            load_device_ids(tmp_path / name)

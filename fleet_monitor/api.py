@@ -6,13 +6,13 @@ import base64
 import binascii
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, jsonify, request
 
 from fleet_monitor.durations import format_duration
 from fleet_monitor.errors import InvalidInputError
-from fleet_monitor.fleet import Fleet, is_valid_device_id
+from fleet_monitor.fleet import DeviceRecord, Fleet, is_valid_device_id
 from fleet_monitor.metrics import Metrics
 from fleet_monitor.payloads import parse_heartbeat, parse_json_object, parse_timestamp, parse_upload
 from fleet_monitor.timestamps import format_rfc3339
@@ -29,6 +29,9 @@ from fleet_monitor.views import (
     upload_series,
     uptime_series,
 )
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
 
 Clock = Callable[[], int]
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -85,14 +88,36 @@ def _optional_time(name: str) -> int | None:
     return None if text is None else parse_timestamp(name, text, "invalid_query")
 
 
-def _idempotency_key() -> str | None:
+def idempotency_key(environ: WSGIEnvironment) -> str | None:
+    """The request's ``Idempotency-Key``, checked; None without one."""
     # From the environ: werkzeug's header lookup raises and catches an exception on a miss.
-    key = request.environ.get("HTTP_IDEMPOTENCY_KEY")
+    key = environ.get("HTTP_IDEMPOTENCY_KEY")
     if key is not None and not _KEY.fullmatch(key):
         raise InvalidInputError(
             f"{IDEMPOTENCY_HEADER} must be 1 to 255 visible ASCII characters", "invalid_header"
         )
     return key
+
+
+def accept_heartbeat(
+    device: DeviceRecord, body: bytes, environ: WSGIEnvironment, metrics: Metrics
+) -> None:
+    """Validate a heartbeat request, then record and count it; raises InvalidInputError
+    (before changing anything) when its key or body is not accepted."""
+    key = idempotency_key(environ)
+    heartbeat = parse_heartbeat(parse_json_object(body))
+    metrics.heartbeat_accepted(device.add_heartbeat(heartbeat.sent_at_ns, key))
+
+
+def accept_upload(
+    device: DeviceRecord, body: bytes, environ: WSGIEnvironment, metrics: Metrics
+) -> None:
+    """Validate an upload stats request, then record and count it; raises InvalidInputError
+    (before changing anything) when its key or body is not accepted."""
+    key = idempotency_key(environ)
+    upload = parse_upload(parse_json_object(body))
+    device.add_upload(upload.sent_at_ns, upload.upload_time_ns, key)
+    metrics.uploads.inc()
 
 
 def _list_item(view: DeviceView) -> dict[str, Any]:
@@ -150,21 +175,18 @@ def create_api(fleet: Fleet, clock: Clock, offline_after_ns: int, metrics: Metri
             _optional_time("start"), _optional_time("end"), request.args.get("step"), clock()
         )
 
+    # The well-formed case of these two is usually answered by fast_path.py before Flask;
+    # these views answer the rest (and everything, when the app is called without it).
     @api.post("/devices/<device_id>/heartbeat")
     def post_heartbeat(device_id: str) -> Response:
-        device = fleet.device(device_id)
-        key = _idempotency_key()
-        heartbeat = parse_heartbeat(parse_json_object(request.get_data(cache=False)))
-        metrics.heartbeat_accepted(device.add_heartbeat(heartbeat.sent_at_ns, key))
+        device = fleet.device(device_id)  # 404 before the body is read
+        accept_heartbeat(device, request.get_data(cache=False), request.environ, metrics)
         return no_content()
 
     @api.post("/devices/<device_id>/stats")
     def post_stats(device_id: str) -> Response:
         device = fleet.device(device_id)
-        key = _idempotency_key()
-        upload = parse_upload(parse_json_object(request.get_data(cache=False)))
-        device.add_upload(upload.sent_at_ns, upload.upload_time_ns, key)
-        metrics.uploads.inc()
+        accept_upload(device, request.get_data(cache=False), request.environ, metrics)
         return no_content()
 
     @api.get("/devices/<device_id>/stats")

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
-import uuid
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import (
@@ -21,24 +17,17 @@ from werkzeug.exceptions import (
 from fleet_monitor.api import Clock, create_api
 from fleet_monitor.config import Settings
 from fleet_monitor.errors import InvalidInputError, UnknownDeviceError
+from fleet_monitor.fast_path import fast_device_posts
 from fleet_monitor.fleet import Fleet
-from fleet_monitor.logs import ACCESS_LOGGER
-from fleet_monitor.metrics import UNMATCHED_ROUTE, Metrics
+from fleet_monitor.metrics import Metrics
+from fleet_monitor.observe import REQUEST_ID_HEADER, RequestObserver
 from fleet_monitor.ops import create_ops
 from fleet_monitor.readiness import READY, Readiness
 from fleet_monitor.timestamps import NS_PER_SECOND
 
-if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIEnvironment
-
 log = logging.getLogger(__name__)
-access_log = logging.getLogger(ACCESS_LOGGER)
 
 METRICS_EXTENSION = "fleet_monitor.metrics"
-REQUEST_ID_HEADER = "X-Request-ID"
-_STARTED = "fleet_monitor.started_ns"
-_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}", re.ASCII)
-_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"))
 # The reject reason of each HTTP error werkzeug raises (others: http_<code>).
 _HTTP_REASONS = {
     404: "no_such_route",
@@ -57,14 +46,6 @@ def _http_error_message(error: HTTPException) -> str:
     if isinstance(error, RequestEntityTooLarge):
         return f"request body is larger than {request.max_content_length} bytes"
     return error.description or error.name
-
-
-def request_id(environ: WSGIEnvironment) -> str:
-    """The client's ``X-Request-ID`` when it is 1-128 safe characters, else a new random one."""
-    given = environ.get("HTTP_X_REQUEST_ID")
-    if given is not None and _SANE_REQUEST_ID.fullmatch(given):
-        return str(given)
-    return uuid.uuid4().hex
 
 
 def system_clock() -> int:
@@ -135,51 +116,23 @@ def create_app(
         response.status_code = 500
         return response
 
+    observer = RequestObserver(metrics)
+
     @app.after_request
     def finish(response: Response) -> Response:
-        # Read the WSGI environ directly: each request.<attr> is a context-local lookup.
-        environ = request.environ
-        seconds = (time.perf_counter_ns() - environ[_STARTED]) / 1e9
-        rid = request_id(environ)
-        response.headers[REQUEST_ID_HEADER] = rid
-        method = environ["REQUEST_METHOD"]
         rule = request.url_rule
-        route = rule.rule if rule else UNMATCHED_ROUTE
-        status = response.status_code
-        metrics.observe_request(route, method if method in _METHODS else "other", status, seconds)
-        if access_log.isEnabledFor(logging.INFO):
-            # One line: what was asked, how it ended, how long it took. Never a body.
-            path, query = request.path, environ.get("QUERY_STRING")
-            remote = environ.get("REMOTE_ADDR")
-            duration_ms = seconds * 1e3
-            access_log.info(
-                '%s "%s %s" %d %.2fms id=%s',
-                remote,
-                method,
-                f"{path}?{query}" if query else path,
-                status,
-                duration_ms,
-                rid,
-                extra={
-                    "fields": {
-                        "method": method,
-                        "path": path,
-                        "query": query or None,
-                        "route": rule.rule if rule else None,
-                        "status": status,
-                        "duration_ms": round(duration_ms, 3),
-                        "remote_addr": remote,
-                        "request_id": rid,
-                    }
-                },
-            )
+        rid = observer.finish(
+            request.environ, request.path, rule.rule if rule else None, response.status_code
+        )
+        response.headers[REQUEST_ID_HEADER] = rid
         return response
 
-    flask_wsgi = app.wsgi_app
-
-    def timed_wsgi(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        environ[_STARTED] = time.perf_counter_ns()
-        return flask_wsgi(environ, start_response)
-
-    app.wsgi_app = timed_wsgi  # type: ignore[method-assign]
+    app.wsgi_app = fast_device_posts(  # type: ignore[method-assign,assignment]
+        app.wsgi_app,
+        fleet=fleet,
+        readiness=readiness,
+        metrics=metrics,
+        observer=observer,
+        max_body_bytes=settings.max_body_bytes,
+    )
     return app

@@ -246,6 +246,10 @@ class Fleet:
         with self._lock:
             return iter(list(self._devices))
 
+    def get(self, device_id: str) -> DeviceRecord | None:
+        """The record of ``device_id``, or None."""
+        return self._devices.get(device_id)
+
     def device(self, device_id: str) -> DeviceRecord:
         """The record of ``device_id``; raises :class:`UnknownDeviceError`."""
         record = self._devices.get(device_id)

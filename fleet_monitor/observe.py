@@ -1,0 +1,75 @@
+"""What every answered request leaves behind: its id, its metrics and its access line."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+from fleet_monitor.logs import ACCESS_LOGGER
+from fleet_monitor.metrics import UNMATCHED_ROUTE, Metrics
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
+
+REQUEST_ID_HEADER = "X-Request-ID"
+STARTED = "fleet_monitor.started_ns"  # environ key: perf_counter_ns() when the request arrived
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}", re.ASCII)
+_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"))
+access_log = logging.getLogger(ACCESS_LOGGER)
+
+
+def request_id(environ: WSGIEnvironment) -> str:
+    """The client's ``X-Request-ID`` when it is 1-128 safe characters, else a new random one."""
+    given = environ.get("HTTP_X_REQUEST_ID")
+    if given is not None and _SANE_REQUEST_ID.fullmatch(given):
+        return str(given)
+    return uuid.uuid4().hex
+
+
+class RequestObserver:
+    """Counts, times and logs each answered request, whichever code path answered it."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def finish(self, environ: WSGIEnvironment, path: str, route: str | None, status: int) -> str:
+        """Record one answered request; return the request id to send back.
+
+        ``route`` is the matched route template, None when no route matched.
+        """
+        seconds = (time.perf_counter_ns() - environ[STARTED]) / 1e9
+        rid = request_id(environ)
+        method = environ["REQUEST_METHOD"]
+        self._metrics.observe_request(
+            route or UNMATCHED_ROUTE, method if method in _METHODS else "other", status, seconds
+        )
+        if access_log.isEnabledFor(logging.INFO):
+            # One line: what was asked, how it ended, how long it took. Never a body.
+            query = environ.get("QUERY_STRING")
+            remote = environ.get("REMOTE_ADDR")
+            duration_ms = seconds * 1e3
+            access_log.info(
+                '%s "%s %s" %d %.2fms id=%s',
+                remote,
+                method,
+                f"{path}?{query}" if query else path,
+                status,
+                duration_ms,
+                rid,
+                extra={
+                    "fields": {
+                        "method": method,
+                        "path": path,
+                        "query": query or None,
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(duration_ms, 3),
+                        "remote_addr": remote,
+                        "request_id": rid,
+                    }
+                },
+            )
+        return rid

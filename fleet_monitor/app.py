@@ -19,6 +19,7 @@ from fleet_monitor.config import Settings
 from fleet_monitor.errors import InvalidInputError, UnknownDeviceError
 from fleet_monitor.fast_path import fast_device_posts
 from fleet_monitor.fleet import Fleet
+from fleet_monitor.journal import JournalError
 from fleet_monitor.metrics import Metrics
 from fleet_monitor.observe import REQUEST_ID_HEADER, RequestObserver
 from fleet_monitor.ops import create_ops
@@ -98,6 +99,11 @@ def create_app(
     @app.errorhandler(InvalidInputError)
     def invalid_input(error: InvalidInputError) -> Response:
         return reject(400, error.reason, str(error))
+
+    @app.errorhandler(JournalError)
+    def journal_failed(error: JournalError) -> Response:
+        log.error("%s: the change was refused", error)
+        return reject(503, "journal_failed", f"the change was not stored: {error}")
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:

@@ -194,11 +194,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         parser.exit(USAGE_ERROR, f"fleet-monitor: error: {error}\n")
     configure_logging(settings.log_level_number, settings.log_format)
+    from fleet_monitor.durable import StateError
+    from fleet_monitor.journal import CorruptJournalError
     from fleet_monitor.server import serve
+    from fleet_monitor.snapshot import SnapshotError
 
     try:
         serve(settings)
-    except DevicesFileError as error:
+    except (DevicesFileError, CorruptJournalError, SnapshotError, StateError) as error:
         return _fail(str(error))
     except OSError as error:  # e.g. the port is taken
         return _fail(f"cannot listen: {error}")

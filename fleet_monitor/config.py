@@ -110,6 +110,31 @@ class Settings:
         "also export each device's uptime and last heartbeat on /metrics (one series per device)",
         "",
     )
+    data_dir: Path | None = _option(
+        None,
+        Path,
+        "keep the state (journal and snapshots) in this directory; without it, memory only",
+        "DIR",
+    )
+    fsync: str = _option(
+        "everysec",
+        _choice("always", "everysec", "no"),
+        "when the journal is fsynced: before each reply, at most a second later, or by the OS",
+        "MODE",
+    )
+    snapshot_every: int = _option(
+        300,
+        parse_seconds,
+        "seconds between snapshots of the state (0: only at shutdown)",
+        "SECONDS",
+    )
+    repair: bool = _option(
+        False,
+        parse_switch,
+        "at start, cut off a corrupt journal record (and the rest of its segment) instead of "
+        "refusing to start",
+        "",
+    )
     shutdown_grace: int = _option(
         0,
         parse_seconds,

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from fleet_monitor.api import accept_heartbeat, accept_upload
 from fleet_monitor.errors import InvalidInputError
 from fleet_monitor.fleet import Fleet
+from fleet_monitor.journal import JournalError
 from fleet_monitor.metrics import Metrics
 from fleet_monitor.observe import REQUEST_ID_HEADER, STARTED, RequestObserver
 from fleet_monitor.readiness import Readiness
@@ -63,7 +64,7 @@ def fast_device_posts(
         body = environ["wsgi.input"].read(int(length))
         try:
             accept[match[2]](device, body, environ, metrics)
-        except InvalidInputError:  # raised before anything changed: Flask says why
+        except (InvalidInputError, JournalError):  # nothing changed: Flask answers (again)
             environ["wsgi.input"] = io.BytesIO(body)
             return app(environ, start_response)
         rid = observer.finish(environ, path, ROUTES[match[2]], 204)

@@ -8,11 +8,15 @@ from bisect import bisect_left, bisect_right, insort
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fleet_monitor.errors import InvalidInputError, UnknownDeviceError
 from fleet_monitor.minutes import MinuteSet
 from fleet_monitor.timestamps import minute_of
 from fleet_monitor.uploads import UploadAggregate, UploadLog
+
+if TYPE_CHECKING:
+    from fleet_monitor.journal import Entry
 
 DEVICE_ID_RULE = "1 to 128 characters of A-Z a-z 0-9 . _ : -"
 IDEMPOTENCY_KEYS_PER_DEVICE = 1024
@@ -80,6 +84,20 @@ class DeviceSnapshot:
         return self.uploads.avg_ns or 0
 
 
+class ChangeLog(Protocol):
+    """Where changes are written before they are applied (the journal)."""
+
+    def append(
+        self,
+        kind: str,
+        device_id: str,
+        sent_at_ns: int | None = None,
+        upload_ns: int | None = None,
+        key: str | None = None,
+    ) -> int:
+        """Write one change; return its lsn. Raises if it could not be written."""
+
+
 _NO_MINUTES = MinuteSet()  # never added to: a record replaces it with its own first
 _NO_UPLOADS = UploadLog()
 
@@ -91,8 +109,11 @@ class DeviceRecord:
     """
 
     __slots__ = (
+        "_journal",
         "_keys",
         "_lock",
+        "applied_lsn",
+        "device_id",
         "first_heartbeat_ns",
         "last_heartbeat_ns",
         "minutes",
@@ -103,7 +124,10 @@ class DeviceRecord:
         "uploads",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, device_id: str = "", journal: ChangeLog | None = None) -> None:
+        self.device_id = device_id
+        self._journal = journal
+        self.applied_lsn = 0  # the journal lsn of the latest change applied
         self._lock = threading.Lock()
         self._keys: OrderedDict[str, None] | None = None  # created with the first key
         # Shared empty stand-ins until the first event: 100 000 never-seen devices then cost
@@ -118,54 +142,116 @@ class DeviceRecord:
         self.upload_max_ns: int | None = None
 
     def _is_repeat(self, key: str | None) -> bool:
-        """Whether ``key`` was already accepted; remembers it if not. Call under the lock."""
+        """Whether ``key`` was already accepted for this device. Call under the lock."""
+        return key is not None and self._keys is not None and key in self._keys
+
+    def _remember(self, key: str | None) -> None:
+        """Keep ``key`` among the last 1 024 accepted. Call under the lock."""
         if key is None:
-            return False
+            return
         if self._keys is None:
             self._keys = OrderedDict()
-        elif key in self._keys:
-            return True
         self._keys[key] = None
         if len(self._keys) > IDEMPOTENCY_KEYS_PER_DEVICE:
             self._keys.popitem(last=False)
-        return False
 
     def add_heartbeat(self, sent_at_ns: int, key: str | None = None) -> bool:
         """Record a heartbeat; return True if its minute was new for this device.
 
         A ``key`` already accepted for this device (among its last 1 024) changes nothing.
+        With a journal, the change is journaled first; if that fails (JournalError), nothing
+        changes.
         """
-        minute = minute_of(sent_at_ns)
         with self._lock:
             if self._is_repeat(key):
                 return False
-            if self.last_heartbeat_ns is None or sent_at_ns > self.last_heartbeat_ns:
-                self.last_heartbeat_ns = sent_at_ns
-            if self.first_heartbeat_ns is None or sent_at_ns < self.first_heartbeat_ns:
-                self.first_heartbeat_ns = sent_at_ns
-            if self.minutes is _NO_MINUTES:
-                self.minutes = MinuteSet()
-            return self.minutes.add(minute)
+            if self._journal is not None:
+                self.applied_lsn = self._journal.append(
+                    "h", self.device_id, sent_at_ns=sent_at_ns, key=key
+                )
+            return self._apply_heartbeat(sent_at_ns, key)
+
+    def _apply_heartbeat(self, sent_at_ns: int, key: str | None) -> bool:
+        self._remember(key)
+        if self.last_heartbeat_ns is None or sent_at_ns > self.last_heartbeat_ns:
+            self.last_heartbeat_ns = sent_at_ns
+        if self.first_heartbeat_ns is None or sent_at_ns < self.first_heartbeat_ns:
+            self.first_heartbeat_ns = sent_at_ns
+        if self.minutes is _NO_MINUTES:
+            self.minutes = MinuteSet()
+        return self.minutes.add(minute_of(sent_at_ns))
 
     def add_upload(self, sent_at_ns: int, upload_ns: int, key: str | None = None) -> bool:
         """Record one upload that took ``upload_ns`` nanoseconds, sent at ``sent_at_ns``.
 
         Returns False, changing nothing, when ``key`` was already accepted for this device.
+        Journaled first, as :meth:`add_heartbeat`.
         """
-        minute = minute_of(sent_at_ns)
         with self._lock:
             if self._is_repeat(key):
                 return False
-            if self.uploads is _NO_UPLOADS:
-                self.uploads = UploadLog()
-            self.uploads.add(minute, upload_ns)
-            self.upload_count += 1
-            self.upload_sum_ns += upload_ns
-            if self.upload_min_ns is None or upload_ns < self.upload_min_ns:
-                self.upload_min_ns = upload_ns
-            if self.upload_max_ns is None or upload_ns > self.upload_max_ns:
-                self.upload_max_ns = upload_ns
+            if self._journal is not None:
+                self.applied_lsn = self._journal.append(
+                    "u", self.device_id, sent_at_ns=sent_at_ns, upload_ns=upload_ns, key=key
+                )
+            self._apply_upload(sent_at_ns, upload_ns, key)
             return True
+
+    def _apply_upload(self, sent_at_ns: int, upload_ns: int, key: str | None) -> None:
+        self._remember(key)
+        if self.uploads is _NO_UPLOADS:
+            self.uploads = UploadLog()
+        self.uploads.add(minute_of(sent_at_ns), upload_ns)
+        self.upload_count += 1
+        self.upload_sum_ns += upload_ns
+        if self.upload_min_ns is None or upload_ns < self.upload_min_ns:
+            self.upload_min_ns = upload_ns
+        if self.upload_max_ns is None or upload_ns > self.upload_max_ns:
+            self.upload_max_ns = upload_ns
+
+    def replay(self, entry: Entry) -> None:
+        """Apply a journaled change once: changes this record already holds are skipped."""
+        with self._lock:
+            if entry.lsn <= self.applied_lsn or entry.sent_at_ns is None:
+                return
+            self.applied_lsn = entry.lsn
+            if entry.kind == "h":
+                self._apply_heartbeat(entry.sent_at_ns, entry.key)
+            elif entry.kind == "u" and entry.upload_ns is not None:
+                self._apply_upload(entry.sent_at_ns, entry.upload_ns, entry.key)
+
+    def export(self) -> dict[str, Any]:
+        """The record's whole state as JSON-ready values (for a snapshot), copied under its lock."""
+        with self._lock:
+            return {
+                "id": self.device_id,
+                "lsn": self.applied_lsn,
+                "first": self.first_heartbeat_ns,
+                "last": self.last_heartbeat_ns,
+                "minutes": self.minutes.export(),
+                "uploads": self.uploads.export(),
+                "count": self.upload_count,
+                "sum": self.upload_sum_ns,
+                "min": self.upload_min_ns,
+                "max": self.upload_max_ns,
+                "keys": list(self._keys or ()),
+            }
+
+    @classmethod
+    def restore(cls, state: dict[str, Any]) -> DeviceRecord:
+        """A record from :meth:`export`'s values."""
+        record = cls(state["id"])
+        record.applied_lsn = state["lsn"]
+        record.first_heartbeat_ns, record.last_heartbeat_ns = state["first"], state["last"]
+        if state["minutes"]["count"]:
+            record.minutes = MinuteSet.restore(state["minutes"])
+        if state["count"]:
+            record.uploads = UploadLog.restore(state["uploads"])
+        record.upload_count, record.upload_sum_ns = state["count"], state["sum"]
+        record.upload_min_ns, record.upload_max_ns = state["min"], state["max"]
+        if state["keys"]:
+            record._keys = OrderedDict.fromkeys(state["keys"])
+        return record
 
     def stats(self) -> DeviceStats:
         """Uptime and truncated mean upload time, in O(1)."""
@@ -215,26 +301,91 @@ class DeviceRecord:
 
 
 class Fleet:
-    """The devices being monitored, by id, with a sorted index for paging."""
+    """The devices being monitored, by id, with a sorted index for paging.
+
+    With a journal attached, registrations and removals are journaled (under the fleet lock)
+    before they take effect, and so is every record's change.
+    """
 
     def __init__(self, device_ids: Iterable[str] = ()) -> None:
         self._lock = threading.Lock()
         self._devices: dict[str, DeviceRecord] = {}
         self._sorted_ids: list[str] = []
+        self._journal: ChangeLog | None = None
+        self._registry_lsn = 0  # the lsn of the latest registration or removal
+        self._removed: set[str] = set()  # removed at run time and not registered since
         self.add_all(device_ids)
 
     def add_all(self, device_ids: Iterable[str]) -> int:
         """Add each of ``device_ids`` not yet in the fleet (ids are not checked: they come from
-        a validated file); return how many were new."""
+        a validated file); return how many were new. Not journaled: the file is read again at
+        each start."""
         with self._lock:
             before = len(self._devices)
             for device_id in device_ids:
                 if device_id not in self._devices:
-                    self._devices[device_id] = DeviceRecord()
+                    self._devices[device_id] = DeviceRecord(device_id, self._journal)
             added = len(self._devices) - before
             if added:
                 self._sorted_ids = sorted(self._devices)
             return added
+
+    def attach_journal(self, journal: ChangeLog) -> None:
+        """Journal every change from now on."""
+        with self._lock:
+            self._journal = journal
+            for record in self._devices.values():
+                record._journal = journal
+
+    def was_removed(self, device_id: str) -> bool:
+        """Whether ``device_id`` was removed at run time (and not registered again)."""
+        return device_id in self._removed
+
+    def restore(self, states: Iterable[dict[str, Any]], removed: Iterable[str], lsn: int) -> None:
+        """Load a snapshot's devices, removed ids and registry lsn (before anything else)."""
+        with self._lock:
+            for state in states:
+                record = DeviceRecord.restore(state)
+                self._devices[record.device_id] = record
+            self._removed = set(removed)
+            self._registry_lsn = lsn
+            self._sorted_ids = sorted(self._devices)
+
+    def registry_state(self) -> tuple[int, list[str], list[DeviceRecord]]:
+        """The registry lsn, the removed ids and the records, copied under the fleet lock."""
+        with self._lock:
+            return self._registry_lsn, sorted(self._removed), list(self._devices.values())
+
+    def replay(self, entry: Entry) -> None:
+        """Apply one journaled change, unless the state already holds it."""
+        if entry.kind in ("r", "x"):
+            with self._lock:
+                if entry.lsn <= self._registry_lsn:
+                    return
+                self._registry_lsn = entry.lsn
+                if entry.kind == "r":
+                    self._add(entry.device_id)
+                else:
+                    self._drop(entry.device_id)
+            return
+        record = self._devices.get(entry.device_id)
+        if record is not None:  # else removed later on: the removal is replayed too
+            record.replay(entry)
+
+    def _add(self, device_id: str) -> bool:
+        if device_id in self._devices:
+            return False
+        self._devices[device_id] = DeviceRecord(device_id, self._journal)
+        insort(self._sorted_ids, device_id)
+        self._removed.discard(device_id)
+        return True
+
+    def _drop(self, device_id: str) -> bool:
+        if self._devices.pop(device_id, None) is None:
+            return False
+        del self._sorted_ids[bisect_left(self._sorted_ids, device_id)]
+        self._removed.add(device_id)
+        return True
 
     def __contains__(self, device_id: object) -> bool:
         return device_id in self._devices
@@ -263,16 +414,18 @@ class Fleet:
         with self._lock:
             if device_id in self._devices:
                 return False
-            self._devices[device_id] = DeviceRecord()
-            insort(self._sorted_ids, device_id)
-            return True
+            if self._journal is not None:
+                self._registry_lsn = self._journal.append("r", device_id)
+            return self._add(device_id)
 
     def remove(self, device_id: str) -> None:
         """Remove ``device_id`` and its history; raises :class:`UnknownDeviceError`."""
         with self._lock:
-            if self._devices.pop(device_id, None) is None:
+            if device_id not in self._devices:
                 raise UnknownDeviceError(device_id)
-            del self._sorted_ids[bisect_left(self._sorted_ids, device_id)]
+            if self._journal is not None:
+                self._registry_lsn = self._journal.append("x", device_id)
+            self._drop(device_id)
 
     def ids_after(self, after: str | None, count: int) -> list[str]:
         """Up to ``count`` device ids in sorted order, each greater than ``after``.

@@ -11,7 +11,9 @@ the gap.
 
 from __future__ import annotations
 
+import base64
 import sys
+from typing import Any
 
 CHUNK_MINUTES = 4096
 _CHUNK_BYTES = CHUNK_MINUTES // 8
@@ -94,6 +96,34 @@ class MinuteSet:
                 bits = (bits >> low) & ((1 << (high - low)) - 1)
             total += bits.bit_count()
         return total
+
+    def export(self) -> dict[str, Any]:
+        """The set as JSON-ready values: count, first, last, and each chunk in base64 (a full
+        chunk as ``"full"``)."""
+        return {
+            "count": self._count,
+            "first": self._first,
+            "last": self._last,
+            "chunks": {
+                str(index): "full" if chunk is FULL_CHUNK else base64.b64encode(chunk).decode()
+                for index, chunk in self._chunks.items()
+            },
+        }
+
+    @classmethod
+    def restore(cls, state: dict[str, Any]) -> MinuteSet:
+        """The set :meth:`export` described."""
+        minutes = cls()
+        minutes._count, minutes._first, minutes._last = (
+            state["count"],
+            state["first"],
+            state["last"],
+        )
+        for index, text in state["chunks"].items():
+            minutes._chunks[int(index)] = (
+                FULL_CHUNK if text == "full" else bytearray(base64.b64decode(text))
+            )
+        return minutes
 
     def nbytes(self) -> int:
         """Approximate bytes of memory held by this set (chunks, their dict and itself)."""

@@ -17,6 +17,7 @@ from waitress.task import WSGITask
 from fleet_monitor.app import create_app
 from fleet_monitor.config import Settings
 from fleet_monitor.devices_file import load_device_ids
+from fleet_monitor.durable import DurableStore
 from fleet_monitor.fleet import Fleet
 from fleet_monitor.readiness import Readiness
 
@@ -40,17 +41,25 @@ def serve(settings: Settings) -> None:
     device_ids = load_device_ids(settings.devices)
     readiness = Readiness()
     fleet = Fleet()
+    store = None
+    if settings.data_dir is not None:
+        store = DurableStore(settings.data_dir, settings.fsync, settings.snapshot_every)
 
     def load() -> None:
-        fleet.add_all(device_ids)
+        if store is None:
+            fleet.add_all(device_ids)
+        else:
+            store.open(fleet, device_ids, repair=settings.repair)
         log.info(
             "loaded %d devices from %s",
             len(fleet),
-            settings.devices,
+            settings.devices if store is None else f"{settings.devices} and {store.directory}",
             extra={"fields": {"devices": len(fleet)}},
         )
 
     serve_app(create_app(settings, fleet, readiness=readiness), settings, readiness, load)
+    if store is not None:
+        store.close()  # a last snapshot: the next start replays nothing
 
 
 def serve_app(

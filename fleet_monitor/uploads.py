@@ -9,6 +9,8 @@ arriving in time order append at the end.
 
 from __future__ import annotations
 
+import base64
+import sys
 from array import array
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
@@ -67,3 +69,33 @@ class UploadLog:
         return UploadAggregate(
             count=high - low, sum_ns=sum(times), min_ns=min(times), max_ns=max(times)
         )
+
+    def export(self) -> dict[str, str]:
+        """The uploads as JSON-ready values: both arrays, little-endian, in base64."""
+        return {
+            "minutes": _to_base64(self._minutes),
+            "times": _to_base64(self._times),
+        }
+
+    @classmethod
+    def restore(cls, state: dict[str, str]) -> UploadLog:
+        """The log :meth:`export` described."""
+        log = cls()
+        log._minutes = _from_base64(state["minutes"])
+        log._times = _from_base64(state["times"])
+        return log
+
+
+def _to_base64(values: array[int]) -> str:
+    if sys.byteorder == "big":
+        values = array("q", values)
+        values.byteswap()
+    return base64.b64encode(values.tobytes()).decode()
+
+
+def _from_base64(text: str) -> array[int]:
+    values = array("q")
+    values.frombytes(base64.b64decode(text))
+    if sys.byteorder == "big":
+        values.byteswap()
+    return values

@@ -1,0 +1,323 @@
+"""Durable state: the journal's format and damage handling, snapshots, replay, CSV merge."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+
+from fleet_monitor.app import create_app
+from fleet_monitor.config import Settings
+from fleet_monitor.durable import DurableStore, StateError
+from fleet_monitor.fleet import Fleet
+from fleet_monitor.journal import (
+    MAGIC,
+    CorruptJournalError,
+    Entry,
+    Journal,
+    JournalError,
+    encode,
+    read_segment,
+    segments,
+)
+from fleet_monitor.snapshot import SNAPSHOT_FILE, SnapshotError, read_snapshot
+from tests.conftest import DEVICE, SAMPLE_DEVICES
+
+MINUTE_NS = 60 * 10**9
+BASE = 28_534_140 * MINUTE_NS  # 2024-04-02T09:00:00Z
+
+
+def open_store(directory: Path, csv: tuple[str, ...] = SAMPLE_DEVICES, **kwargs: object) -> Fleet:
+    fleet = Fleet()
+    store = DurableStore(directory, "no", 0)
+    store.open(fleet, csv, **kwargs)  # type: ignore[arg-type]
+    return fleet
+
+
+def state(fleet: Fleet) -> dict[str, object]:
+    """Everything a client can see of the fleet, and the remembered keys."""
+    return {
+        device_id: (fleet.device(device_id).export(), fleet.stats(device_id))
+        for device_id in fleet.ids_after(None, 10**6)
+    }
+
+
+def write_segment(path: Path, entries: list[Entry]) -> list[int]:
+    """Write a segment; return each record's offset."""
+    offsets, data = [], bytearray(MAGIC)
+    for entry in entries:
+        offsets.append(len(data))
+        data += encode(entry)
+    path.write_bytes(bytes(data))
+    return offsets
+
+
+HEARTBEATS = [Entry(n, "h", DEVICE, sent_at_ns=BASE + n * MINUTE_NS) for n in range(1, 6)]
+
+
+# --- the journal's records -----------------------------------------------------------------
+
+
+def test_records_round_trip_in_order(tmp_path: Path) -> None:
+    entries = [
+        Entry(1, "r", "cam-07"),
+        Entry(2, "h", "cam-07", sent_at_ns=BASE, key="k-1"),
+        Entry(3, "u", "cam-07", sent_at_ns=-(10**18), upload_ns=2**63 - 1),
+        Entry(4, "x", "cam-07"),
+    ]
+    write_segment(tmp_path / "journal-1.log", entries)
+    assert list(read_segment(tmp_path / "journal-1.log", last=True, repair=False)) == entries
+
+
+def test_a_record_is_length_checksum_and_compact_json() -> None:
+    record = encode(Entry(7, "h", "d", sent_at_ns=5))
+    payload = b'{"l":7,"t":"h","d":"d","s":5}'
+    assert record[8:] == payload
+    assert int.from_bytes(record[:4], "little") == len(payload)
+
+
+@pytest.mark.parametrize("cut", [1, 5, 9, 20])
+def test_a_torn_last_record_is_cut_off_with_a_warning(
+    tmp_path: Path, cut: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "journal-1.log"
+    offsets = write_segment(path, HEARTBEATS)
+    size = path.stat().st_size
+    os.truncate(path, size - cut)
+    with caplog.at_level(logging.WARNING):
+        assert list(read_segment(path, last=True, repair=False)) == HEARTBEATS[:-1]
+    assert path.stat().st_size == offsets[-1]  # the torn bytes are gone
+    assert f"cut off {size - cut - offsets[-1]} bytes at offset {offsets[-1]}" in caplog.text
+
+
+def test_a_damaged_last_record_is_cut_off_too(tmp_path: Path) -> None:
+    path = tmp_path / "journal-1.log"
+    write_segment(path, HEARTBEATS)
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF  # garbage in the last record's payload
+    path.write_bytes(bytes(data))
+    assert list(read_segment(path, last=True, repair=False)) == HEARTBEATS[:-1]
+
+
+def test_a_corrupt_middle_record_stops_the_start_naming_file_and_offset(tmp_path: Path) -> None:
+    path = tmp_path / "journal-1.log"
+    offsets = write_segment(path, HEARTBEATS)
+    data = bytearray(path.read_bytes())
+    data[offsets[2] + 12] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptJournalError) as raised:
+        list(read_segment(path, last=True, repair=False))
+    assert str(raised.value) == (
+        f"{path}: corrupt journal record at offset {offsets[2]} (a checksum mismatch); "
+        "start with --repair to drop it and the rest of this segment"
+    )
+    assert list(read_segment(path, last=True, repair=True)) == HEARTBEATS[:2]
+    assert path.stat().st_size == offsets[2]
+
+
+def test_damage_in_an_older_segment_is_never_taken_for_a_torn_tail(tmp_path: Path) -> None:
+    path = tmp_path / "journal-1.log"
+    write_segment(path, HEARTBEATS)
+    os.truncate(path, path.stat().st_size - 2)
+    with pytest.raises(CorruptJournalError, match="an incomplete record"):
+        list(read_segment(path, last=False, repair=False))
+
+
+def test_a_file_that_is_not_a_journal(tmp_path: Path) -> None:
+    path = tmp_path / "journal-1.log"
+    path.write_bytes(b"hello world")
+    with pytest.raises(CorruptJournalError, match="offset 0 \\(does not start with FMJ1\\)"):
+        list(read_segment(path, last=True, repair=False))
+
+
+def test_segments_sort_by_their_first_lsn(tmp_path: Path) -> None:
+    for lsn in (10, 9, 100):
+        (tmp_path / f"journal-{lsn}.log").write_bytes(MAGIC)
+    assert [p.name for p in segments(tmp_path)] == [
+        "journal-9.log",
+        "journal-10.log",
+        "journal-100.log",
+    ]
+
+
+# --- the journal's writes ------------------------------------------------------------------
+
+
+def test_always_shares_fsyncs_between_concurrent_appends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = 0
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        nonlocal calls
+        calls += 1
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    journal = Journal(tmp_path, 1, "always")
+    calls = 0
+
+    def writer(n: int) -> None:
+        for i in range(200):
+            journal.append("h", f"d{n}", sent_at_ns=i)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    journal.close()
+    [path] = segments(tmp_path)
+    assert len(list(read_segment(path, last=True, repair=False))) == 1600
+    assert 0 < calls <= 1601  # one per group at most; usually far fewer than appends
+
+
+def test_a_failed_write_raises_and_leaves_no_partial_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = Journal(tmp_path, 1, "no")
+    journal.append("h", "d", sent_at_ns=1)
+
+    def full_disk(fd: int, data: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(JournalError, match="No space left on device"):
+        journal.append("h", "d", sent_at_ns=2)
+    monkeypatch.undo()
+    assert journal.next_lsn == 2  # the lsn was not used up
+    journal.append("h", "d", sent_at_ns=3)
+    journal.close()
+    [path] = segments(tmp_path)
+    assert [e.sent_at_ns for e in read_segment(path, last=True, repair=False)] == [1, 3]
+
+
+def test_a_journal_failure_is_a_503_and_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fleet = open_store(tmp_path)
+    client: FlaskClient = create_app(Settings(), fleet).test_client()
+
+    def fail(*args: object, **kwargs: object) -> int:
+        raise JournalError("cannot write the journal: No space left on device")
+
+    record = fleet.device(DEVICE)
+    assert record._journal is not None
+    monkeypatch.setattr(record._journal, "append", fail)
+    url = f"/api/v1/devices/{DEVICE}/heartbeat"
+    response = client.post(url, data=json.dumps({"sent_at": "2024-04-02T09:00:00Z"}))
+    assert (response.status_code, response.json) == (
+        503,
+        {"msg": "the change was not stored: cannot write the journal: No space left on device"},
+    )
+    assert fleet.device(DEVICE).last_heartbeat_ns is None
+    assert client.put("/api/v1/devices/cam-07").status_code == 503
+    assert "cam-07" not in fleet
+
+
+# --- replay, snapshots and the CSV -------------------------------------------------------------
+
+
+def fill(fleet: Fleet) -> None:
+    device = fleet.device(DEVICE)
+    for n in range(10):
+        device.add_heartbeat(BASE + n * 61 * 10**9, key=f"k{n}")
+        device.add_upload(BASE + n * MINUTE_NS, 10**9 + n, key=f"u{n}")
+    fleet.register("cam-07")
+    fleet.device("cam-07").add_heartbeat(BASE)
+    fleet.remove(SAMPLE_DEVICES[1])
+    fleet.register("gone")
+    fleet.remove("gone")
+
+
+def test_a_crash_loses_nothing_the_journal_holds(tmp_path: Path) -> None:
+    before = open_store(tmp_path)
+    fill(before)
+    after = open_store(tmp_path)  # no close(): as after kill -9
+    assert state(after) == state(before)
+    assert SAMPLE_DEVICES[1] not in after and "gone" not in after
+    assert after.device(DEVICE).add_heartbeat(BASE, key="k3") is False  # keys were replayed
+
+
+def test_close_snapshots_and_the_next_start_replays_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fleet = Fleet()
+    store = DurableStore(tmp_path, "everysec", 0)
+    store.open(fleet, SAMPLE_DEVICES)
+    fill(fleet)
+    store.close()
+    assert [p.stat().st_size for p in segments(tmp_path)] == [len(MAGIC)]
+    with caplog.at_level(logging.INFO):
+        again = open_store(tmp_path)
+    assert "0 journal records replayed" in caplog.text
+    assert state(again) == state(fleet)
+
+
+def test_a_snapshot_taken_during_writes_counts_each_change_once(tmp_path: Path) -> None:
+    fleet = Fleet()
+    store = DurableStore(tmp_path, "no", 0)
+    store.open(fleet, SAMPLE_DEVICES)
+    stop = threading.Event()
+
+    def writer(device_id: str) -> None:
+        record, n = fleet.device(device_id), 0
+        while not stop.is_set():
+            record.add_upload(BASE + n * MINUTE_NS, n)
+            record.add_heartbeat(BASE + n * MINUTE_NS)
+            n += 1
+
+    threads = [threading.Thread(target=writer, args=(d,)) for d in SAMPLE_DEVICES]
+    for thread in threads:
+        thread.start()
+    for _ in range(3):
+        store.snapshot()
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert state(open_store(tmp_path)) == state(fleet)
+
+
+def test_the_csv_adds_and_runtime_registry_changes_stay(tmp_path: Path) -> None:
+    fleet = open_store(tmp_path, SAMPLE_DEVICES[:3])
+    fleet.register("cam-07")
+    fleet.remove(SAMPLE_DEVICES[0])
+    store = DurableStore(tmp_path, "no", 0)
+    later = Fleet()
+    store.open(later, (*SAMPLE_DEVICES, "new-1"))  # the CSV grew
+    expected = sorted({*SAMPLE_DEVICES[1:], "new-1", "cam-07"})
+    assert later.ids_after(None, 100) == expected
+    store.close()
+    assert open_store(tmp_path, SAMPLE_DEVICES).ids_after(None, 100) == expected
+    again = open_store(tmp_path, SAMPLE_DEVICES)
+    again.register(SAMPLE_DEVICES[0])  # registered again: no longer removed
+    assert SAMPLE_DEVICES[0] in open_store(tmp_path, SAMPLE_DEVICES)
+
+
+def test_an_unusable_directory_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StateError, match=f"{blocker}: cannot use the data directory"):
+        open_store(blocker)
+
+
+def test_a_snapshot_of_another_version_or_cut_short_is_refused(tmp_path: Path) -> None:
+    fleet = Fleet()
+    store = DurableStore(tmp_path, "no", 0)
+    store.open(fleet, SAMPLE_DEVICES)
+    store.close()
+    path = tmp_path / SNAPSHOT_FILE
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-2]) + "\n")
+    with pytest.raises(SnapshotError, match="incomplete"):
+        read_snapshot(tmp_path)
+    header = json.loads(lines[0])
+    path.write_text(json.dumps({**header, "version": 2}) + "\n" + "\n".join(lines[1:]) + "\n")
+    with pytest.raises(SnapshotError, match="snapshot version 2 is not 1"):
+        read_snapshot(tmp_path)

@@ -9,10 +9,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from fleet_monitor.durations import format_duration
-from fleet_monitor.errors import InvalidInputError
+from fleet_monitor.errors import InvalidInputError, RateLimitedError, UnknownDeviceError
 from fleet_monitor.fleet import DeviceRecord, Fleet, is_valid_device_id
+from fleet_monitor.guard import RateLimiter
+from fleet_monitor.journal import JournalError
 from fleet_monitor.metrics import Metrics
 from fleet_monitor.payloads import parse_heartbeat, parse_json_object, parse_timestamp, parse_upload
 from fleet_monitor.timestamps import format_rfc3339
@@ -34,6 +37,13 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
 Clock = Callable[[], int]
+Accept = Callable[["DeviceRecord", bytes, "WSGIEnvironment", Metrics], None]
+
+
+class BatchTooLargeError(RequestEntityTooLarge):
+    """More events in one batch than allowed (413)."""
+
+
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 _KEY = re.compile(r"[!-~]{1,255}", re.ASCII)
 MAX_PAGE = 1000
@@ -99,14 +109,27 @@ def idempotency_key(environ: WSGIEnvironment) -> str | None:
     return key
 
 
+def _heartbeat(
+    device: DeviceRecord, fields: dict[str, Any], key: str | None, metrics: Metrics
+) -> None:
+    heartbeat = parse_heartbeat(fields)
+    metrics.heartbeat_accepted(device.add_heartbeat(heartbeat.sent_at_ns, key))
+
+
+def _upload(
+    device: DeviceRecord, fields: dict[str, Any], key: str | None, metrics: Metrics
+) -> None:
+    upload = parse_upload(fields)
+    device.add_upload(upload.sent_at_ns, upload.upload_time_ns, key)
+    metrics.uploads.inc()
+
+
 def accept_heartbeat(
     device: DeviceRecord, body: bytes, environ: WSGIEnvironment, metrics: Metrics
 ) -> None:
     """Validate a heartbeat request, then record and count it; raises InvalidInputError
     (before changing anything) when its key or body is not accepted."""
-    key = idempotency_key(environ)
-    heartbeat = parse_heartbeat(parse_json_object(body))
-    metrics.heartbeat_accepted(device.add_heartbeat(heartbeat.sent_at_ns, key))
+    _heartbeat(device, parse_json_object(body), idempotency_key(environ), metrics)
 
 
 def accept_upload(
@@ -114,10 +137,68 @@ def accept_upload(
 ) -> None:
     """Validate an upload stats request, then record and count it; raises InvalidInputError
     (before changing anything) when its key or body is not accepted."""
-    key = idempotency_key(environ)
-    upload = parse_upload(parse_json_object(body))
-    device.add_upload(upload.sent_at_ns, upload.upload_time_ns, key)
-    metrics.uploads.inc()
+    _upload(device, parse_json_object(body), idempotency_key(environ), metrics)
+
+
+EVENT_KINDS = {"heartbeat": _heartbeat, "upload": _upload}
+
+
+def _limit_writes(limiter: RateLimiter | None, device_id: str) -> None:
+    if limiter is not None and (wait := limiter.take(device_id)) > 0:
+        raise RateLimitedError(wait)
+
+
+def batch_events(body: bytes, max_batch: int) -> list[Any]:
+    """The ``events`` list of a batch body; raises InvalidInputError or BatchTooLargeError."""
+    events = parse_json_object(body).get("events")
+    if not isinstance(events, list) or not events:
+        raise InvalidInputError(
+            f"events must be a list of 1 to {max_batch} events", "invalid_field"
+        )
+    if len(events) > max_batch:
+        raise BatchTooLargeError(
+            f"a batch holds at most {max_batch} events; this one has {len(events)}"
+        )
+    return events
+
+
+def accept_or_reason(
+    fleet: Fleet, event: object, metrics: Metrics, limiter: RateLimiter | None
+) -> str | None:
+    """Accept one event of a batch (None), or say why not, as the single endpoints would."""
+    try:
+        accept_event(fleet, event, metrics, limiter)
+    except (InvalidInputError, JournalError) as error:
+        return str(error)
+    except UnknownDeviceError:
+        return "device not found"
+    except RateLimitedError:
+        return "too many writes for this device"
+    return None
+
+
+def accept_event(
+    fleet: Fleet, event: object, metrics: Metrics, limiter: RateLimiter | None
+) -> None:
+    """Validate, rate-limit, record and count one event of a batch, with the messages of
+    the single endpoints; raises (InvalidInputError, UnknownDeviceError, RateLimitedError,
+    JournalError) before changing anything."""
+    if not isinstance(event, dict):
+        raise InvalidInputError("an event must be a JSON object", "invalid_field")
+    device_id = event.get("device_id")
+    if not isinstance(device_id, str):
+        raise InvalidInputError("device_id is required: a string", "invalid_field")
+    device = fleet.device(device_id)
+    record = EVENT_KINDS.get(event.get("type"))  # type: ignore[arg-type]
+    if record is None:
+        raise InvalidInputError("type must be heartbeat or upload", "invalid_field")
+    _limit_writes(limiter, device_id)
+    try:
+        record(device, event, None, metrics)
+    except (InvalidInputError, JournalError):
+        if limiter is not None:
+            limiter.refund(device_id)
+        raise
 
 
 def _list_item(view: DeviceView) -> dict[str, Any]:
@@ -166,8 +247,21 @@ def _upload_fields(aggregate: UploadAggregate) -> dict[str, Any]:
     }
 
 
-def create_api(fleet: Fleet, clock: Clock, offline_after_ns: int, metrics: Metrics) -> Blueprint:
-    """The blueprint of the ``/api/v1`` routes, serving ``fleet``; counts events in ``metrics``."""
+def create_api(
+    fleet: Fleet,
+    clock: Clock,
+    offline_after_ns: int,
+    metrics: Metrics,
+    *,
+    limiter: RateLimiter | None = None,
+    max_batch: int = 1000,
+    batch_bytes: int = 512_000,
+) -> Blueprint:
+    """The blueprint of the ``/api/v1`` routes, serving ``fleet``; counts events in ``metrics``.
+
+    ``limiter`` (optional) limits each device's writes; a batch holds up to ``max_batch``
+    events in up to ``batch_bytes`` bytes.
+    """
     api = Blueprint("api", __name__, url_prefix="/api/v1")
 
     def window_query() -> Window:
@@ -177,17 +271,34 @@ def create_api(fleet: Fleet, clock: Clock, offline_after_ns: int, metrics: Metri
 
     # The well-formed case of these two is usually answered by fast_path.py before Flask;
     # these views answer the rest (and everything, when the app is called without it).
+    def device_write(device_id: str, accept: Accept) -> Response:
+        device = fleet.device(device_id)  # 404 before the body is read
+        _limit_writes(limiter, device_id)
+        try:
+            accept(device, request.get_data(cache=False), request.environ, metrics)
+        except Exception:
+            if limiter is not None:  # not accepted: the write did not count
+                limiter.refund(device_id)
+            raise
+        return no_content()
+
     @api.post("/devices/<device_id>/heartbeat")
     def post_heartbeat(device_id: str) -> Response:
-        device = fleet.device(device_id)  # 404 before the body is read
-        accept_heartbeat(device, request.get_data(cache=False), request.environ, metrics)
-        return no_content()
+        return device_write(device_id, accept_heartbeat)
 
     @api.post("/devices/<device_id>/stats")
     def post_stats(device_id: str) -> Response:
-        device = fleet.device(device_id)
-        accept_upload(device, request.get_data(cache=False), request.environ, metrics)
-        return no_content()
+        return device_write(device_id, accept_upload)
+
+    @api.post("/events")
+    def post_events() -> Response:
+        request.max_content_length = batch_bytes
+        events = batch_events(request.get_data(cache=False), max_batch)
+        rejected = []
+        for index, event in enumerate(events):
+            if (msg := accept_or_reason(fleet, event, metrics, limiter)) is not None:
+                rejected.append({"index": index, "msg": msg})
+        return jsonify({"accepted": len(events) - len(rejected), "rejected": rejected})
 
     @api.get("/devices/<device_id>/stats")
     def get_stats(device_id: str) -> Response:

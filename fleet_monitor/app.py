@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 from flask import Flask, Response, jsonify, request
+from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import (
     HTTPException,
     MethodNotAllowed,
     NotFound,
     RequestEntityTooLarge,
     ServiceUnavailable,
+    Unauthorized,
 )
 
-from fleet_monitor.api import Clock, create_api
+from fleet_monitor.api import BatchTooLargeError, Clock, create_api
 from fleet_monitor.config import Settings
-from fleet_monitor.errors import InvalidInputError, UnknownDeviceError
+from fleet_monitor.errors import InvalidInputError, RateLimitedError, UnknownDeviceError
 from fleet_monitor.fast_path import fast_device_posts
 from fleet_monitor.fleet import Fleet
+from fleet_monitor.guard import ADMIN, DEVICE, READ, Access, RateLimiter
 from fleet_monitor.journal import JournalError
 from fleet_monitor.metrics import Metrics
 from fleet_monitor.observe import REQUEST_ID_HEADER, RequestObserver
@@ -29,8 +33,18 @@ from fleet_monitor.timestamps import NS_PER_SECOND
 log = logging.getLogger(__name__)
 
 METRICS_EXTENSION = "fleet_monitor.metrics"
+BATCH_EVENT_BYTES = 512
+# The role each API endpoint needs (the others: read).
+_ROLES = {
+    "api.post_heartbeat": DEVICE,
+    "api.post_stats": DEVICE,
+    "api.post_events": DEVICE,
+    "api.put_device": ADMIN,
+    "api.delete_device": ADMIN,
+}
 # The reject reason of each HTTP error werkzeug raises (others: http_<code>).
 _HTTP_REASONS = {
+    401: "unauthorized",
     404: "no_such_route",
     405: "method_not_allowed",
     413: "body_too_large",
@@ -38,7 +52,14 @@ _HTTP_REASONS = {
 }
 
 
+def batch_body_bytes(settings: Settings) -> int:
+    """The largest batch body accepted: ``max_batch`` events of up to 512 bytes each."""
+    return settings.max_batch * BATCH_EVENT_BYTES
+
+
 def _http_error_message(error: HTTPException) -> str:
+    if isinstance(error, BatchTooLargeError):
+        return str(error.description)
     if isinstance(error, NotFound):
         return f"no such endpoint: {request.path}"
     if isinstance(error, MethodNotAllowed):
@@ -74,10 +95,28 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.ensure_ascii = False  # type: ignore[attr-defined]  # "µs" as UTF-8, as Go sends it
-    api = create_api(fleet, clock, offline_after_ns, metrics)
+    access = Access(settings.read_token, settings.device_token, settings.admin_token)
+    limiter = None
+    if settings.rate_limit is not None:
+        limiter = RateLimiter(settings.rate_limit, settings.burst)
+    api = create_api(
+        fleet,
+        clock,
+        offline_after_ns,
+        metrics,
+        limiter=limiter,
+        max_batch=settings.max_batch,
+        batch_bytes=batch_body_bytes(settings),
+    )
 
     @api.before_request
-    def refuse_until_loaded() -> None:
+    def check_access() -> None:
+        role = _ROLES.get(request.endpoint or "", READ)
+        if not access.allows(request.environ, role):
+            raise Unauthorized(
+                f"this needs Authorization: Bearer <the {role} token>",
+                www_authenticate=WWWAuthenticate("bearer", {"realm": "fleet-monitor"}),
+            )
         if not readiness.is_loaded:
             raise ServiceUnavailable(
                 "the service is starting: the fleet is not loaded yet", retry_after=1
@@ -99,6 +138,18 @@ def create_app(
     @app.errorhandler(InvalidInputError)
     def invalid_input(error: InvalidInputError) -> Response:
         return reject(400, error.reason, str(error))
+
+    @app.errorhandler(RateLimitedError)
+    def rate_limited(error: RateLimitedError) -> Response:
+        assert limiter is not None
+        response = reject(
+            429,
+            "rate_limited",
+            f"too many writes for this device: at most {limiter.rate:g} a second, "
+            f"{limiter.burst} at once",
+        )
+        response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+        return response
 
     @app.errorhandler(JournalError)
     def journal_failed(error: JournalError) -> Response:
@@ -140,5 +191,7 @@ def create_app(
         metrics=metrics,
         observer=observer,
         max_body_bytes=settings.max_body_bytes,
+        access=access,
+        limiter=limiter,
     )
     return app

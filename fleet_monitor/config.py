@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from fleet_monitor.guard import parse_rate
+
 ENV_PREFIX = "FLEET_MONITOR_"
 
 
@@ -134,6 +136,31 @@ class Settings:
         "at start, cut off a corrupt journal record (and the rest of its segment) instead of "
         "refusing to start",
         "",
+    )
+    max_batch: int = _option(
+        1000, parse_positive_int, "most events in one POST /api/v1/events (else 413)", "N"
+    )
+    read_token: str | None = _option(
+        None, str, "when set, GETs under /api/v1 need Authorization: Bearer <it>", "TOKEN"
+    )
+    device_token: str | None = _option(
+        None, str, "when set, device POSTs and batches need it as a bearer token", "TOKEN"
+    )
+    admin_token: str | None = _option(
+        None, str, "when set, registering and removing devices need it as a bearer token", "TOKEN"
+    )
+    rate_limit: float | None = _option(
+        None,
+        parse_rate,
+        "writes per device a second (5/s, 300/m, 10); over it: 429 with Retry-After",
+        "RATE",
+    )
+    burst: int = _option(10, parse_positive_int, "writes a device may save up (rate limit)", "N")
+    channel_timeout: int = _option(
+        120, parse_positive_int, "seconds an idle connection stays open (waitress)", "SECONDS"
+    )
+    connection_limit: int = _option(
+        1000, parse_positive_int, "most open connections (waitress)", "N"
     )
     shutdown_grace: int = _option(
         0,

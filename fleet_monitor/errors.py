@@ -16,3 +16,11 @@ class InvalidInputError(ValueError):
 
 class UnknownDeviceError(LookupError):
     """The device id is not in the fleet (404)."""
+
+
+class RateLimitedError(Exception):
+    """The device wrote faster than the configured rate (429); retry after ``retry_after`` s."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"retry after {retry_after:.3f} s")
+        self.retry_after = retry_after

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from fleet_monitor.api import accept_heartbeat, accept_upload
 from fleet_monitor.errors import InvalidInputError
 from fleet_monitor.fleet import Fleet
+from fleet_monitor.guard import DEVICE, Access, RateLimiter
 from fleet_monitor.journal import JournalError
 from fleet_monitor.metrics import Metrics
 from fleet_monitor.observe import REQUEST_ID_HEADER, STARTED, RequestObserver
@@ -45,6 +46,8 @@ def fast_device_posts(
     metrics: Metrics,
     observer: RequestObserver,
     max_body_bytes: int,
+    access: Access,
+    limiter: RateLimiter | None,
 ) -> WSGIApplication:
     """``app`` behind the fast path; also stamps each request's arrival time for the log."""
     accept = {"heartbeat": accept_heartbeat, "stats": accept_upload}
@@ -59,12 +62,16 @@ def fast_device_posts(
         if match is None or not length.isdecimal() or int(length) > max_body_bytes:
             return app(environ, start_response)
         device = fleet.get(match[1])
-        if device is None:
+        if device is None or not access.allows(environ, DEVICE):
             return app(environ, start_response)
+        if limiter is not None and limiter.take(match[1]) > 0:
+            return app(environ, start_response)  # which answers 429, spending nothing
         body = environ["wsgi.input"].read(int(length))
         try:
             accept[match[2]](device, body, environ, metrics)
         except (InvalidInputError, JournalError):  # nothing changed: Flask answers (again)
+            if limiter is not None:
+                limiter.refund(match[1])  # Flask spends it again
             environ["wsgi.input"] = io.BytesIO(body)
             return app(environ, start_response)
         rid = observer.finish(environ, path, ROUTES[match[2]], 204)

@@ -14,7 +14,7 @@ from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
 from waitress.task import WSGITask
 
-from fleet_monitor.app import create_app
+from fleet_monitor.app import batch_body_bytes, create_app
 from fleet_monitor.config import Settings
 from fleet_monitor.devices_file import load_device_ids
 from fleet_monitor.durable import DurableStore
@@ -82,7 +82,10 @@ def serve_app(
         port=settings.port,
         threads=settings.threads,
         ident="fleet-monitor",
-        max_request_body_size=settings.max_body_bytes + WAITRESS_BODY_SLACK,
+        max_request_body_size=max(settings.max_body_bytes, batch_body_bytes(settings))
+        + WAITRESS_BODY_SLACK,
+        channel_timeout=settings.channel_timeout,
+        connection_limit=settings.connection_limit,
     )
     for listener in _listeners(server):
         listener.channel_class = KeepAliveChannel

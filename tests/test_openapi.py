@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,7 +12,7 @@ import schemathesis
 from flask import Flask
 from openapi_spec_validator import validate
 from schemathesis import Case
-from schemathesis.specs.openapi.checks import positive_data_acceptance
+from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 from fleet_monitor import __version__
 from fleet_monitor.api import _encode_cursor
@@ -91,6 +92,11 @@ def test_app_conforms_to_its_document(case: Case[Any]) -> None:
     documented and matching its schema, valid data accepted and invalid data refused."""
     FLEET.add_all(SAMPLE_DEVICES)  # a generated DELETE may have removed the example device
     _conform(case)
+    if case.path == "/api/v1/events":
+        # Over --max-batch the issue asks for 413, which schemathesis does not count as a
+        # refusal of invalid data; the 400s and the 413 have their own probes below.
+        case.call_and_validate(excluded_checks=[negative_data_rejection])
+        return
     if case.path not in WINDOWED:
         assert case.call_and_validate().status_code < 500
         return
@@ -110,12 +116,24 @@ class Probe:
     body: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     starting: bool = False  # sent to an app whose fleet is still loading
+    settings: Settings = field(default_factory=Settings)
+    repeat: int = 1  # sent this many times; the last answer counts
 
 
 D = f"/api/v1/devices/{DEVICE}"
 HEARTBEAT = '{"sent_at": "2024-04-02T09:00:00Z"}'
 UPLOAD = '{"sent_at": "2024-04-02T09:00:00Z", "upload_time": 5}'
 BIG = '{"pad": "' + "x" * 70_000 + '"}'
+EVENTS = json.dumps(
+    {
+        "events": [
+            {"device_id": DEVICE, "type": "heartbeat", "sent_at": "2024-04-02T09:00:00Z"},
+            {"device_id": "x", "type": "heartbeat", "sent_at": "2024-04-02T09:00:00Z"},
+        ]
+    }
+)
+TOKENS = Settings(read_token="r-token", device_token="d-token", admin_token="a-token")
+SLOW = Settings(rate_limit=1 / 3600, burst=1)
 # One probe per documented (path, method, status): each status is shown reachable.
 PROBES: dict[tuple[str, str, str], Probe] = {
     ("/api/v1/devices/{device_id}/heartbeat", "post", "204"): Probe(
@@ -170,6 +188,34 @@ PROBES: dict[tuple[str, str, str], Probe] = {
     ("/api/v1/devices/{device_id}/uploads", "get", "503"): Probe(
         "GET", D + "/uploads", starting=True
     ),
+    ("/api/v1/events", "post", "200"): Probe("POST", "/api/v1/events", EVENTS),
+    ("/api/v1/events", "post", "400"): Probe("POST", "/api/v1/events", '{"events": []}'),
+    ("/api/v1/events", "post", "401"): Probe("POST", "/api/v1/events", EVENTS, settings=TOKENS),
+    ("/api/v1/events", "post", "413"): Probe(
+        "POST", "/api/v1/events", EVENTS, settings=Settings(max_batch=1)
+    ),
+    ("/api/v1/events", "post", "503"): Probe("POST", "/api/v1/events", EVENTS, starting=True),
+    ("/api/v1/devices/{device_id}/heartbeat", "post", "429"): Probe(
+        "POST", D + "/heartbeat", HEARTBEAT, settings=SLOW, repeat=2
+    ),
+    ("/api/v1/devices/{device_id}/stats", "post", "429"): Probe(
+        "POST", D + "/stats", UPLOAD, settings=SLOW, repeat=2
+    ),
+    **{
+        (path, method, "401"): Probe(method.upper(), url, body, settings=TOKENS)
+        for path, method, url, body in (
+            ("/api/v1/devices/{device_id}/heartbeat", "post", D + "/heartbeat", HEARTBEAT),
+            ("/api/v1/devices/{device_id}/stats", "post", D + "/stats", UPLOAD),
+            ("/api/v1/devices/{device_id}/stats", "get", D + "/stats", None),
+            ("/api/v1/devices", "get", "/api/v1/devices", None),
+            ("/api/v1/devices/{device_id}", "get", D, None),
+            ("/api/v1/devices/{device_id}", "put", D, None),
+            ("/api/v1/devices/{device_id}", "delete", D, None),
+            ("/api/v1/fleet", "get", "/api/v1/fleet", None),
+            ("/api/v1/devices/{device_id}/uptime", "get", D + "/uptime", None),
+            ("/api/v1/devices/{device_id}/uploads", "get", D + "/uploads", None),
+        )
+    },
     ("/healthz", "get", "200"): Probe("GET", "/healthz"),
     ("/readyz", "get", "200"): Probe("GET", "/readyz"),
     ("/readyz", "get", "503"): Probe("GET", "/readyz", starting=True),
@@ -196,9 +242,10 @@ def test_each_documented_status_is_reachable_and_matches_its_schema(
     path, method, status = key
     probe = PROBES[key]
     readiness = Readiness() if probe.starting else None
-    app = create_app(Settings(), Fleet(SAMPLE_DEVICES), readiness=readiness)
-    response = app.test_client().open(
-        probe.path, method=probe.method, data=probe.body, headers=probe.headers
-    )
+    client = create_app(probe.settings, Fleet(SAMPLE_DEVICES), readiness=readiness).test_client()
+    for _ in range(probe.repeat):
+        response = client.open(
+            probe.path, method=probe.method, data=probe.body, headers=probe.headers
+        )
     assert response.status_code == int(status), response.get_data(as_text=True)
     SCHEMA[path][method.upper()].validate_response(response)

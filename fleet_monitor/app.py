@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import (
     HTTPException,
     MethodNotAllowed,
@@ -22,13 +22,16 @@ from fleet_monitor.config import Settings
 from fleet_monitor.errors import InvalidInputError, RateLimitedError, UnknownDeviceError
 from fleet_monitor.fast_path import fast_device_posts
 from fleet_monitor.fleet import Fleet
-from fleet_monitor.guard import ADMIN, DEVICE, READ, Access, RateLimiter
+from fleet_monitor.guard import ADMIN, CHALLENGE, DEVICE, READ, Access, RateLimiter
 from fleet_monitor.journal import JournalError
 from fleet_monitor.metrics import Metrics
 from fleet_monitor.observe import REQUEST_ID_HEADER, RequestObserver
 from fleet_monitor.ops import create_ops
 from fleet_monitor.readiness import READY, Readiness
 from fleet_monitor.timestamps import NS_PER_SECOND
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,16 @@ _HTTP_REASONS = {
     413: "body_too_large",
     503: "not_ready",
 }
+
+
+class TokenRequired(Unauthorized):
+    """401 with ``WWW-Authenticate: Bearer realm="fleet-monitor"`` (the realm quoted)."""
+
+    def get_headers(
+        self, environ: WSGIEnvironment | None = None, scope: dict[str, Any] | None = None
+    ) -> list[tuple[str, str]]:
+        """The headers of the 401."""
+        return [*super().get_headers(environ, scope), ("WWW-Authenticate", CHALLENGE)]
 
 
 def batch_body_bytes(settings: Settings) -> int:
@@ -113,10 +126,7 @@ def create_app(
     def check_access() -> None:
         role = _ROLES.get(request.endpoint or "", READ)
         if not access.allows(request.environ, role):
-            raise Unauthorized(
-                f"this needs Authorization: Bearer <the {role} token>",
-                www_authenticate=WWWAuthenticate("bearer", {"realm": "fleet-monitor"}),
-            )
+            raise TokenRequired(f"this needs Authorization: Bearer <the {role} token>")
         if not readiness.is_loaded:
             raise ServiceUnavailable(
                 "the service is starting: the fleet is not loaded yet", retry_after=1

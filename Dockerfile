@@ -10,8 +10,11 @@ COPY pyproject.toml README.md ./
 COPY fleet_monitor ./fleet_monitor
 RUN pip install --no-cache-dir . \
     && groupadd --system --gid 10001 fleet \
-    && useradd --system --uid 10001 --gid fleet --no-create-home --shell /usr/sbin/nologin fleet
+    && useradd --system --uid 10001 --gid fleet --no-create-home --shell /usr/sbin/nologin fleet \
+    && mkdir /data && chown 10001:10001 /data
 COPY devices.csv ./
+# The durable state (journal and snapshots) lives here when FLEET_MONITOR_DATA_DIR=/data.
+VOLUME ["/data"]
 
 USER 10001:10001
 EXPOSE 6733

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from fleet_monitor import server
 from fleet_monitor.cli import build_parser
 from fleet_monitor.config import ConfigError, Settings, settings_from
 
@@ -42,6 +43,18 @@ def test_every_setting_from_its_env_var() -> None:
         "FLEET_MONITOR_OFFLINE_AFTER": "300",
         "FLEET_MONITOR_METRICS_PER_DEVICE": "Yes",
         "FLEET_MONITOR_SHUTDOWN_GRACE": "5",
+        "FLEET_MONITOR_DATA_DIR": "/var/lib/fleet",
+        "FLEET_MONITOR_FSYNC": "always",
+        "FLEET_MONITOR_SNAPSHOT_EVERY": "60",
+        "FLEET_MONITOR_REPAIR": "true",
+        "FLEET_MONITOR_MAX_BATCH": "50",
+        "FLEET_MONITOR_READ_TOKEN": "r",
+        "FLEET_MONITOR_DEVICE_TOKEN": "d",
+        "FLEET_MONITOR_ADMIN_TOKEN": "a",
+        "FLEET_MONITOR_RATE_LIMIT": "120/m",
+        "FLEET_MONITOR_BURST": "3",
+        "FLEET_MONITOR_CHANNEL_TIMEOUT": "30",
+        "FLEET_MONITOR_CONNECTION_LIMIT": "50",
     }
     assert parse([], environ) == Settings(
         host="0.0.0.0",
@@ -54,6 +67,18 @@ def test_every_setting_from_its_env_var() -> None:
         max_body_bytes=1024,
         metrics_per_device=True,
         shutdown_grace=5,
+        data_dir=Path("/var/lib/fleet"),
+        fsync="always",
+        snapshot_every=60,
+        repair=True,
+        max_batch=50,
+        read_token="r",
+        device_token="d",
+        admin_token="a",
+        rate_limit=2.0,
+        burst=3,
+        channel_timeout=30,
+        connection_limit=50,
     )
 
 
@@ -92,6 +117,8 @@ def test_switch_from_flag_or_env(argv: list[str], environ: dict[str, str], expec
             "maybe",
             "FLEET_MONITOR_METRICS_PER_DEVICE must be one of 1, true, yes, on, 0, false, no, off",
         ),
+        ("FLEET_MONITOR_FSYNC", "sometimes", "FLEET_MONITOR_FSYNC must be one of always, everysec"),
+        ("FLEET_MONITOR_RATE_LIMIT", "fast", "FLEET_MONITOR_RATE_LIMIT must be a positive rate"),
         (
             "FLEET_MONITOR_SHUTDOWN_GRACE",
             "-1",
@@ -130,6 +157,34 @@ def test_help_documents_every_option_and_its_env_var() -> None:
         ("--offline-after", "FLEET_MONITOR_OFFLINE_AFTER"),
         ("--metrics-per-device", "FLEET_MONITOR_METRICS_PER_DEVICE"),
         ("--shutdown-grace", "FLEET_MONITOR_SHUTDOWN_GRACE"),
+        ("--data-dir", "FLEET_MONITOR_DATA_DIR"),
+        ("--fsync", "FLEET_MONITOR_FSYNC"),
+        ("--snapshot-every", "FLEET_MONITOR_SNAPSHOT_EVERY"),
+        ("--repair", "FLEET_MONITOR_REPAIR"),
+        ("--max-batch", "FLEET_MONITOR_MAX_BATCH"),
+        ("--read-token", "FLEET_MONITOR_READ_TOKEN"),
+        ("--device-token", "FLEET_MONITOR_DEVICE_TOKEN"),
+        ("--admin-token", "FLEET_MONITOR_ADMIN_TOKEN"),
+        ("--rate-limit", "FLEET_MONITOR_RATE_LIMIT"),
+        ("--burst", "FLEET_MONITOR_BURST"),
+        ("--channel-timeout", "FLEET_MONITOR_CHANNEL_TIMEOUT"),
+        ("--connection-limit", "FLEET_MONITOR_CONNECTION_LIMIT"),
     ]:
         assert flag in text
         assert env in " ".join(text.split())
+
+
+def test_waitress_gets_the_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, object] = {}
+
+    def fake_create_server(app: object, **kwargs: object) -> object:
+        seen.update(kwargs)
+        raise OSError("stop here")
+
+    monkeypatch.setattr(server, "create_server", fake_create_server)
+    settings = Settings(channel_timeout=30, connection_limit=50, max_batch=1000)
+    with pytest.raises(OSError, match="stop here"):
+        server.serve_app(lambda environ, start_response: [], settings)
+    assert seen["channel_timeout"] == 30
+    assert seen["connection_limit"] == 50
+    assert seen["max_request_body_size"] == 1000 * 512 + 1024 * 1024  # a full batch fits

@@ -83,6 +83,8 @@ def test_compose_runs_the_same_service() -> None:
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     service = compose["services"]["fleet-monitor"]
     assert service["ports"] == ["6733:6733"]
-    assert service["volumes"] == ["./devices.csv:/app/devices.csv:ro"]
+    assert service["volumes"] == ["./devices.csv:/app/devices.csv:ro", "fleet-state:/data"]
+    assert service["environment"]["FLEET_MONITOR_DATA_DIR"] == "/data"
+    assert "fleet-state" in compose["volumes"]
     assert service["restart"] == "unless-stopped"
     assert service["healthcheck"]["test"] == ["CMD", *healthcheck_command()]

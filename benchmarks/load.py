@@ -28,6 +28,29 @@ end
 """
 
 
+BATCH_LUA = """\
+-- POST the same batch of events each time (its events are heartbeats of distinct minutes).
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [[{body}]]
+"""
+
+
+def batch_body(device_id: str, events: int) -> str:
+    """A ``POST /api/v1/events`` body of ``events`` heartbeats, one a minute."""
+    items = ",".join(
+        f'{{"device_id":"{device_id}","type":"heartbeat",'
+        f'"sent_at":"2024-01-{1 + n // 1440:02d}T{n // 60 % 24:02d}:{n % 60:02d}:00Z"}}'
+        for n in range(events)
+    )
+    return f'{{"events":[{items}]}}'
+
+
+def batch_lua(body: str) -> str:
+    """The wrk script POSTing ``body`` each time."""
+    return BATCH_LUA.replace("{body}", body)
+
+
 @dataclass(frozen=True)
 class LoadResult:
     """Requests per second and how many requests failed (non-2xx or socket errors)."""
@@ -58,10 +81,13 @@ def parse_wrk(output: str) -> LoadResult:
     return LoadResult(float(rate.group(1)), errors)
 
 
-def run_wrk(url: str, seconds: int, connections: int, workdir: Path) -> LoadResult:
-    """Run wrk (one thread: the server has the other core) against ``url``."""
-    script = workdir / "heartbeat.lua"
-    script.write_text(heartbeat_lua(urlsplit(url).path))
+def run_wrk(
+    url: str, seconds: int, connections: int, workdir: Path, body: str | None = None
+) -> LoadResult:
+    """Run wrk (one thread: the server has the other core) against ``url``: heartbeats of a
+    new minute each time, or ``body`` each time."""
+    script = workdir / "load.lua"
+    script.write_text(heartbeat_lua(urlsplit(url).path) if body is None else batch_lua(body))
     output = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
         capture_output=True,
@@ -71,8 +97,9 @@ def run_wrk(url: str, seconds: int, connections: int, workdir: Path) -> LoadResu
     return parse_wrk(output)
 
 
-def run_python(url: str, seconds: int, connections: int) -> LoadResult:
-    """The fallback: ``connections`` keep-alive threads POSTing heartbeats for ``seconds``."""
+def run_python(url: str, seconds: int, connections: int, body: str | None = None) -> LoadResult:
+    """The fallback: ``connections`` keep-alive threads POSTing heartbeats (or ``body``) for
+    ``seconds``."""
     parts = urlsplit(url)
     stop = time.monotonic() + seconds
     counts = [0] * connections
@@ -83,9 +110,9 @@ def run_python(url: str, seconds: int, connections: int) -> LoadResult:
         minute = index * 10_000_000
         while time.monotonic() < stop:
             minute += 1
-            body = f'{{"sent_at": "2024-01-01T{minute // 60 % 24:02d}:{minute % 60:02d}:00Z"}}'
+            beat = f'{{"sent_at": "2024-01-01T{minute // 60 % 24:02d}:{minute % 60:02d}:00Z"}}'
             try:
-                conn.request("POST", parts.path, body, {"Content-Type": "application/json"})
+                conn.request("POST", parts.path, body or beat, {"Content-Type": "application/json"})
                 response = conn.getresponse()
                 response.read()
                 counts[index] += 1
@@ -104,8 +131,10 @@ def run_python(url: str, seconds: int, connections: int) -> LoadResult:
     return LoadResult(sum(counts) / (time.monotonic() - started), sum(errors))
 
 
-def load(url: str, seconds: int, connections: int, workdir: Path) -> tuple[str, LoadResult]:
+def load(
+    url: str, seconds: int, connections: int, workdir: Path, body: str | None = None
+) -> tuple[str, LoadResult]:
     """(generator name, result): wrk if it is on PATH, else the Python generator."""
     if shutil.which("wrk"):
-        return "wrk", run_wrk(url, seconds, connections, workdir)
-    return "python", run_python(url, seconds, connections)
+        return "wrk", run_wrk(url, seconds, connections, workdir, body)
+    return "python", run_python(url, seconds, connections, body)

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from benchmarks.load import load
+from benchmarks.load import batch_body, load
 from fleet_monitor.app import create_app
 from fleet_monitor.config import Settings
 from fleet_monitor.fleet import Fleet
@@ -101,6 +101,29 @@ def ingest(seconds: int, rounds: int, workdir: Path) -> dict[str, object]:
         "floor_rps": round(floor_rps, 1),
         "ratio": round(service_rps / floor_rps, 3),
     }
+
+
+def durability(seconds: int, workdir: Path) -> dict[str, object]:
+    """Heartbeat POSTs per second with a journal in each fsync mode, beside memory only."""
+    result: dict[str, object] = {}
+    for kind in ("service", "no", "everysec", "always"):
+        with server(kind, workdir) as url:
+            _, figures = load(url + HEARTBEAT_PATH, seconds, 16, workdir)
+        result[kind] = round(figures.requests_per_second, 1)
+    return result
+
+
+def batch(seconds: int, workdir: Path, events: int = 1000) -> dict[str, object]:
+    """Events per second through ``POST /api/v1/events`` at ``events`` events a request
+    (memory only, and with the journal in everysec mode)."""
+    body = batch_body(HEARTBEAT_PATH.split("/")[4], events)
+    result: dict[str, object] = {"events_per_request": events}
+    for kind in ("service", "everysec"):
+        with server(kind, workdir) as url:
+            _, figures = load(url + "/api/v1/events", seconds, 4, workdir, body)
+        result[f"{kind}_events_per_s"] = round(figures.requests_per_second * events)
+        result[f"{kind}_errors"] = figures.errors
+    return result
 
 
 def stats_latency(requests: int, workdir: Path) -> dict[str, object]:
@@ -248,6 +271,7 @@ def markdown(results: dict[str, dict[str, object]], args: argparse.Namespace) ->
     """The results as the Markdown page ``benchmarks/results.md``."""
     i, s, m, u = results["ingest"], results["stats"], results["memory"], results["startup"]
     c, g = results["scrape"], results["memory_gappy"]
+    b, d = results["batch"], results["durability"]
     return f"""# Benchmark results
 
 Measured {dt.date.today().isoformat()} on {os.cpu_count()} cores, Python {platform.python_version()},
@@ -259,7 +283,8 @@ Measured {dt.date.today().isoformat()} on {os.cpu_count()} cores, Python {platfo
 | 2 | `GET …/stats` latency, 1 000 000 minutes vs 1 | 1 heartbeat: p50 {s["small_p50_ms"]} ms, p99 {s["small_p99_ms"]} ms | 1M minutes: p50 {s["big_p50_ms"]} ms, p99 {s["big_p99_ms"]} ms | p50 {s["p50_ratio"]}, p99 {s["p99_ratio"]} (target ≤ 1.1) |
 | 3 | memory, {m["devices"]} devices × {m["days"]} days per-minute + 100 uploads | raw bitmap: {m["raw_bitmap_bytes_per_day"]} B/day | {m["bytes_per_device_day"]} B per device-day ({m["bytes_per_device"]} B per device) | {m["beyond_200_per_day_bytes"]} B per device beyond 200 B/day (target ≤ 1024) |
 | 3b | the same with {g["missing"]:.0%} of minutes missing at random (not the issue's workload: no chunk is ever full) | – | {g["bytes_per_device_day"]} B per device-day ({g["bytes_per_device"]} B per device) | {g["beyond_200_per_day_bytes"]} B per device beyond 200 B/day |
-| 4 | batch ingestion | – | not measured: the events endpoint does not exist yet | – |
+| 4 | batch ingestion, `POST /api/v1/events` with {b["events_per_request"]} heartbeats a request, 4 connections | – | {b["service_events_per_s"]} events/s in memory; {b["everysec_events_per_s"]} events/s with the journal (everysec) | – |
+| 6 | heartbeat ingest with `--data-dir` (issue 6), by `--fsync` mode | memory only: {d["service"]} req/s | `no` {d["no"]}, `everysec` {d["everysec"]}, `always` {d["always"]} req/s | – |
 | 5 | start-up: process start to listening, and to ready (`/readyz` 200) | 5-device CSV: {u["five_devices_listening_s"]} s, ready {u["five_devices_ready_s"]} s | {u["devices"]}-device CSV: {u["large_csv_listening_s"]} s, ready {u["large_csv_ready_s"]} s | target ≤ 1 s to ready |
 | – | `GET /metrics` with {c["devices"]} devices (issue 5), median of 5 | – | {c["default_s"]} s ({c["default_bytes"]} B); with `--metrics-per-device` {c["per_device_s"]} s ({c["per_device_bytes"]} B) | fleet lock held {c["fleet_lock_held_ms"]} ms per scrape; slowest register+remove of another thread during the scrapes: {c["writer_max_ms"]} ms ({c["writer_ops"]} done) |
 """
@@ -285,6 +310,8 @@ def main() -> None:
             "memory_gappy": memory(args.memory_devices, missing=0.02),
             "startup": startup(args.startup_devices, workdir),
             "scrape": scrape(args.scrape_devices),
+            "batch": batch(args.seconds, workdir),
+            "durability": durability(args.seconds, workdir),
         }
     for name, figures in results.items():
         print(f"{name:8} {json.dumps(figures)}")

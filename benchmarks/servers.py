@@ -1,13 +1,16 @@
 """Servers the benchmark starts in their own process: the framework floor and our app.
 
-``python -m benchmarks.servers floor|service|preloaded --port N --devices CSV`` serves until
-killed. ``preloaded`` first gives device ``big`` one heartbeat a minute for 1 000 000 minutes.
+``python -m benchmarks.servers KIND --port N --devices CSV`` serves until killed. ``preloaded``
+first gives device ``big`` one heartbeat a minute for 1 000 000 minutes; ``always``,
+``everysec`` and ``no`` are the service with a journal in a temporary directory and that fsync
+mode.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import tempfile
 from pathlib import Path
 
 from flask import Flask, Response
@@ -15,7 +18,9 @@ from flask import Flask, Response
 from fleet_monitor.app import create_app
 from fleet_monitor.config import Settings
 from fleet_monitor.devices_file import load_device_ids
+from fleet_monitor.durable import DurableStore
 from fleet_monitor.fleet import Fleet
+from fleet_monitor.journal import FSYNC_MODES
 from fleet_monitor.logs import configure_logging
 from fleet_monitor.server import serve_app
 
@@ -49,7 +54,9 @@ def preloaded_fleet(devices: list[str]) -> Fleet:
 def main() -> None:
     """Serve the chosen app on the given port until killed."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("kind", choices=("floor", "service", "preloaded"))
+    parser.add_argument(
+        "kind", choices=("floor", "service", "preloaded", "always", "everysec", "no")
+    )
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--devices", type=Path, default=Path("devices.csv"))
     args = parser.parse_args()
@@ -58,6 +65,11 @@ def main() -> None:
     devices = load_device_ids(args.devices)
     if args.kind == "floor":
         serve_app(floor_app(), settings)
+    elif args.kind in FSYNC_MODES:  # the service with --data-dir and this --fsync
+        with tempfile.TemporaryDirectory() as directory:
+            fleet = Fleet()
+            DurableStore(Path(directory), args.kind, 0).open(fleet, devices)
+            serve_app(create_app(settings, fleet), settings)
     else:
         fleet = preloaded_fleet(devices) if args.kind == "preloaded" else Fleet(devices)
         serve_app(create_app(settings, fleet), settings)

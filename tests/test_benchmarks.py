@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
-from benchmarks.load import heartbeat_lua, parse_wrk
+from benchmarks.load import batch_body, batch_lua, heartbeat_lua, parse_wrk
 from benchmarks.run import markdown, memory, percentile
 
 WRK_OUTPUT = """\
@@ -27,6 +28,18 @@ def test_lua_script_posts_to_the_path_with_lua51_syntax() -> None:
     assert 'wrk.method = "POST"' in script
     code = "\n".join(line for line in script.splitlines() if not line.startswith("--"))
     assert "//" not in code  # LuaJIT has no integer division operator
+
+
+def test_batch_body_is_valid_json_with_distinct_minutes() -> None:
+    body = json.loads(batch_body("d-1", 1500))
+    minutes = {event["sent_at"] for event in body["events"]}
+    assert len(body["events"]) == len(minutes) == 1500
+    assert body["events"][1441] == {
+        "device_id": "d-1",
+        "type": "heartbeat",
+        "sent_at": "2024-01-02T00:01:00Z",
+    }
+    assert "wrk.body = [[" + batch_body("d", 2) + "]]" in batch_lua(batch_body("d", 2))
 
 
 def test_parse_wrk() -> None:
@@ -105,6 +118,12 @@ def test_results_page(tmp_path: Path) -> None:
         },
     }
     results["memory_gappy"] = {**results["memory"], "missing": 0.02}
+    results["batch"] = {
+        "events_per_request": 1000,
+        "service_events_per_s": 20000,
+        "everysec_events_per_s": 10000,
+    }
+    results["durability"] = {"service": 4.0, "no": 3.0, "everysec": 2.0, "always": 1.0}
     args = argparse.Namespace(seconds=1, rounds=1, memory_devices=3)
     page = markdown(results, args)
     assert page.startswith("# Benchmark results\n")
@@ -112,3 +131,5 @@ def test_results_page(tmp_path: Path) -> None:
     assert "0.5 of the floor (target ≥ 0.90)" in page
     assert "| 3b | the same with 2% of minutes missing" in page
     assert "ready 0.5 s" in page
+    assert "20000 events/s in memory; 10000 events/s with the journal" in page
+    assert "`no` 3.0, `everysec` 2.0, `always` 1.0 req/s" in page

@@ -46,6 +46,18 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
+def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m fleet_monitor ARGS`` to its end; its output is captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "fleet_monitor", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
 @dataclass
 class LiveServer:
     """A ``fleet-monitor serve`` process on a free loopback port."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import queue
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 import requests
 
 from fleet_monitor.journal import segments
-from tests.conftest import REPO, SAMPLE_DEVICES, live_server
+from tests.conftest import SAMPLE_DEVICES, live_server, run_cli
 
 DEVICES = SAMPLE_DEVICES[:4]
 MINUTES = 800  # per device
@@ -118,17 +117,6 @@ def test_sigterm_keeps_everything_and_the_next_start_replays_nothing(tmp_path: P
     assert loaded["replayed"] == 0
 
 
-def serve_once(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fleet_monitor", "serve", "--port", "0", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-
-
 def test_a_corrupt_journal_stops_the_start_unless_repair(tmp_path: Path) -> None:
     data = tmp_path / "state"
     args = ["--data-dir", str(data), "--snapshot-every", "0"]
@@ -145,7 +133,7 @@ def test_a_corrupt_journal_stops_the_start_unless_repair(tmp_path: Path) -> None
     raw = bytearray(path.read_bytes())
     raw[4 + 8 + 3] ^= 0xFF  # the first record's payload
     path.write_bytes(bytes(raw))
-    result = serve_once(*args)
+    result = run_cli("serve", "--port", "0", *args)
     assert result.returncode == 2
     assert result.stderr.endswith(
         f"fleet-monitor: error: {path}: corrupt journal record at offset 4 (a checksum "

@@ -15,7 +15,7 @@ from typing import Any
 
 import requests
 
-from tests.conftest import REPO, SAMPLE_DEVICES, live_server
+from tests.conftest import REPO, SAMPLE_DEVICES, live_server, run_cli
 
 Request = tuple[str, str, dict[str, Any]]
 START = dt.datetime(2024, 4, 2, 9, 0, tzinfo=dt.UTC)
@@ -111,17 +111,6 @@ def test_sigint_stops_cleanly(tmp_path: Path) -> None:
     with live_server(tmp_path) as server:
         server.process.send_signal(signal.SIGINT)
         assert server.process.wait(timeout=10) == 0
-
-
-def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fleet_monitor", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
 
 
 def test_missing_devices_file_exits_2_with_one_line(tmp_path: Path) -> None:

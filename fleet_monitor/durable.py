@@ -117,5 +117,8 @@ class DurableStore:
         self._stop.set()
         if self._journal is None:
             return
-        self.snapshot()
+        try:
+            self.snapshot()
+        except OSError:
+            log.exception("the last snapshot failed; the journal still holds every change")
         self._journal.close()

@@ -321,3 +321,21 @@ def test_a_snapshot_of_another_version_or_cut_short_is_refused(tmp_path: Path) -
     path.write_text(json.dumps({**header, "version": 2}) + "\n" + "\n".join(lines[1:]) + "\n")
     with pytest.raises(SnapshotError, match="snapshot version 2 is not 1"):
         read_snapshot(tmp_path)
+
+
+def test_a_failed_last_snapshot_keeps_the_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    fleet = Fleet()
+    store = DurableStore(tmp_path, "no", 0)
+    store.open(fleet, SAMPLE_DEVICES)
+    fill(fleet)
+
+    def full_disk(*args: object, **kwargs: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("fleet_monitor.durable.write_snapshot", full_disk)
+    store.close()
+    monkeypatch.undo()
+    assert "the last snapshot failed" in caplog.text
+    assert state(open_store(tmp_path)) == state(fleet)

@@ -38,10 +38,6 @@ class Access:
             else ([device_token.encode()] if device_token else []),
         }
 
-    def is_open(self, role: str) -> bool:
-        """Whether ``role`` needs no token."""
-        return not self._accepted[role]
-
     def allows(self, environ: WSGIEnvironment, role: str) -> bool:
         """Whether the request may act as ``role``."""
         accepted = self._accepted[role]

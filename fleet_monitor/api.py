@@ -143,9 +143,19 @@ def accept_upload(
 EVENT_KINDS = {"heartbeat": _heartbeat, "upload": _upload}
 
 
-def _limit_writes(limiter: RateLimiter | None, device_id: str) -> None:
-    if limiter is not None and (wait := limiter.take(device_id)) > 0:
+def limited_write(limiter: RateLimiter | None, device_id: str, write: Callable[[], None]) -> None:
+    """Run ``write`` if the device's rate allows (else RateLimitedError); a write that raises
+    gives its token back, since it was not accepted."""
+    if limiter is None:
+        write()
+        return
+    if (wait := limiter.take(device_id)) > 0:
         raise RateLimitedError(wait)
+    try:
+        write()
+    except Exception:
+        limiter.refund(device_id)
+        raise
 
 
 def batch_events(body: bytes, max_batch: int) -> list[Any]:
@@ -192,13 +202,7 @@ def accept_event(
     record = EVENT_KINDS.get(event.get("type"))  # type: ignore[arg-type]
     if record is None:
         raise InvalidInputError("type must be heartbeat or upload", "invalid_field")
-    _limit_writes(limiter, device_id)
-    try:
-        record(device, event, None, metrics)
-    except (InvalidInputError, JournalError):
-        if limiter is not None:
-            limiter.refund(device_id)
-        raise
+    limited_write(limiter, device_id, lambda: record(device, event, None, metrics))
 
 
 def _list_item(view: DeviceView) -> dict[str, Any]:
@@ -273,13 +277,11 @@ def create_api(
     # these views answer the rest (and everything, when the app is called without it).
     def device_write(device_id: str, accept: Accept) -> Response:
         device = fleet.device(device_id)  # 404 before the body is read
-        _limit_writes(limiter, device_id)
-        try:
-            accept(device, request.get_data(cache=False), request.environ, metrics)
-        except Exception:
-            if limiter is not None:  # not accepted: the write did not count
-                limiter.refund(device_id)
-            raise
+        limited_write(
+            limiter,
+            device_id,
+            lambda: accept(device, request.get_data(cache=False), request.environ, metrics),
+        )
         return no_content()
 
     @api.post("/devices/<device_id>/heartbeat")

@@ -18,8 +18,8 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from fleet_monitor.api import accept_heartbeat, accept_upload
-from fleet_monitor.errors import InvalidInputError
+from fleet_monitor.api import accept_heartbeat, accept_upload, limited_write
+from fleet_monitor.errors import InvalidInputError, RateLimitedError
 from fleet_monitor.fleet import Fleet
 from fleet_monitor.guard import DEVICE, Access, RateLimiter
 from fleet_monitor.journal import JournalError
@@ -64,14 +64,12 @@ def fast_device_posts(
         device = fleet.get(match[1])
         if device is None or not access.allows(environ, DEVICE):
             return app(environ, start_response)
-        if limiter is not None and limiter.take(match[1]) > 0:
-            return app(environ, start_response)  # which answers 429, spending nothing
         body = environ["wsgi.input"].read(int(length))
+        write = accept[match[2]]
         try:
-            accept[match[2]](device, body, environ, metrics)
-        except (InvalidInputError, JournalError):  # nothing changed: Flask answers (again)
-            if limiter is not None:
-                limiter.refund(match[1])  # Flask spends it again
+            limited_write(limiter, match[1], lambda: write(device, body, environ, metrics))
+        except (InvalidInputError, JournalError, RateLimitedError):
+            # Nothing changed and no token was spent: Flask answers, with the body back.
             environ["wsgi.input"] = io.BytesIO(body)
             return app(environ, start_response)
         rid = observer.finish(environ, path, ROUTES[match[2]], 204)

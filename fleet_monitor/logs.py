@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
+import threading
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 ACCESS_LOGGER = "fleet_monitor.access"
+THROTTLE_SECONDS = 10.0
 
 
 _second_cache: tuple[int, str] = (-1, "")
@@ -50,6 +54,45 @@ class TextFormatter(logging.Formatter):
         return text
 
 
+class Throttle(logging.Filter):
+    """Lets a warning or error through at most once per ``interval`` seconds per message
+    template (logger and unformatted message); the next one let through says how many were
+    held back. Lower levels (the access lines) always pass.
+
+    A full disk or an overloaded queue then costs one line every ``interval`` seconds,
+    not one per request.
+    """
+
+    _MAX_TEMPLATES = 1024  # templates come from code, so this is never reached in practice
+
+    def __init__(
+        self, interval: float = THROTTLE_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self.interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: dict[tuple[str, str], tuple[float, int]] = {}  # (when passed, held back)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Whether ``record`` is written; it may gain a note of what was held back."""
+        if record.levelno < logging.WARNING:
+            return True
+        key, now = (record.name, str(record.msg)), self._clock()
+        with self._lock:
+            passed, held = self._last.get(key, (-math.inf, 0))
+            if now - passed < self.interval:
+                self._last[key] = (passed, held + 1)
+                return False
+            if len(self._last) >= self._MAX_TEMPLATES:
+                self._last.clear()
+            self._last[key] = (now, 0)
+        if held:
+            record.msg = f"{record.msg} [{held} more like this in the last {self.interval:g} s]"
+            record.fields = {**getattr(record, "fields", {}), "suppressed": held}
+        return True
+
+
 def configure_logging(level: int, log_format: str, stream: TextIO | None = None) -> None:
     """Send every logger's records at ``level`` and above to ``stream`` (stderr).
 
@@ -66,6 +109,7 @@ def configure_logging(level: int, log_format: str, stream: TextIO | None = None)
         log_format = "text" if stream.isatty() else "json"
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler.addFilter(Throttle())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

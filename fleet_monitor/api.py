@@ -6,6 +6,7 @@ import base64
 import binascii
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -17,7 +18,14 @@ from fleet_monitor.fleet import DeviceRecord, Fleet, is_valid_device_id
 from fleet_monitor.guard import RateLimiter
 from fleet_monitor.journal import JournalError
 from fleet_monitor.metrics import Metrics
-from fleet_monitor.payloads import parse_heartbeat, parse_json_object, parse_timestamp, parse_upload
+from fleet_monitor.payloads import (
+    Heartbeat,
+    Upload,
+    parse_heartbeat,
+    parse_json_object,
+    parse_timestamp,
+    parse_upload,
+)
 from fleet_monitor.timestamps import format_rfc3339
 from fleet_monitor.uploads import UploadAggregate
 from fleet_monitor.views import (
@@ -80,7 +88,7 @@ def _decode_cursor(cursor: str) -> str:
 def _limit(text: str | None) -> int:
     if text is None:
         return DEFAULT_PAGE
-    if not text.isdecimal() or not 1 <= int(text) <= MAX_PAGE:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_PAGE:
         raise InvalidInputError(
             f"limit must be a whole number from 1 to {MAX_PAGE}", "invalid_query"
         )
@@ -109,17 +117,13 @@ def idempotency_key(environ: WSGIEnvironment) -> str | None:
     return key
 
 
-def _heartbeat(
-    device: DeviceRecord, fields: dict[str, Any], key: str | None, metrics: Metrics
+def _record_heartbeat(
+    device: DeviceRecord, heartbeat: Heartbeat, key: str | None, metrics: Metrics
 ) -> None:
-    heartbeat = parse_heartbeat(fields)
     metrics.heartbeat_accepted(device.add_heartbeat(heartbeat.sent_at_ns, key))
 
 
-def _upload(
-    device: DeviceRecord, fields: dict[str, Any], key: str | None, metrics: Metrics
-) -> None:
-    upload = parse_upload(fields)
+def _record_upload(device: DeviceRecord, upload: Upload, key: str | None, metrics: Metrics) -> None:
     device.add_upload(upload.sent_at_ns, upload.upload_time_ns, key)
     metrics.uploads.inc()
 
@@ -129,7 +133,8 @@ def accept_heartbeat(
 ) -> None:
     """Validate a heartbeat request, then record and count it; raises InvalidInputError
     (before changing anything) when its key or body is not accepted."""
-    _heartbeat(device, parse_json_object(body), idempotency_key(environ), metrics)
+    key = idempotency_key(environ)
+    _record_heartbeat(device, parse_heartbeat(parse_json_object(body)), key, metrics)
 
 
 def accept_upload(
@@ -137,10 +142,8 @@ def accept_upload(
 ) -> None:
     """Validate an upload stats request, then record and count it; raises InvalidInputError
     (before changing anything) when its key or body is not accepted."""
-    _upload(device, parse_json_object(body), idempotency_key(environ), metrics)
-
-
-EVENT_KINDS = {"heartbeat": _heartbeat, "upload": _upload}
+    key = idempotency_key(environ)
+    _record_upload(device, parse_upload(parse_json_object(body)), key, metrics)
 
 
 def limited_write(limiter: RateLimiter | None, device_id: str, write: Callable[[], None]) -> None:
@@ -172,37 +175,82 @@ def batch_events(body: bytes, max_batch: int) -> list[Any]:
     return events
 
 
-def accept_or_reason(
-    fleet: Fleet, event: object, metrics: Metrics, limiter: RateLimiter | None
-) -> str | None:
-    """Accept one event of a batch (None), or say why not, as the single endpoints would."""
-    try:
-        accept_event(fleet, event, metrics, limiter)
-    except (InvalidInputError, JournalError) as error:
-        return str(error)
-    except UnknownDeviceError:
-        return "device not found"
-    except RateLimitedError:
-        return "too many writes for this device"
-    return None
+@dataclass(frozen=True)
+class BatchEvent:
+    """One validated event of a batch: the device and the write to record for it."""
+
+    device_id: str
+    device: DeviceRecord
+    kind: str
+    event: Heartbeat | Upload
 
 
-def accept_event(
-    fleet: Fleet, event: object, metrics: Metrics, limiter: RateLimiter | None
-) -> None:
-    """Validate, rate-limit, record and count one event of a batch, with the messages of
-    the single endpoints; raises (InvalidInputError, UnknownDeviceError, RateLimitedError,
-    JournalError) before changing anything."""
+def validate_event(fleet: Fleet, event: object) -> BatchEvent:
+    """One event of a batch, validated with the messages of the single endpoints; raises
+    InvalidInputError or UnknownDeviceError. Changes nothing."""
     if not isinstance(event, dict):
         raise InvalidInputError("an event must be a JSON object", "invalid_field")
     device_id = event.get("device_id")
     if not isinstance(device_id, str):
         raise InvalidInputError("device_id is required: a string", "invalid_field")
     device = fleet.device(device_id)
-    record = EVENT_KINDS.get(event.get("type"))  # type: ignore[arg-type]
-    if record is None:
-        raise InvalidInputError("type must be heartbeat or upload", "invalid_field")
-    limited_write(limiter, device_id, lambda: record(device, event, None, metrics))
+    kind = event.get("type")
+    if kind == "heartbeat":
+        return BatchEvent(device_id, device, kind, parse_heartbeat(event))
+    if kind == "upload":
+        return BatchEvent(device_id, device, kind, parse_upload(event))
+    raise InvalidInputError("type must be heartbeat or upload", "invalid_field")
+
+
+def record_event(batch_event: BatchEvent, metrics: Metrics, limiter: RateLimiter | None) -> None:
+    """Rate-limit, record and count one validated event; raises (RateLimitedError,
+    JournalError) before changing anything."""
+    device, event = batch_event.device, batch_event.event
+
+    def write() -> None:
+        if isinstance(event, Heartbeat):
+            _record_heartbeat(device, event, None, metrics)
+        else:
+            _record_upload(device, event, None, metrics)
+
+    limited_write(limiter, batch_event.device_id, write)
+
+
+def _rejection(error: Exception) -> str:
+    """The sentence a batch reports for an event refused with ``error``."""
+    if isinstance(error, UnknownDeviceError):
+        return "device not found"
+    if isinstance(error, RateLimitedError):
+        return "too many writes for this device"
+    return str(error)
+
+
+REFUSALS = (InvalidInputError, UnknownDeviceError, RateLimitedError, JournalError)
+
+
+def accept_batch(
+    fleet: Fleet, events: list[Any], metrics: Metrics, limiter: RateLimiter | None
+) -> list[dict[str, Any]]:
+    """Record a batch's valid events; return the rejected ones as ``{"index", "msg"}``.
+
+    Every event is validated before any is recorded, so a batch that cannot be validated
+    (whatever its content) changes nothing; then each valid event is recorded, and those
+    refused by the rate limit or the journal are reported like invalid ones.
+    """
+    rejected: list[dict[str, Any]] = []
+    valid: list[tuple[int, BatchEvent]] = []
+    for index, event in enumerate(events):
+        try:
+            valid.append((index, validate_event(fleet, event)))
+        except (InvalidInputError, UnknownDeviceError) as error:
+            rejected.append({"index": index, "msg": _rejection(error)})
+    for index, batch_event in valid:
+        try:
+            record_event(batch_event, metrics, limiter)
+        except REFUSALS as error:
+            rejected.append({"index": index, "msg": _rejection(error)})
+    rejected.sort(key=lambda item: int(item["index"]))
+    return rejected
 
 
 def _list_item(view: DeviceView) -> dict[str, Any]:
@@ -296,10 +344,7 @@ def create_api(
     def post_events() -> Response:
         request.max_content_length = batch_bytes
         events = batch_events(request.get_data(cache=False), max_batch)
-        rejected = []
-        for index, event in enumerate(events):
-            if (msg := accept_or_reason(fleet, event, metrics, limiter)) is not None:
-                rejected.append({"index": index, "msg": msg})
+        rejected = accept_batch(fleet, events, metrics, limiter)
         return jsonify({"accepted": len(events) - len(rejected), "rejected": rejected})
 
     @api.get("/devices/<device_id>/stats")

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-from fleet_monitor.fleet import DEVICE_ID_RULE, is_valid_device_id
+from fleet_monitor.fleet import DEVICE_ID_RULE, device_id_problem
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +75,9 @@ def load_device_ids(path: Path) -> list[str]:
     first_line: dict[str, int] = {}
     reported: set[str] = set()
     for line_number, device_id in values:
-        if not is_valid_device_id(device_id):
-            raise DevicesFileError(
-                f"{path}:{line_number}: invalid device id {device_id!r}: {DEVICE_ID_RULE}"
-            )
+        if (problem := device_id_problem(device_id)) is not None:
+            rule = DEVICE_ID_RULE if problem.startswith("must") else problem
+            raise DevicesFileError(f"{path}:{line_number}: invalid device id {device_id!r}: {rule}")
         if device_id not in first_line:
             first_line[device_id] = line_number
         elif device_id not in reported:

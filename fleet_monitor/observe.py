@@ -7,6 +7,7 @@ import re
 import time
 import uuid
 from typing import TYPE_CHECKING
+from urllib.parse import unquote_plus
 
 from fleet_monitor.logs import ACCESS_LOGGER
 from fleet_monitor.metrics import UNMATCHED_ROUTE, Metrics
@@ -19,6 +20,25 @@ STARTED = "fleet_monitor.started_ns"  # environ key: perf_counter_ns() when the 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}", re.ASCII)
 _METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"))
 access_log = logging.getLogger(ACCESS_LOGGER)
+
+
+REDACTED = "REDACTED"
+# Query parameter names that may carry a credential (matched anywhere in the decoded name).
+_CREDENTIAL_NAME = re.compile(r"token|key|secret|pass|pwd|auth|sig|session|credential|jwt", re.I)
+
+
+def redact_query(query: str) -> str:
+    """``query`` with the value of every credential-like parameter replaced by ``REDACTED``.
+
+    ``?access_token=abc&limit=5`` is logged as ``access_token=REDACTED&limit=5``: a token
+    sent in a URL (which the service never asks for) still never reaches the log.
+    """
+    parts = query.split("&")
+    for index, part in enumerate(parts):
+        name, equals, _ = part.partition("=")
+        if equals and _CREDENTIAL_NAME.search(unquote_plus(name)):
+            parts[index] = f"{name}={REDACTED}"
+    return "&".join(parts)
 
 
 def request_id(environ: WSGIEnvironment) -> str:
@@ -48,9 +68,9 @@ class RequestObserver:
         )
         if access_log.isEnabledFor(logging.INFO):
             # One line: what was asked, how it ended, how long it took. Never a body.
-            query = environ.get("QUERY_STRING")
+            query = redact_query(environ.get("QUERY_STRING") or "")
             remote = environ.get("REMOTE_ADDR")
-            duration_ms = seconds * 1e3
+            duration_ms = round(seconds * 1e3, 3)  # the same value in the line and its field
             access_log.info(
                 '%s "%s %s" %d %.2fms id=%s',
                 remote,
@@ -66,7 +86,7 @@ class RequestObserver:
                         "query": query or None,
                         "route": route,
                         "status": status,
-                        "duration_ms": round(duration_ms, 3),
+                        "duration_ms": duration_ms,
                         "remote_addr": remote,
                         "request_id": rid,
                     }

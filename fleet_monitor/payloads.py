@@ -50,11 +50,22 @@ def _reject_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_int=_parse_int, parse_constant=_reject_constant)
 
 
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def parse_json_object(body: bytes) -> dict[str, Any]:
-    """Parse ``body`` as a JSON object, whatever the request's content type claimed."""
+    """Parse ``body`` as a JSON object, whatever the request's content type claimed.
+
+    Only UTF-8 is JSON on the wire (RFC 8259 section 8.1): UTF-16 or UTF-32 text, and a
+    byte-order mark, are refused like any other invalid body.
+    """
+    if body.startswith(_UTF8_BOM):
+        raise InvalidInputError(
+            "request body must be JSON in UTF-8, without a byte-order mark", "invalid_json"
+        )
     try:
-        value = _DECODER.decode(body.decode(json.detect_encoding(body)))
-    except (ValueError, RecursionError):
+        value = _DECODER.decode(body.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError included
         raise InvalidInputError("request body is not valid JSON", "invalid_json") from None
     if not isinstance(value, dict):
         raise InvalidInputError("request body must be a JSON object", "invalid_json")

@@ -14,6 +14,7 @@ NS_PER_SECOND = 1_000_000_000
 _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 MIN_UNIX_SECONDS = (dt.date(1, 1, 1).toordinal() - _EPOCH_ORDINAL) * 86_400
 MAX_UNIX_SECONDS = (dt.date(9999, 12, 31).toordinal() - _EPOCH_ORDINAL + 1) * 86_400 - 1
+MIN_UNIX_NS = MIN_UNIX_SECONDS * NS_PER_SECOND  # 0001-01-01T00:00:00Z
 
 EXPECTED_FORM = 'an RFC 3339 date-time with an offset, e.g. "2024-03-01T12:00:00Z"'
 

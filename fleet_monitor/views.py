@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from fleet_monitor.errors import InvalidInputError, UnknownDeviceError
 from fleet_monitor.fleet import DeviceRecord, DeviceSnapshot, Fleet
-from fleet_monitor.timestamps import NS_PER_SECOND
+from fleet_monitor.timestamps import MIN_UNIX_NS, NS_PER_SECOND
 from fleet_monitor.uploads import UploadAggregate
 
 MINUTE_NS = 60 * NS_PER_SECOND
@@ -153,12 +153,14 @@ class Window:
 
 
 def make_window(start_ns: int | None, end_ns: int | None, step: str | None, now_ns: int) -> Window:
-    """The window asked for: ``end`` defaults to now, ``start`` to 24 h before ``end``.
+    """The window asked for: ``end`` defaults to now, ``start`` to 24 h before ``end`` (or
+    ``0001-01-01T00:00:00Z`` if that is later).
 
     Raises InvalidInputError for an unknown step, ``end <= start`` or over 10 000 buckets.
     """
     end = now_ns if end_ns is None else end_ns
-    start = end - DEFAULT_SPAN_NS if start_ns is None else start_ns
+    # The default start never falls before year 1, where no instant can be written.
+    start = max(end - DEFAULT_SPAN_NS, MIN_UNIX_NS) if start_ns is None else start_ns
     step = DEFAULT_STEP if step is None else step
     if step not in STEP_MINUTES:
         raise InvalidInputError(f"step must be one of {', '.join(STEP_MINUTES)}", "invalid_query")

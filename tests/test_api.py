@@ -17,6 +17,7 @@ API = "/api/v1/devices"
 MAX_NS = 9_223_372_036_854_775_807
 SENT_AT_FORM = 'an RFC 3339 date-time with an offset, e.g. "2024-03-01T12:00:00Z"'
 UPLOAD_FORM = f"an integer number of nanoseconds from 0 to {MAX_NS}"
+BOM_MSG = "request body must be JSON in UTF-8, without a byte-order mark"
 
 
 def post(client: FlaskClient, path: str, body: Any, **kwargs: Any) -> TestResponse:
@@ -190,6 +191,28 @@ BAD_HEARTBEATS = [
         "sent_at is outside 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z once in UTC",
     ),
 ]
+
+
+@pytest.mark.parametrize(
+    ("body", "msg"),
+    [
+        (b'\xef\xbb\xbf{"sent_at": "2024-04-02T09:00:00Z"}', BOM_MSG),
+        ('{"sent_at": "2024-04-02T09:00:00Z"}'.encode("utf-16"), "request body is not valid JSON"),
+        (
+            '{"sent_at": "2024-04-02T09:00:00Z"}'.encode("utf-16-le"),
+            "request body is not valid JSON",
+        ),
+        ('{"sent_at": "2024-04-02T09:00:00Z"}'.encode("utf-32"), "request body is not valid JSON"),
+    ],
+    ids=["utf-8-bom", "utf-16", "utf-16-le-no-bom", "utf-32"],
+)
+def test_only_utf8_json_is_accepted(
+    client: FlaskClient, fleet: Fleet, body: bytes, msg: str
+) -> None:
+    for path in (f"{API}/{DEVICE}/heartbeat", f"{API}/{DEVICE}/stats"):
+        assert_error(post(client, path, body), 400, msg)
+    assert fleet.device(DEVICE).last_heartbeat_ns is None
+    assert fleet.device(DEVICE).upload_count == 0
 
 
 @pytest.mark.parametrize(("body", "msg"), BAD_HEARTBEATS)

@@ -54,6 +54,11 @@ def test_duplicates_kept_once_and_logged_once(
         ("device_id,name\n", "{path}:1: expected one column, found 2"),
         ("device_id\n\nbad id\n", "{path}:3: invalid device id 'bad id': 1 to 128 characters"),
         ("device_id\na/b\n", "{path}:2: invalid device id 'a/b'"),
+        (
+            "device_id\na\n..\n",
+            "{path}:3: invalid device id '..': cannot be . or .. (clients normalise such "
+            "path segments away)",
+        ),
         (b"device_id\n\xff\xfe\n", "{path}: devices file is not UTF-8 text"),
     ],
 )

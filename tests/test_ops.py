@@ -345,3 +345,29 @@ def test_text_access_line_shape(client: FlaskClient) -> None:
         r'127\.0\.0\.1 "GET /healthz" 200 \d+\.\d\dms id=r-2\n',
         stream.getvalue(),
     )
+
+
+@pytest.mark.parametrize(
+    ("query", "logged"),
+    [
+        ("access_token=s3cr3t", "access_token=REDACTED"),
+        ("limit=5&api_key=s3cr3t&x=1", "limit=5&api_key=REDACTED&x=1"),
+        ("Token=s3cr3t&token=s3cr3t", "Token=REDACTED&token=REDACTED"),
+        ("access%5Ftoken=s3cr3t", "access%5Ftoken=REDACTED"),
+        (
+            "password=s3cr3t&sig=s3cr3t&session=s3cr3t",
+            "password=REDACTED&sig=REDACTED&session=REDACTED",
+        ),
+        ("s3cr3t", "s3cr3t"),  # a bare value names no credential: kept as sent
+        ("limit=5", "limit=5"),
+    ],
+)
+def test_credentials_in_the_query_are_redacted_from_the_log(
+    client: FlaskClient, log_stream: io.StringIO, query: str, logged: str
+) -> None:
+    client.get(f"/api/v1/devices?{query}")
+    [line] = access_lines(log_stream)
+    assert line["query"] == logged
+    assert str(line["msg"]).startswith(f'127.0.0.1 "GET /api/v1/devices?{logged}" ')
+    if "=" in query:
+        assert "s3cr3t" not in log_stream.getvalue()

@@ -79,6 +79,54 @@ def test_a_mixed_batch_applies_the_valid_and_reports_the_rest(tmp_path: Path) ->
     assert journaled == [("h", DEVICE), ("u", DEVICE), ("h", other)]  # exactly the accepted
 
 
+SENT_AT_TEXT = 'an RFC 3339 date-time with an offset, e.g. "2024-03-01T12:00:00Z"'
+UPLOAD_TEXT = "an integer number of nanoseconds from 0 to 9223372036854775807"
+
+
+@pytest.mark.parametrize(
+    ("weird", "msg"),
+    [
+        ({"type": ["heartbeat"]}, "type must be heartbeat or upload"),
+        ({"type": {"heartbeat": 1}}, "type must be heartbeat or upload"),
+        ({"type": None}, "type must be heartbeat or upload"),
+        ({"type": 1}, "type must be heartbeat or upload"),
+        ({"device_id": ["x"]}, "device_id is required: a string"),
+        ({"device_id": {"a": 1}}, "device_id is required: a string"),
+        ({"sent_at": ["2024-04-02T09:00:00Z"]}, f"sent_at must be a string: {SENT_AT_TEXT}"),
+        ({"type": "upload", "upload_time": {"n": 1}}, f"upload_time must be {UPLOAD_TEXT}"),
+        ({"type": "upload", "upload_time": [1]}, f"upload_time must be {UPLOAD_TEXT}"),
+    ],
+)
+def test_a_strange_event_is_reported_and_never_a_500(
+    client: FlaskClient, weird: dict[str, Any], msg: str
+) -> None:
+    upload = {"device_id": DEVICE, "type": "upload", "sent_at": AT, "upload_time": 7}
+    strange = {"device_id": DEVICE, "type": "heartbeat", "sent_at": AT, **weird}
+    response = batch(client, [upload, strange])
+    assert (response.status_code, response.json) == (
+        200,
+        {"accepted": 1, "rejected": [{"index": 1, "msg": msg}]},
+    )
+    detail = client.get(f"/api/v1/devices/{DEVICE}").json
+    assert detail is not None and detail["upload_count"] == 1
+
+
+def test_every_event_is_validated_before_any_is_recorded(
+    client: FlaskClient, fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Even a batch whose validation fails unexpectedly part-way stores nothing, so a client
+    that retries on the 500 never counts an event twice."""
+
+    def broken(fields: dict[str, Any]) -> None:
+        raise RuntimeError("a bug in validation")
+
+    monkeypatch.setattr("fleet_monitor.api.parse_heartbeat", broken)
+    upload = {"device_id": DEVICE, "type": "upload", "sent_at": AT, "upload_time": 7}
+    heartbeat = {"device_id": DEVICE, "type": "heartbeat", "sent_at": AT}
+    assert batch(client, [upload, heartbeat]).status_code == 500
+    assert fleet.device(DEVICE).upload_count == 0
+
+
 @pytest.mark.parametrize(
     ("body", "msg"),
     [

@@ -187,6 +187,11 @@ def test_pages_with_concurrent_inserts_and_removals(client: FlaskClient, fleet: 
         ("cursor=%21%21", "cursor is not one this service returned in next"),
         ("cursor=", "cursor is not one this service returned in next"),
         ("cursor=_w", "cursor is not one this service returned in next"),
+        (
+            "limit=%EF%BC%91%EF%BC%90",
+            "limit must be a whole number from 1 to 1000",
+        ),  # full-width digits "10"
+        ("limit=%D9%A1", "limit must be a whole number from 1 to 1000"),  # Arabic-Indic "1"
     ],
 )
 def test_bad_list_queries(client: FlaskClient, query: str, msg: str) -> None:
@@ -261,6 +266,20 @@ def test_register_rejects_bad_ids(client: FlaskClient, fleet: Fleet, device_id: 
     response = client.put(f"{API}/{device_id}")
     assert_error(response, 400, "device_id must be 1 to 128 characters of A-Z a-z 0-9 . _ : -")
     assert len(fleet) == 5
+
+
+@pytest.mark.parametrize("device_id", [".", ".."])
+def test_register_rejects_dot_segment_ids(
+    client: FlaskClient, fleet: Fleet, device_id: str
+) -> None:
+    response = client.put(f"{API}/{device_id}")
+    assert_error(
+        response,
+        400,
+        "device_id cannot be . or .. (clients normalise such path segments away)",
+    )
+    assert len(fleet) == 5
+    assert client.put(f"{API}/...").status_code == 201  # three dots are an ordinary id
 
 
 def test_samples_from_csv_can_be_deleted(client: FlaskClient) -> None:
@@ -414,6 +433,28 @@ def test_uptime_window_never_seen_device(client: FlaskClient) -> None:
 )
 def test_bad_window_queries(client: FlaskClient, path: str, query: str, msg: str) -> None:
     assert_error(client.get(f"{API}/{A}/{path}?{query}"), 400, msg)
+
+
+@pytest.mark.parametrize("path", ["uptime", "uploads"])
+@pytest.mark.parametrize(
+    ("end", "start", "buckets"),
+    [
+        ("0001-01-01T00:00:00Z", "0001-01-01T00:00:00Z", 0),
+        ("0001-01-01T00:00:00.000000001Z", "0001-01-01T00:00:00Z", 1),
+        ("0001-01-01T23:59:00Z", "0001-01-01T00:00:00Z", 24),
+        ("0001-01-02T00:00:00Z", "0001-01-01T00:00:00Z", 24),
+        ("0001-01-02T00:00:01Z", "0001-01-01T00:00:01Z", 24),
+    ],
+)
+def test_default_window_start_stops_at_year_1(
+    client: FlaskClient, path: str, end: str, start: str, buckets: int
+) -> None:
+    response = client.get(f"{API}/{A}/{path}?end={end}")
+    if end == start:  # nothing before year 1: an empty window
+        assert_error(response, 400, "end must be after start")
+        return
+    body = get(client, f"{API}/{A}/{path}?end={end}")
+    assert (body["start"], body["end"], len(body["buckets"])) == (start, end, buckets)
 
 
 def test_window_of_exactly_10000_steps_is_allowed(client: FlaskClient) -> None:

@@ -6,29 +6,22 @@ import base64
 import binascii
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from fleet_monitor.durations import format_duration
-from fleet_monitor.errors import InvalidInputError, RateLimitedError, UnknownDeviceError
-from fleet_monitor.fleet import DeviceRecord, Fleet, is_valid_device_id
-from fleet_monitor.guard import RateLimiter
-from fleet_monitor.journal import JournalError
-from fleet_monitor.metrics import Metrics
-from fleet_monitor.payloads import (
-    Heartbeat,
-    Upload,
-    parse_heartbeat,
-    parse_json_object,
-    parse_timestamp,
-    parse_upload,
-)
+from fleet_monitor.errors import InvalidInputError
+from fleet_monitor.fleet import Fleet, is_valid_device_id
+from fleet_monitor.idempotency import HEARTBEAT, UPLOAD
+from fleet_monitor.ingest import Ingest
+from fleet_monitor.limits import ReadBudget
+from fleet_monitor.payloads import parse_json_object, parse_timestamp
 from fleet_monitor.timestamps import format_rfc3339
 from fleet_monitor.uploads import UploadAggregate
 from fleet_monitor.views import (
+    MAX_BUCKETS,
     MINUTE_NS,
     STATUSES,
     DeviceView,
@@ -45,7 +38,6 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
 Clock = Callable[[], int]
-Accept = Callable[["DeviceRecord", bytes, "WSGIEnvironment", Metrics], None]
 
 
 class BatchTooLargeError(RequestEntityTooLarge):
@@ -117,50 +109,6 @@ def idempotency_key(environ: WSGIEnvironment) -> str | None:
     return key
 
 
-def _record_heartbeat(
-    device: DeviceRecord, heartbeat: Heartbeat, key: str | None, metrics: Metrics
-) -> None:
-    metrics.heartbeat_accepted(device.add_heartbeat(heartbeat.sent_at_ns, key))
-
-
-def _record_upload(device: DeviceRecord, upload: Upload, key: str | None, metrics: Metrics) -> None:
-    device.add_upload(upload.sent_at_ns, upload.upload_time_ns, key)
-    metrics.uploads.inc()
-
-
-def accept_heartbeat(
-    device: DeviceRecord, body: bytes, environ: WSGIEnvironment, metrics: Metrics
-) -> None:
-    """Validate a heartbeat request, then record and count it; raises InvalidInputError
-    (before changing anything) when its key or body is not accepted."""
-    key = idempotency_key(environ)
-    _record_heartbeat(device, parse_heartbeat(parse_json_object(body)), key, metrics)
-
-
-def accept_upload(
-    device: DeviceRecord, body: bytes, environ: WSGIEnvironment, metrics: Metrics
-) -> None:
-    """Validate an upload stats request, then record and count it; raises InvalidInputError
-    (before changing anything) when its key or body is not accepted."""
-    key = idempotency_key(environ)
-    _record_upload(device, parse_upload(parse_json_object(body)), key, metrics)
-
-
-def limited_write(limiter: RateLimiter | None, device_id: str, write: Callable[[], None]) -> None:
-    """Run ``write`` if the device's rate allows (else RateLimitedError); a write that raises
-    gives its token back, since it was not accepted."""
-    if limiter is None:
-        write()
-        return
-    if (wait := limiter.take(device_id)) > 0:
-        raise RateLimitedError(wait)
-    try:
-        write()
-    except Exception:
-        limiter.refund(device_id)
-        raise
-
-
 def batch_events(body: bytes, max_batch: int) -> list[Any]:
     """The ``events`` list of a batch body; raises InvalidInputError or BatchTooLargeError."""
     events = parse_json_object(body).get("events")
@@ -173,84 +121,6 @@ def batch_events(body: bytes, max_batch: int) -> list[Any]:
             f"a batch holds at most {max_batch} events; this one has {len(events)}"
         )
     return events
-
-
-@dataclass(frozen=True)
-class BatchEvent:
-    """One validated event of a batch: the device and the write to record for it."""
-
-    device_id: str
-    device: DeviceRecord
-    kind: str
-    event: Heartbeat | Upload
-
-
-def validate_event(fleet: Fleet, event: object) -> BatchEvent:
-    """One event of a batch, validated with the messages of the single endpoints; raises
-    InvalidInputError or UnknownDeviceError. Changes nothing."""
-    if not isinstance(event, dict):
-        raise InvalidInputError("an event must be a JSON object", "invalid_field")
-    device_id = event.get("device_id")
-    if not isinstance(device_id, str):
-        raise InvalidInputError("device_id is required: a string", "invalid_field")
-    device = fleet.device(device_id)
-    kind = event.get("type")
-    if kind == "heartbeat":
-        return BatchEvent(device_id, device, kind, parse_heartbeat(event))
-    if kind == "upload":
-        return BatchEvent(device_id, device, kind, parse_upload(event))
-    raise InvalidInputError("type must be heartbeat or upload", "invalid_field")
-
-
-def record_event(batch_event: BatchEvent, metrics: Metrics, limiter: RateLimiter | None) -> None:
-    """Rate-limit, record and count one validated event; raises (RateLimitedError,
-    JournalError) before changing anything."""
-    device, event = batch_event.device, batch_event.event
-
-    def write() -> None:
-        if isinstance(event, Heartbeat):
-            _record_heartbeat(device, event, None, metrics)
-        else:
-            _record_upload(device, event, None, metrics)
-
-    limited_write(limiter, batch_event.device_id, write)
-
-
-def _rejection(error: Exception) -> str:
-    """The sentence a batch reports for an event refused with ``error``."""
-    if isinstance(error, UnknownDeviceError):
-        return "device not found"
-    if isinstance(error, RateLimitedError):
-        return "too many writes for this device"
-    return str(error)
-
-
-REFUSALS = (InvalidInputError, UnknownDeviceError, RateLimitedError, JournalError)
-
-
-def accept_batch(
-    fleet: Fleet, events: list[Any], metrics: Metrics, limiter: RateLimiter | None
-) -> list[dict[str, Any]]:
-    """Record a batch's valid events; return the rejected ones as ``{"index", "msg"}``.
-
-    Every event is validated before any is recorded, so a batch that cannot be validated
-    (whatever its content) changes nothing; then each valid event is recorded, and those
-    refused by the rate limit or the journal are reported like invalid ones.
-    """
-    rejected: list[dict[str, Any]] = []
-    valid: list[tuple[int, BatchEvent]] = []
-    for index, event in enumerate(events):
-        try:
-            valid.append((index, validate_event(fleet, event)))
-        except (InvalidInputError, UnknownDeviceError) as error:
-            rejected.append({"index": index, "msg": _rejection(error)})
-    for index, batch_event in valid:
-        try:
-            record_event(batch_event, metrics, limiter)
-        except REFUSALS as error:
-            rejected.append({"index": index, "msg": _rejection(error)})
-    rejected.sort(key=lambda item: int(item["index"]))
-    return rejected
 
 
 def _list_item(view: DeviceView) -> dict[str, Any]:
@@ -303,18 +173,19 @@ def create_api(
     fleet: Fleet,
     clock: Clock,
     offline_after_ns: int,
-    metrics: Metrics,
+    ingest: Ingest,
     *,
-    limiter: RateLimiter | None = None,
     max_batch: int = 1000,
     batch_bytes: int = 512_000,
+    read_budget: ReadBudget | None = None,
 ) -> Blueprint:
-    """The blueprint of the ``/api/v1`` routes, serving ``fleet``; counts events in ``metrics``.
+    """The blueprint of the ``/api/v1`` routes, serving ``fleet``; writes go through ``ingest``.
 
-    ``limiter`` (optional) limits each device's writes; a batch holds up to ``max_batch``
-    events in up to ``batch_bytes`` bytes.
+    A batch holds up to ``max_batch`` events in up to ``batch_bytes`` bytes; windowed reads
+    share ``read_budget``.
     """
     api = Blueprint("api", __name__, url_prefix="/api/v1")
+    reads = read_budget or ReadBudget(MAX_BUCKETS)
 
     def window_query() -> Window:
         return make_window(
@@ -323,29 +194,31 @@ def create_api(
 
     # The well-formed case of these two is usually answered by fast_path.py before Flask;
     # these views answer the rest (and everything, when the app is called without it).
-    def device_write(device_id: str, accept: Accept) -> Response:
-        device = fleet.device(device_id)  # 404 before the body is read
-        limited_write(
-            limiter,
-            device_id,
-            lambda: accept(device, request.get_data(cache=False), request.environ, metrics),
-        )
+    def device_write(kind: str, device_id: str) -> Response:
+        fleet.device(device_id)  # 404 before the body is read
+        key = idempotency_key(request.environ)
+        ingest.write(kind, device_id, request.get_data(cache=False), key)
         return no_content()
 
     @api.post("/devices/<device_id>/heartbeat")
     def post_heartbeat(device_id: str) -> Response:
-        return device_write(device_id, accept_heartbeat)
+        return device_write(HEARTBEAT, device_id)
 
     @api.post("/devices/<device_id>/stats")
     def post_stats(device_id: str) -> Response:
-        return device_write(device_id, accept_upload)
+        return device_write(UPLOAD, device_id)
 
     @api.post("/events")
     def post_events() -> Response:
         request.max_content_length = batch_bytes
         events = batch_events(request.get_data(cache=False), max_batch)
-        rejected = accept_batch(fleet, events, metrics, limiter)
-        return jsonify({"accepted": len(events) - len(rejected), "rejected": rejected})
+        rejected = ingest.batch(events)
+        return jsonify(
+            {
+                "accepted": len(events) - len(rejected),
+                "rejected": [{"index": r.index, "msg": r.msg} for r in rejected],
+            }
+        )
 
     @api.get("/devices/<device_id>/stats")
     def get_stats(device_id: str) -> Response:
@@ -407,7 +280,8 @@ def create_api(
     def get_uptime(device_id: str) -> Response:
         device = fleet.device(device_id)
         window = window_query()
-        total, buckets = uptime_series(device, window)
+        with reads.spend(window.step_count):
+            total, buckets = uptime_series(device, window)
         return jsonify(
             {
                 **_window_fields(window),
@@ -428,7 +302,8 @@ def create_api(
     def get_uploads(device_id: str) -> Response:
         device = fleet.device(device_id)
         window = window_query()
-        total, buckets = upload_series(device, window)
+        with reads.spend(window.step_count):
+            total, buckets = upload_series(device, window)
         return jsonify(
             {
                 **_window_fields(window),

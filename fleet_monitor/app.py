@@ -23,7 +23,9 @@ from fleet_monitor.errors import InvalidInputError, RateLimitedError, UnknownDev
 from fleet_monitor.fast_path import fast_device_posts
 from fleet_monitor.fleet import Fleet
 from fleet_monitor.guard import ADMIN, CHALLENGE, DEVICE, READ, Access, RateLimiter
+from fleet_monitor.ingest import Ingest
 from fleet_monitor.journal import JournalError
+from fleet_monitor.limits import HistoryBudget, ReadBudget, SentAtRange
 from fleet_monitor.metrics import Metrics
 from fleet_monitor.observe import REQUEST_ID_HEADER, RequestObserver
 from fleet_monitor.ops import create_ops
@@ -83,6 +85,58 @@ def _http_error_message(error: HTTPException) -> str:
     return error.description or error.name
 
 
+def _register_error_handlers(app: Flask, metrics: Metrics) -> None:
+    """Answer every failure with a JSON ``{"msg"}`` body, counting refusals by reason."""
+
+    def reject(status: int, reason: str, msg: str) -> Response:
+        metrics.rejected(reason)
+        response = jsonify({"msg": msg})
+        response.status_code = status
+        return response
+
+    @app.errorhandler(UnknownDeviceError)
+    def unknown_device(_: UnknownDeviceError) -> Response:
+        return reject(404, "unknown_device", "device not found")
+
+    @app.errorhandler(InvalidInputError)
+    def invalid_input(error: InvalidInputError) -> Response:
+        return reject(error.status, error.reason, str(error))
+
+    @app.errorhandler(RateLimitedError)
+    def rate_limited(error: RateLimitedError) -> Response:
+        response = reject(429, error.reason, str(error))
+        response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+        return response
+
+    @app.errorhandler(JournalError)
+    def journal_failed(error: JournalError) -> Response:
+        log.error("%s: the change was refused", error)
+        return reject(503, "journal_failed", f"the change was not stored: {error}")
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        reason = _HTTP_REASONS.get(status, f"http_{status}")
+        response = reject(status, reason, _http_error_message(error))
+        for name, value in error.get_headers():  # e.g. Allow on a 405, Retry-After on a 503
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected_error(error: Exception) -> Response:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        response = jsonify({"msg": "internal server error"})
+        response.status_code = 500
+        return response
+
+
+def new_fleet(settings: Settings) -> Fleet:
+    """An empty fleet bounded by ``settings`` (devices, history bytes)."""
+    budget = HistoryBudget(settings.max_device_bytes, settings.max_fleet_bytes)
+    return Fleet(budget=budget, max_devices=settings.max_devices)
+
+
 def system_clock() -> int:
     """Now, in nanoseconds since the epoch (looked up at each call, so freezegun can freeze it)."""
     return time.time_ns()
@@ -112,15 +166,26 @@ def create_app(
     limiter = None
     if settings.rate_limit is not None:
         limiter = RateLimiter(settings.rate_limit, settings.burst)
+    ingest = Ingest(
+        fleet,
+        metrics,
+        clock,
+        sent_at_range=SentAtRange(settings.max_sent_at_age, settings.max_sent_at_lead),
+        limiter=limiter,
+    )
     api = create_api(
         fleet,
         clock,
         offline_after_ns,
-        metrics,
-        limiter=limiter,
+        ingest,
         max_batch=settings.max_batch,
         batch_bytes=batch_body_bytes(settings),
+        read_budget=ReadBudget(settings.read_budget),
     )
+
+    read_limiter = None
+    if settings.read_rate_limit is not None:
+        read_limiter = RateLimiter(settings.read_rate_limit, settings.burst)
 
     @api.before_request
     def check_access() -> None:
@@ -131,58 +196,19 @@ def create_app(
             raise ServiceUnavailable(
                 "the service is starting: the fleet is not loaded yet", retry_after=1
             )
+        if role != READ or read_limiter is None:
+            return
+        if (wait := read_limiter.take(request.remote_addr or "")) > 0:
+            raise RateLimitedError(
+                wait,
+                f"too many reads from this client: at most {read_limiter.rate:g} a second, "
+                f"{read_limiter.burst} at once",
+            )
 
     app.register_blueprint(api)
     app.register_blueprint(create_ops(fleet, readiness, metrics))
 
-    def reject(status: int, reason: str, msg: str) -> Response:
-        metrics.rejected(reason)
-        response = jsonify({"msg": msg})
-        response.status_code = status
-        return response
-
-    @app.errorhandler(UnknownDeviceError)
-    def unknown_device(_: UnknownDeviceError) -> Response:
-        return reject(404, "unknown_device", "device not found")
-
-    @app.errorhandler(InvalidInputError)
-    def invalid_input(error: InvalidInputError) -> Response:
-        return reject(400, error.reason, str(error))
-
-    @app.errorhandler(RateLimitedError)
-    def rate_limited(error: RateLimitedError) -> Response:
-        assert limiter is not None
-        response = reject(
-            429,
-            "rate_limited",
-            f"too many writes for this device: at most {limiter.rate:g} a second, "
-            f"{limiter.burst} at once",
-        )
-        response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
-        return response
-
-    @app.errorhandler(JournalError)
-    def journal_failed(error: JournalError) -> Response:
-        log.error("%s: the change was refused", error)
-        return reject(503, "journal_failed", f"the change was not stored: {error}")
-
-    @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException) -> Response:
-        status = error.code or 500
-        reason = _HTTP_REASONS.get(status, f"http_{status}")
-        response = reject(status, reason, _http_error_message(error))
-        for name, value in error.get_headers():  # e.g. Allow on a 405, Retry-After on a 503
-            if name.lower() != "content-type":
-                response.headers[name] = value
-        return response
-
-    @app.errorhandler(Exception)
-    def unexpected_error(error: Exception) -> Response:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        response = jsonify({"msg": "internal server error"})
-        response.status_code = 500
-        return response
-
+    _register_error_handlers(app, metrics)
     observer = RequestObserver(metrics)
 
     @app.after_request
@@ -196,12 +222,10 @@ def create_app(
 
     app.wsgi_app = fast_device_posts(  # type: ignore[method-assign,assignment]
         app.wsgi_app,
-        fleet=fleet,
+        ingest=ingest,
         readiness=readiness,
-        metrics=metrics,
         observer=observer,
         max_body_bytes=settings.max_body_bytes,
         access=access,
-        limiter=limiter,
     )
     return app

@@ -47,6 +47,20 @@ def parse_seconds(text: str) -> int:
     return value
 
 
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """A size in bytes of at least 1: ``1048576``, or with a binary unit ``64k``, ``16M``,
+    ``4G``, ``1T`` (powers of 1024; a trailing ``B``/``iB`` is allowed)."""
+    value = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = value[-1:] if value[-1:] in _SIZE_UNITS else ""
+    number = value[: len(value) - len(unit)]
+    if not (number.isascii() and number.isdigit()) or int(number) < 1:
+        raise ValueError(f"must be a size in bytes like 1048576, 64k, 16M or 4G, got {text!r}")
+    return int(number) * _SIZE_UNITS[unit]
+
+
 def parse_switch(text: str) -> bool:
     """On or off: 1/true/yes/on or 0/false/no/off, in any case."""
     value = text.strip().lower()
@@ -58,10 +72,11 @@ def parse_switch(text: str) -> bool:
 
 
 def _parse_int(text: str) -> int:
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise ValueError(f"must be a whole number, got {text!r}") from None
+    value = text.strip()
+    digits = value.removeprefix("-")
+    if not (digits.isascii() and digits.isdigit()):  # no "1_000", no full-width digits
+        raise ValueError(f"must be a whole number, got {text!r}")
+    return int(value)
 
 
 def _choice(*allowed: str) -> Callable[[str], str]:
@@ -155,7 +170,50 @@ class Settings:
         "writes per device a second (5/s, 300/m, 10); over it: 429 with Retry-After",
         "RATE",
     )
-    burst: int = _option(10, parse_positive_int, "writes a device may save up (rate limit)", "N")
+    burst: int = _option(
+        10, parse_positive_int, "requests a device or client may save up (rate limits)", "N"
+    )
+    read_rate_limit: float | None = _option(
+        None,
+        parse_rate,
+        "GETs under /api/v1 per client address a second; over it: 429 with Retry-After",
+        "RATE",
+    )
+    read_budget: int = _option(
+        20_000,
+        parse_positive_int,
+        "window steps all windowed reads may compute at once; over it: 429 with Retry-After",
+        "STEPS",
+    )
+    max_devices: int = _option(
+        1_000_000, parse_positive_int, "most devices in the fleet; a PUT past it: 422", "N"
+    )
+    max_device_bytes: int = _option(
+        16 * 1024**2,
+        parse_size,
+        "estimated memory one device's history (heartbeat bitmap, uploads) may hold; a write "
+        "past it: 422",
+        "SIZE",
+    )
+    max_fleet_bytes: int = _option(
+        4 * 1024**3,
+        parse_size,
+        "estimated memory the whole fleet's history may hold; a write past it: 422",
+        "SIZE",
+    )
+    max_sent_at_age: int = _option(
+        0,
+        parse_seconds,
+        "refuse (422) a sent_at more than this many seconds before the server's clock "
+        "(0: any; the assignment's simulator sends year 1 in its stats)",
+        "SECONDS",
+    )
+    max_sent_at_lead: int = _option(
+        0,
+        parse_seconds,
+        "refuse (422) a sent_at more than this many seconds after the server's clock (0: any)",
+        "SECONDS",
+    )
     channel_timeout: int = _option(
         120, parse_positive_int, "seconds an idle connection stays open (waitress)", "SECONDS"
     )

@@ -9,6 +9,8 @@ class InvalidInputError(ValueError):
     ``reason`` is a short fixed label for the kind of mistake (a metrics label, never user text).
     """
 
+    status = 400
+
     def __init__(self, message: str, reason: str = "invalid_input") -> None:
         super().__init__(message)
         self.reason = reason
@@ -19,8 +21,26 @@ class UnknownDeviceError(LookupError):
 
 
 class RateLimitedError(Exception):
-    """The device wrote faster than the configured rate (429); retry after ``retry_after`` s."""
+    """Too many requests for a limit (429); str() says which; retry after ``retry_after`` s."""
 
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(f"retry after {retry_after:.3f} s")
+    reason = "rate_limited"
+
+    def __init__(self, retry_after: float, message: str = "too many requests") -> None:
+        super().__init__(message)
         self.retry_after = retry_after
+
+
+class LimitExceededError(InvalidInputError):
+    """A write the service's bounds do not allow: a budget is spent, or ``sent_at`` is
+    outside the accepted range (422); str() names the limit and its setting."""
+
+    status = 422
+
+
+class IdempotencyConflictError(InvalidInputError):
+    """An Idempotency-Key the device already used for a different event (409)."""
+
+    status = 409
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "idempotency_conflict")

@@ -4,8 +4,8 @@ Devices send a heartbeat a minute each, so ``POST …/heartbeat`` is nearly all 
 Flask spends about 110 us per request on its contexts, routing, signals and response object
 before our code runs (measured in-process; see the README's benchmarks). This wrapper answers
 the one case worth it: a POST to a known device's heartbeat or stats with a valid body, once
-the fleet is loaded. It calls the same functions as the Flask views (``accept_heartbeat``,
-``accept_upload``) and the same :class:`RequestObserver`, so the reply (``204 NO CONTENT`` with
+the fleet is loaded. It calls the same :class:`Ingest` as the Flask views and the same
+:class:`RequestObserver`, so the reply (``204 NO CONTENT`` with
 ``X-Request-ID``), metrics and access line are the same. Any other request, and any that would
 not be a 204, goes to Flask untouched (its body handed back), which answers it as before.
 """
@@ -18,12 +18,12 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from fleet_monitor.api import accept_heartbeat, accept_upload, limited_write
-from fleet_monitor.errors import InvalidInputError, RateLimitedError
-from fleet_monitor.fleet import Fleet
-from fleet_monitor.guard import DEVICE, Access, RateLimiter
+from fleet_monitor.api import idempotency_key
+from fleet_monitor.errors import InvalidInputError, RateLimitedError, UnknownDeviceError
+from fleet_monitor.guard import DEVICE, Access
+from fleet_monitor.idempotency import HEARTBEAT, UPLOAD
+from fleet_monitor.ingest import Ingest
 from fleet_monitor.journal import JournalError
-from fleet_monitor.metrics import Metrics
 from fleet_monitor.observe import REQUEST_ID_HEADER, STARTED, RequestObserver
 from fleet_monitor.readiness import Readiness
 
@@ -41,16 +41,14 @@ NO_CONTENT = "204 NO CONTENT"  # as werkzeug writes it
 def fast_device_posts(
     app: WSGIApplication,
     *,
-    fleet: Fleet,
+    ingest: Ingest,
     readiness: Readiness,
-    metrics: Metrics,
     observer: RequestObserver,
     max_body_bytes: int,
     access: Access,
-    limiter: RateLimiter | None,
 ) -> WSGIApplication:
     """``app`` behind the fast path; also stamps each request's arrival time for the log."""
-    accept = {"heartbeat": accept_heartbeat, "stats": accept_upload}
+    kinds = {"heartbeat": HEARTBEAT, "stats": UPLOAD}
 
     def wsgi(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         environ[STARTED] = time.perf_counter_ns()
@@ -61,14 +59,12 @@ def fast_device_posts(
         length = environ.get("CONTENT_LENGTH", "")
         if match is None or not length.isdecimal() or int(length) > max_body_bytes:
             return app(environ, start_response)
-        device = fleet.get(match[1])
-        if device is None or not access.allows(environ, DEVICE):
+        if match[1] not in ingest.fleet or not access.allows(environ, DEVICE):
             return app(environ, start_response)
         body = environ["wsgi.input"].read(int(length))
-        write = accept[match[2]]
         try:
-            limited_write(limiter, match[1], lambda: write(device, body, environ, metrics))
-        except (InvalidInputError, JournalError, RateLimitedError):
+            ingest.write(kinds[match[2]], match[1], body, idempotency_key(environ))
+        except (InvalidInputError, JournalError, RateLimitedError, UnknownDeviceError):
             # Nothing changed and no token was spent: Flask answers, with the body back.
             environ["wsgi.input"] = io.BytesIO(body)
             return app(environ, start_response)

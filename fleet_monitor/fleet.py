@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 import threading
 from bisect import bisect_left, bisect_right, insort
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from fleet_monitor.errors import InvalidInputError, UnknownDeviceError
+from fleet_monitor.errors import InvalidInputError, LimitExceededError, UnknownDeviceError
+from fleet_monitor.idempotency import HEARTBEAT, UPLOAD, Fingerprint, KeyMemory
+from fleet_monitor.limits import UNLIMITED, UPLOAD_COST, HistoryBudget
 from fleet_monitor.minutes import MinuteSet
 from fleet_monitor.timestamps import minute_of
 from fleet_monitor.uploads import UploadAggregate, UploadLog
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
     from fleet_monitor.journal import Entry
 
 DEVICE_ID_RULE = "1 to 128 characters of A-Z a-z 0-9 . _ : -"
-IDEMPOTENCY_KEYS_PER_DEVICE = 1024
 _DEVICE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}", re.ASCII)
 
 
@@ -114,6 +114,7 @@ class ChangeLog(Protocol):
         """Write one change; return its lsn. Raises if it could not be written."""
 
 
+NO_BUDGET = HistoryBudget()  # unlimited; counts for nobody
 _NO_MINUTES = MinuteSet()  # never added to: a record replaces it with its own first
 _NO_UPLOADS = UploadLog()
 
@@ -125,6 +126,7 @@ class DeviceRecord:
     """
 
     __slots__ = (
+        "_budget",
         "_journal",
         "_keys",
         "_lock",
@@ -133,6 +135,7 @@ class DeviceRecord:
         "first_heartbeat_ns",
         "last_heartbeat_ns",
         "minutes",
+        "removed",
         "upload_count",
         "upload_max_ns",
         "upload_min_ns",
@@ -140,12 +143,19 @@ class DeviceRecord:
         "uploads",
     )
 
-    def __init__(self, device_id: str = "", journal: ChangeLog | None = None) -> None:
+    def __init__(
+        self,
+        device_id: str = "",
+        journal: ChangeLog | None = None,
+        budget: HistoryBudget = NO_BUDGET,
+    ) -> None:
         self.device_id = device_id
         self._journal = journal
+        self._budget = budget
+        self.removed = False  # set when the fleet drops it: later writes are refused
         self.applied_lsn = 0  # the journal lsn of the latest change applied
         self._lock = threading.Lock()
-        self._keys: OrderedDict[str, None] | None = None  # created with the first key
+        self._keys: KeyMemory | None = None  # created with the first key
         # Shared empty stand-ins until the first event: 100 000 never-seen devices then cost
         # a record and a lock each, not a bitmap and two arrays (start-up: 1.56 s -> see README).
         self.minutes = _NO_MINUTES
@@ -157,38 +167,71 @@ class DeviceRecord:
         self.upload_min_ns: int | None = None
         self.upload_max_ns: int | None = None
 
-    def _is_repeat(self, key: str | None) -> bool:
-        """Whether ``key`` was already accepted for this device. Call under the lock."""
-        return key is not None and self._keys is not None and key in self._keys
+    def _is_repeat(self, kind: str, key: str | None, fingerprint: Fingerprint) -> bool:
+        """Whether ``key`` already recorded this event (see :class:`KeyMemory`). Call under
+        the lock; raises IdempotencyConflictError for a key used for another event."""
+        return (
+            key is not None
+            and self._keys is not None
+            and self._keys.is_repeat(kind, key, fingerprint)
+        )
 
-    def _remember(self, key: str | None) -> None:
-        """Keep ``key`` among the last 1 024 accepted. Call under the lock."""
+    def _remember(self, kind: str, key: str | None, fingerprint: Fingerprint) -> None:
+        """Keep ``key`` among the device's latest. Call under the lock."""
         if key is None:
             return
         if self._keys is None:
-            self._keys = OrderedDict()
-        self._keys[key] = None
-        if len(self._keys) > IDEMPOTENCY_KEYS_PER_DEVICE:
-            self._keys.popitem(last=False)
+            self._keys = KeyMemory()
+        self._keys.remember(kind, key, fingerprint)
 
     def add_heartbeat(self, sent_at_ns: int, key: str | None = None) -> bool:
         """Record a heartbeat; return True if its minute was new for this device.
 
-        A ``key`` already accepted for this device (among its last 1 024) changes nothing.
-        With a journal, the change is journaled first; if that fails (JournalError), nothing
-        changes.
+        A ``key`` that already recorded this heartbeat (among the device's last 1 024 keys)
+        changes nothing; one that recorded a different heartbeat raises
+        IdempotencyConflictError. A heartbeat past the history budget raises
+        LimitExceededError. With a journal, the change is journaled first; if that fails
+        (JournalError), nothing changes.
         """
         with self._lock:
-            if self._is_repeat(key):
+            if self._is_repeat(HEARTBEAT, key, (sent_at_ns, None)):
                 return False
-            if self._journal is not None:
-                self.applied_lsn = self._journal.append(
-                    "h", self.device_id, sent_at_ns=sent_at_ns, key=key
-                )
-            return self._apply_heartbeat(sent_at_ns, key)
+            reserved = self._reserve(self.minutes.cost_of_adding(minute_of(sent_at_ns)))
+            self._journaled(reserved, "h", sent_at_ns=sent_at_ns, key=key)
+            new = self._apply_heartbeat(sent_at_ns, key)
+            self._settle(reserved)
+            return new
+
+    def _reserve(self, extra: int) -> tuple[int, int]:
+        """Check the record is still in the fleet and count ``extra`` bytes in the budget;
+        return (cost before, extra) for :meth:`_settle`. Call under the lock."""
+        if self.removed:
+            raise UnknownDeviceError(self.device_id)
+        before = self.cost()
+        self._budget.reserve(before, extra)
+        return before, extra
+
+    def _journaled(self, reserved: tuple[int, int], kind: str, **fields: Any) -> None:
+        """Journal a change (if journaling); on failure give the reservation back."""
+        if self._journal is None:
+            return
+        try:
+            self.applied_lsn = self._journal.append(kind, self.device_id, **fields)
+        except Exception:
+            self._budget.adjust(-reserved[1])
+            raise
+
+    def _settle(self, reserved: tuple[int, int]) -> None:
+        """Correct the budget by what the change really cost (a chunk may have filled up)."""
+        before, extra = reserved
+        self._budget.adjust(self.cost() - before - extra)
+
+    def cost(self) -> int:
+        """Estimated bytes of history this record holds (the history budget's measure)."""
+        return self.minutes.cost() + self.upload_count * UPLOAD_COST
 
     def _apply_heartbeat(self, sent_at_ns: int, key: str | None) -> bool:
-        self._remember(key)
+        self._remember(HEARTBEAT, key, (sent_at_ns, None))
         if self.last_heartbeat_ns is None or sent_at_ns > self.last_heartbeat_ns:
             self.last_heartbeat_ns = sent_at_ns
         if self.first_heartbeat_ns is None or sent_at_ns < self.first_heartbeat_ns:
@@ -200,21 +243,21 @@ class DeviceRecord:
     def add_upload(self, sent_at_ns: int, upload_ns: int, key: str | None = None) -> bool:
         """Record one upload that took ``upload_ns`` nanoseconds, sent at ``sent_at_ns``.
 
-        Returns False, changing nothing, when ``key`` was already accepted for this device.
-        Journaled first, as :meth:`add_heartbeat`.
+        Returns False, changing nothing, when ``key`` already recorded this upload; raises
+        IdempotencyConflictError when it recorded a different one.
+        Budgeted and journaled first, as :meth:`add_heartbeat`.
         """
         with self._lock:
-            if self._is_repeat(key):
+            if self._is_repeat(UPLOAD, key, (sent_at_ns, upload_ns)):
                 return False
-            if self._journal is not None:
-                self.applied_lsn = self._journal.append(
-                    "u", self.device_id, sent_at_ns=sent_at_ns, upload_ns=upload_ns, key=key
-                )
+            reserved = self._reserve(UPLOAD_COST)
+            self._journaled(reserved, "u", sent_at_ns=sent_at_ns, upload_ns=upload_ns, key=key)
             self._apply_upload(sent_at_ns, upload_ns, key)
+            self._settle(reserved)
             return True
 
     def _apply_upload(self, sent_at_ns: int, upload_ns: int, key: str | None) -> None:
-        self._remember(key)
+        self._remember(UPLOAD, key, (sent_at_ns, upload_ns))
         if self.uploads is _NO_UPLOADS:
             self.uploads = UploadLog()
         self.uploads.add(minute_of(sent_at_ns), upload_ns)
@@ -231,10 +274,12 @@ class DeviceRecord:
             if entry.lsn <= self.applied_lsn or entry.sent_at_ns is None:
                 return
             self.applied_lsn = entry.lsn
+            before = self.cost()  # counted, never refused: the change was accepted once
             if entry.kind == "h":
                 self._apply_heartbeat(entry.sent_at_ns, entry.key)
             elif entry.kind == "u" and entry.upload_ns is not None:
                 self._apply_upload(entry.sent_at_ns, entry.upload_ns, entry.key)
+            self._budget.adjust(self.cost() - before)
 
     def export(self) -> dict[str, Any]:
         """The record's whole state as JSON-ready values (for a snapshot), copied under its lock."""
@@ -250,13 +295,13 @@ class DeviceRecord:
                 "sum": self.upload_sum_ns,
                 "min": self.upload_min_ns,
                 "max": self.upload_max_ns,
-                "keys": list(self._keys or ()),
+                "keys": self._keys.export() if self._keys else [],
             }
 
     @classmethod
-    def restore(cls, state: dict[str, Any]) -> DeviceRecord:
-        """A record from :meth:`export`'s values."""
-        record = cls(state["id"])
+    def restore(cls, state: dict[str, Any], budget: HistoryBudget = NO_BUDGET) -> DeviceRecord:
+        """A record from :meth:`export`'s values, counted in ``budget``."""
+        record = cls(state["id"], budget=budget)
         record.applied_lsn = state["lsn"]
         record.first_heartbeat_ns, record.last_heartbeat_ns = state["first"], state["last"]
         if state["minutes"]["count"]:
@@ -266,7 +311,8 @@ class DeviceRecord:
         record.upload_count, record.upload_sum_ns = state["count"], state["sum"]
         record.upload_min_ns, record.upload_max_ns = state["min"], state["max"]
         if state["keys"]:
-            record._keys = OrderedDict.fromkeys(state["keys"])
+            record._keys = KeyMemory.restore(state["keys"])
+        budget.adjust(record.cost())
         return record
 
     def stats(self) -> DeviceStats:
@@ -323,7 +369,15 @@ class Fleet:
     before they take effect, and so is every record's change.
     """
 
-    def __init__(self, device_ids: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        device_ids: Iterable[str] = (),
+        *,
+        budget: HistoryBudget | None = None,
+        max_devices: int = UNLIMITED,
+    ) -> None:
+        self.budget = budget or HistoryBudget()
+        self.max_devices = max_devices  # registrations past it are refused (the CSV's are not)
         self._lock = threading.Lock()
         self._devices: dict[str, DeviceRecord] = {}
         self._sorted_ids: list[str] = []
@@ -340,7 +394,7 @@ class Fleet:
             before = len(self._devices)
             for device_id in device_ids:
                 if device_id not in self._devices:
-                    self._devices[device_id] = DeviceRecord(device_id, self._journal)
+                    self._devices[device_id] = DeviceRecord(device_id, self._journal, self.budget)
             added = len(self._devices) - before
             if added:
                 self._sorted_ids = sorted(self._devices)
@@ -361,7 +415,7 @@ class Fleet:
         """Load a snapshot's devices, removed ids and registry lsn (before anything else)."""
         with self._lock:
             for state in states:
-                record = DeviceRecord.restore(state)
+                record = DeviceRecord.restore(state, self.budget)
                 self._devices[record.device_id] = record
             self._removed = set(removed)
             self._registry_lsn = lsn
@@ -391,14 +445,18 @@ class Fleet:
     def _add(self, device_id: str) -> bool:
         if device_id in self._devices:
             return False
-        self._devices[device_id] = DeviceRecord(device_id, self._journal)
+        self._devices[device_id] = DeviceRecord(device_id, self._journal, self.budget)
         insort(self._sorted_ids, device_id)
         self._removed.discard(device_id)
         return True
 
     def _drop(self, device_id: str) -> bool:
-        if self._devices.pop(device_id, None) is None:
+        record = self._devices.pop(device_id, None)
+        if record is None:
             return False
+        with record._lock:  # a write racing the removal sees it, and is refused
+            record.removed = True
+            self.budget.adjust(-record.cost())
         del self._sorted_ids[bisect_left(self._sorted_ids, device_id)]
         self._removed.add(device_id)
         return True
@@ -425,11 +483,18 @@ class Fleet:
         return record
 
     def register(self, device_id: str) -> bool:
-        """Add ``device_id`` (checked against the id rule); return False if it was there."""
+        """Add ``device_id`` (checked against the id rule); return False if it was there.
+        Raises LimitExceededError when the fleet already holds ``max_devices``."""
         check_device_id(device_id)
         with self._lock:
             if device_id in self._devices:
                 return False
+            if len(self._devices) >= self.max_devices:
+                raise LimitExceededError(
+                    f"the fleet holds {len(self._devices)} devices, the most allowed "
+                    "(--max-devices)",
+                    "fleet_full",
+                )
             if self._journal is not None:
                 self._registry_lsn = self._journal.append("r", device_id)
             return self._add(device_id)

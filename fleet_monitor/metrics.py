@@ -64,6 +64,11 @@ class FleetCollector(Collector):
                 "Mean uptime of the devices that sent a heartbeat.",
                 summary.avg_uptime,
             ),
+            (
+                "history_bytes",
+                "Estimated bytes of history the fleet holds (see --max-fleet-bytes).",
+                self._fleet.budget.used,
+            ),
         ):
             yield GaugeMetricFamily(f"{NAMESPACE}_{name}", help_text, value=value)
         if self._per_device:

@@ -21,15 +21,20 @@ _CHUNK_BYTES = CHUNK_MINUTES // 8
 # of a chunk keeps no bitmap for it (a 30-day device: 7,940 -> 1,800 bytes). Nothing is ever
 # written to it: add() returns before writing when the bit is already set.
 FULL_CHUNK = b"\xff" * _CHUNK_BYTES
+# Estimated bytes of memory a chunk holds (with its dict slot and key), for history budgets:
+# a partial one its own bytearray, a full one only its slot.
+PARTIAL_CHUNK_COST = 640
+FULL_CHUNK_COST = 80
 
 
 class MinuteSet:
     """A set of integer minutes with O(1) add, size, first and last."""
 
-    __slots__ = ("_chunks", "_count", "_first", "_last")
+    __slots__ = ("_chunks", "_count", "_first", "_full", "_last")
 
     def __init__(self) -> None:
         self._chunks: dict[int, bytearray | bytes] = {}
+        self._full = 0  # chunks swapped for FULL_CHUNK
         self._count = 0
         self._first: int | None = None
         self._last: int | None = None
@@ -47,12 +52,22 @@ class MinuteSet:
         chunk[byte] |= mask
         if chunk[byte] == 0xFF and chunk == FULL_CHUNK:
             self._chunks[index] = FULL_CHUNK
+            self._full += 1
         self._count += 1
         if self._first is None or minute < self._first:
             self._first = minute
         if self._last is None or minute > self._last:
             self._last = minute
         return True
+
+    def cost(self) -> int:
+        """Estimated bytes of memory the set's chunks hold (see :data:`PARTIAL_CHUNK_COST`)."""
+        partial = len(self._chunks) - self._full
+        return partial * PARTIAL_CHUNK_COST + self._full * FULL_CHUNK_COST
+
+    def cost_of_adding(self, minute: int) -> int:
+        """How much :meth:`cost` grows at most if ``minute`` is added: a new chunk, or 0."""
+        return 0 if minute // CHUNK_MINUTES in self._chunks else PARTIAL_CHUNK_COST
 
     def __contains__(self, minute: object) -> bool:
         if not isinstance(minute, int):
@@ -120,9 +135,9 @@ class MinuteSet:
             state["last"],
         )
         for index, text in state["chunks"].items():
-            minutes._chunks[int(index)] = (
-                FULL_CHUNK if text == "full" else bytearray(base64.b64decode(text))
-            )
+            full = text == "full"
+            minutes._chunks[int(index)] = FULL_CHUNK if full else bytearray(base64.b64decode(text))
+            minutes._full += full
         return minutes
 
     def nbytes(self) -> int:

@@ -14,11 +14,10 @@ from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
 from waitress.task import WSGITask
 
-from fleet_monitor.app import batch_body_bytes, create_app
+from fleet_monitor.app import batch_body_bytes, create_app, new_fleet
 from fleet_monitor.config import Settings
 from fleet_monitor.devices_file import load_device_ids
 from fleet_monitor.durable import DurableStore
-from fleet_monitor.fleet import Fleet
 from fleet_monitor.readiness import Readiness
 
 if TYPE_CHECKING:
@@ -40,7 +39,7 @@ def serve(settings: Settings) -> None:
     """
     device_ids = load_device_ids(settings.devices)
     readiness = Readiness()
-    fleet = Fleet()
+    fleet = new_fleet(settings)
     store = None
     if settings.data_dir is not None:
         store = DurableStore(settings.data_dir, settings.fsync, settings.snapshot_every)

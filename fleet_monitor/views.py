@@ -146,6 +146,11 @@ class Window:
         """The first minute after the window."""
         return -(-self.end_ns // MINUTE_NS)
 
+    @property
+    def step_count(self) -> int:
+        """How many steps (buckets) the window holds."""
+        return -(-(self.end_minute - self.first_minute) // self.step_minutes)
+
     def buckets(self) -> list[tuple[int, int]]:
         """Each step as ``(first minute, end minute)``; the last one may be shorter."""
         step, end = self.step_minutes, self.end_minute
@@ -167,8 +172,7 @@ def make_window(start_ns: int | None, end_ns: int | None, step: str | None, now_
     if end <= start:
         raise InvalidInputError("end must be after start", "invalid_query")
     window = Window(start, end, step)
-    count = -(-(window.end_minute - window.first_minute) // window.step_minutes)
-    if count > MAX_BUCKETS:
+    if (count := window.step_count) > MAX_BUCKETS:
         raise InvalidInputError(
             f"the window holds {count} steps of {step}; at most {MAX_BUCKETS} are allowed: "
             "use a larger step or a shorter window",

@@ -370,12 +370,68 @@ def test_only_the_last_1024_keys_are_remembered(client: FlaskClient, fleet: Flee
 
 def test_heartbeat_accepts_a_key(client: FlaskClient, fleet: Fleet) -> None:
     headers = {"Idempotency-Key": "hb-1"}
-    for sent_at in ("2024-04-02T09:00:00Z", "2024-04-02T09:05:00Z"):
+    for sent_at in ("2024-04-02T09:00:00Z", "2024-04-02T11:00:00+02:00"):  # the same instant
         response = client.post(
             f"{API}/{DEVICE}/heartbeat", json={"sent_at": sent_at}, headers=headers
         )
         assert response.status_code == 204
     assert len(fleet.device(DEVICE).minutes) == 1
+
+
+CONFLICT = (
+    "Idempotency-Key k was already used for a different {kind} of this device; "
+    "send each new {kind} with a new key"
+)
+
+
+@pytest.mark.parametrize(
+    ("path", "first", "second"),
+    [
+        (
+            "heartbeat",
+            {"sent_at": "2024-04-02T09:00:00Z"},
+            {"sent_at": "2024-04-02T09:05:00Z"},
+        ),
+        (
+            "stats",
+            {"sent_at": "2024-04-02T09:00:00Z", "upload_time": 7},
+            {"sent_at": "2024-04-02T09:00:00Z", "upload_time": 8},
+        ),
+        (
+            "stats",
+            {"sent_at": "2024-04-02T09:00:00Z", "upload_time": 7},
+            {"sent_at": "2024-04-02T09:00:01Z", "upload_time": 7},
+        ),
+    ],
+)
+def test_a_key_reused_for_a_different_event_is_a_409(
+    client: FlaskClient,
+    fleet: Fleet,
+    path: str,
+    first: dict[str, Any],
+    second: dict[str, Any],
+) -> None:
+    kind = {"heartbeat": "heartbeat", "stats": "upload"}[path]
+    headers = {"Idempotency-Key": "k"}
+    url = f"{API}/{DEVICE}/{path}"
+    assert client.post(url, json=first, headers=headers).status_code == 204
+    before = fleet.device(DEVICE).export()
+    assert_error(client.post(url, json=second, headers=headers), 409, CONFLICT.format(kind=kind))
+    assert fleet.device(DEVICE).export() == before  # nothing stored or changed
+    assert client.post(url, json=first, headers=headers).status_code == 204  # a true retry
+    assert fleet.device(DEVICE).export() == before
+    rejected = client.get("/metrics").text
+    assert 'fleet_monitor_rejected_requests_total{reason="idempotency_conflict"} 1.0' in rejected
+
+
+def test_keys_are_scoped_per_endpoint(client: FlaskClient, fleet: Fleet) -> None:
+    headers = {"Idempotency-Key": "k"}
+    upload = {"sent_at": "2024-04-02T09:00:00Z", "upload_time": 7}
+    beat = {"sent_at": "2024-04-02T09:00:00Z"}
+    assert client.post(f"{API}/{DEVICE}/stats", json=upload, headers=headers).status_code == 204
+    assert client.post(f"{API}/{DEVICE}/heartbeat", json=beat, headers=headers).status_code == 204
+    device = fleet.device(DEVICE)
+    assert (device.upload_count, len(device.minutes)) == (1, 1)  # both stored
 
 
 @pytest.mark.parametrize("key", ["", "has space", "x" * 256, "é"])

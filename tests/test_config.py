@@ -9,7 +9,7 @@ import pytest
 
 from fleet_monitor import server
 from fleet_monitor.cli import build_parser
-from fleet_monitor.config import ConfigError, Settings, settings_from
+from fleet_monitor.config import ConfigError, Settings, parse_size, settings_from
 
 
 def parse(argv: list[str], environ: dict[str, str] | None = None) -> Settings:
@@ -55,6 +55,13 @@ def test_every_setting_from_its_env_var() -> None:
         "FLEET_MONITOR_BURST": "3",
         "FLEET_MONITOR_CHANNEL_TIMEOUT": "30",
         "FLEET_MONITOR_CONNECTION_LIMIT": "50",
+        "FLEET_MONITOR_READ_RATE_LIMIT": "10/s",
+        "FLEET_MONITOR_READ_BUDGET": "5000",
+        "FLEET_MONITOR_MAX_DEVICES": "100",
+        "FLEET_MONITOR_MAX_DEVICE_BYTES": "64k",
+        "FLEET_MONITOR_MAX_FLEET_BYTES": "2GiB",
+        "FLEET_MONITOR_MAX_SENT_AT_AGE": "86400",
+        "FLEET_MONITOR_MAX_SENT_AT_LEAD": "300",
     }
     assert parse([], environ) == Settings(
         host="0.0.0.0",
@@ -79,7 +86,40 @@ def test_every_setting_from_its_env_var() -> None:
         burst=3,
         channel_timeout=30,
         connection_limit=50,
+        read_rate_limit=10.0,
+        read_budget=5000,
+        max_devices=100,
+        max_device_bytes=65536,
+        max_fleet_bytes=2 * 1024**3,
+        max_sent_at_age=86400,
+        max_sent_at_lead=300,
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("1", 1),
+        ("1048576", 1048576),
+        ("64k", 65536),
+        ("16M", 16 * 1024**2),
+        ("4g", 4 * 1024**3),
+        ("2GiB", 2 * 1024**3),
+        ("1T", 1024**4),
+        ("512B", 512),
+        (" 8kb ", 8192),
+    ],
+)
+def test_sizes(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize(
+    "text", ["", "0", "k", "1.5M", "-1", "1_000", "\uff11\uff10", "10X", "M16"]
+)
+def test_bad_sizes(text: str) -> None:
+    with pytest.raises(ValueError, match="must be a size in bytes like 1048576, 64k, 16M or 4G"):
+        parse_size(text)
 
 
 def test_flag_beats_env() -> None:
@@ -104,6 +144,9 @@ def test_switch_from_flag_or_env(argv: list[str], environ: dict[str, str], expec
     ("name", "value", "message"),
     [
         ("FLEET_MONITOR_PORT", "http", "FLEET_MONITOR_PORT must be a whole number, got 'http'"),
+        ("FLEET_MONITOR_PORT", "\uff16\uff17", "FLEET_MONITOR_PORT must be a whole number"),
+        ("FLEET_MONITOR_THREADS", "1_0", "FLEET_MONITOR_THREADS must be a whole number, got '1_0'"),
+        ("FLEET_MONITOR_MAX_FLEET_BYTES", "lots", "FLEET_MONITOR_MAX_FLEET_BYTES must be a size"),
         ("FLEET_MONITOR_PORT", "70000", "FLEET_MONITOR_PORT must be a port from 0 to 65535"),
         (
             "FLEET_MONITOR_THREADS",
@@ -169,6 +212,13 @@ def test_help_documents_every_option_and_its_env_var() -> None:
         ("--burst", "FLEET_MONITOR_BURST"),
         ("--channel-timeout", "FLEET_MONITOR_CHANNEL_TIMEOUT"),
         ("--connection-limit", "FLEET_MONITOR_CONNECTION_LIMIT"),
+        ("--read-rate-limit", "FLEET_MONITOR_READ_RATE_LIMIT"),
+        ("--read-budget", "FLEET_MONITOR_READ_BUDGET"),
+        ("--max-devices", "FLEET_MONITOR_MAX_DEVICES"),
+        ("--max-device-bytes", "FLEET_MONITOR_MAX_DEVICE_BYTES"),
+        ("--max-fleet-bytes", "FLEET_MONITOR_MAX_FLEET_BYTES"),
+        ("--max-sent-at-age", "FLEET_MONITOR_MAX_SENT_AT_AGE"),
+        ("--max-sent-at-lead", "FLEET_MONITOR_MAX_SENT_AT_LEAD"),
     ]:
         assert flag in text
         assert env in " ".join(text.split())

@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 from fleet_monitor.app import create_app
 from fleet_monitor.config import Settings
 from fleet_monitor.durable import DurableStore, StateError
+from fleet_monitor.errors import IdempotencyConflictError
 from fleet_monitor.fleet import Fleet
 from fleet_monitor.journal import (
     MAGIC,
@@ -242,7 +243,12 @@ def test_a_crash_loses_nothing_the_journal_holds(tmp_path: Path) -> None:
     after = open_store(tmp_path)  # no close(): as after kill -9
     assert state(after) == state(before)
     assert SAMPLE_DEVICES[1] not in after and "gone" not in after
-    assert after.device(DEVICE).add_heartbeat(BASE, key="k3") is False  # keys were replayed
+    # keys were replayed, with their kind and what they recorded
+    assert after.device(DEVICE).add_heartbeat(BASE + 3 * 61 * 10**9, key="k3") is False
+    assert after.device(DEVICE).add_upload(BASE + 3 * MINUTE_NS, 10**9 + 3, key="u3") is False
+    with pytest.raises(IdempotencyConflictError):
+        after.device(DEVICE).add_heartbeat(BASE, key="k3")
+    assert after.device(DEVICE).add_upload(BASE, 1, key="k3") is True  # another kind's key
 
 
 def test_close_snapshots_and_the_next_start_replays_nothing(

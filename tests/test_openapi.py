@@ -16,7 +16,7 @@ from schemathesis.specs.openapi.checks import negative_data_rejection, positive_
 
 from fleet_monitor import __version__
 from fleet_monitor.api import _encode_cursor
-from fleet_monitor.app import create_app
+from fleet_monitor.app import create_app, new_fleet
 from fleet_monitor.config import Settings
 from fleet_monitor.fleet import Fleet
 from fleet_monitor.openapi import openapi_document
@@ -118,6 +118,7 @@ class Probe:
     starting: bool = False  # sent to an app whose fleet is still loading
     settings: Settings = field(default_factory=Settings)
     repeat: int = 1  # sent this many times; the last answer counts
+    before: tuple[tuple[str, str, str], ...] = ()  # (method, path, body) sent first
 
 
 D = f"/api/v1/devices/{DEVICE}"
@@ -134,6 +135,11 @@ EVENTS = json.dumps(
 )
 TOKENS = Settings(read_token="r-token", device_token="d-token", admin_token="a-token")
 SLOW = Settings(rate_limit=1 / 3600, burst=1)
+SLOW_READS = Settings(read_rate_limit=1 / 3600, burst=1)
+STRICT = Settings(max_sent_at_age=60, max_devices=5)
+KEY = {"Idempotency-Key": "k"}
+HEARTBEAT_2 = '{"sent_at": "2024-04-02T09:05:00Z"}'
+UPLOAD_2 = '{"sent_at": "2024-04-02T09:00:00Z", "upload_time": 6}'
 # One probe per documented (path, method, status): each status is shown reachable.
 PROBES: dict[tuple[str, str, str], Probe] = {
     ("/api/v1/devices/{device_id}/heartbeat", "post", "204"): Probe(
@@ -216,6 +222,32 @@ PROBES: dict[tuple[str, str, str], Probe] = {
             ("/api/v1/devices/{device_id}/uploads", "get", D + "/uploads", None),
         )
     },
+    ("/api/v1/devices/{device_id}/heartbeat", "post", "409"): Probe(
+        "POST", D + "/heartbeat", HEARTBEAT_2, KEY, before=(("POST", D + "/heartbeat", HEARTBEAT),)
+    ),
+    ("/api/v1/devices/{device_id}/stats", "post", "409"): Probe(
+        "POST", D + "/stats", UPLOAD_2, KEY, before=(("POST", D + "/stats", UPLOAD),)
+    ),
+    ("/api/v1/devices/{device_id}/heartbeat", "post", "422"): Probe(
+        "POST", D + "/heartbeat", HEARTBEAT, settings=STRICT
+    ),
+    ("/api/v1/devices/{device_id}/stats", "post", "422"): Probe(
+        "POST", D + "/stats", UPLOAD, settings=STRICT
+    ),
+    ("/api/v1/devices/{device_id}", "put", "422"): Probe(
+        "PUT", "/api/v1/devices/cam-07", settings=STRICT
+    ),
+    **{
+        (path, "get", "429"): Probe("GET", url, settings=SLOW_READS, repeat=2)
+        for path, url in (
+            ("/api/v1/devices/{device_id}/stats", D + "/stats"),
+            ("/api/v1/devices", "/api/v1/devices"),
+            ("/api/v1/devices/{device_id}", D),
+            ("/api/v1/fleet", "/api/v1/fleet"),
+            ("/api/v1/devices/{device_id}/uptime", D + "/uptime"),
+            ("/api/v1/devices/{device_id}/uploads", D + "/uploads"),
+        )
+    },
     ("/healthz", "get", "200"): Probe("GET", "/healthz"),
     ("/readyz", "get", "200"): Probe("GET", "/readyz"),
     ("/readyz", "get", "503"): Probe("GET", "/readyz", starting=True),
@@ -242,7 +274,11 @@ def test_each_documented_status_is_reachable_and_matches_its_schema(
     path, method, status = key
     probe = PROBES[key]
     readiness = Readiness() if probe.starting else None
-    client = create_app(probe.settings, Fleet(SAMPLE_DEVICES), readiness=readiness).test_client()
+    fleet = new_fleet(probe.settings)
+    fleet.add_all(SAMPLE_DEVICES)
+    client = create_app(probe.settings, fleet, readiness=readiness).test_client()
+    for method_first, path_first, body_first in probe.before:
+        client.open(path_first, method=method_first, data=body_first, headers=probe.headers)
     for _ in range(probe.repeat):
         response = client.open(
             probe.path, method=probe.method, data=probe.body, headers=probe.headers

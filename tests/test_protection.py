@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
+from fleet_monitor import ingest
 from fleet_monitor.app import create_app
 from fleet_monitor.config import Settings
 from fleet_monitor.durable import DurableStore
@@ -120,7 +121,7 @@ def test_every_event_is_validated_before_any_is_recorded(
     def broken(fields: dict[str, Any]) -> None:
         raise RuntimeError("a bug in validation")
 
-    monkeypatch.setattr("fleet_monitor.api.parse_heartbeat", broken)
+    monkeypatch.setitem(ingest._PARSERS, "heartbeat", broken)
     upload = {"device_id": DEVICE, "type": "upload", "sent_at": AT, "upload_time": 7}
     heartbeat = {"device_id": DEVICE, "type": "heartbeat", "sent_at": AT}
     assert batch(client, [upload, heartbeat]).status_code == 500

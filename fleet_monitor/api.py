@@ -18,11 +18,10 @@ from fleet_monitor.idempotency import HEARTBEAT, UPLOAD
 from fleet_monitor.ingest import Ingest
 from fleet_monitor.limits import ReadBudget
 from fleet_monitor.payloads import parse_json_object, parse_timestamp
-from fleet_monitor.timestamps import format_rfc3339
+from fleet_monitor.timestamps import format_minute, format_rfc3339
 from fleet_monitor.uploads import UploadAggregate
 from fleet_monitor.views import (
     MAX_BUCKETS,
-    MINUTE_NS,
     STATUSES,
     DeviceView,
     Window,
@@ -288,7 +287,7 @@ def create_api(
                 "uptime": total.uptime,
                 "buckets": [
                     {
-                        "start": format_rfc3339(bucket.first_minute * MINUTE_NS),
+                        "start": format_minute(bucket.first_minute),
                         "minutes": bucket.minutes,
                         "minutes_with_heartbeat": bucket.minutes_with_heartbeat,
                         "uptime": bucket.uptime,
@@ -309,7 +308,7 @@ def create_api(
                 **_window_fields(window),
                 **_upload_fields(total),
                 "buckets": [
-                    {"start": format_rfc3339(first * MINUTE_NS), **_upload_fields(aggregate)}
+                    {"start": format_minute(first), **_upload_fields(aggregate)}
                     for first, aggregate in buckets
                 ],
             }

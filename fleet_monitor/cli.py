@@ -17,6 +17,7 @@ from fleet_monitor.logs import configure_logging
 from fleet_monitor.scenario import DEFAULT_START
 
 USAGE_ERROR = 2
+GIL_SWITCH_SECONDS = 0.001
 MISMATCH = 1
 
 
@@ -194,6 +195,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         parser.exit(USAGE_ERROR, f"fleet-monitor: error: {error}\n")
     configure_logging(settings.log_level_number, settings.log_format)
+    # A thread holding the GIL (a long windowed read) hands it over after 1 ms, not 5: with
+    # 16 clients reading 10,000-step windows, heartbeat p50 falls from 98 to 23 ms, and
+    # heartbeat throughput is unchanged (docs/operations.md, "Limits and failure modes").
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     from fleet_monitor.durable import StateError
     from fleet_monitor.journal import CorruptJournalError
     from fleet_monitor.server import serve

@@ -180,7 +180,7 @@ class Settings:
         "RATE",
     )
     read_budget: int = _option(
-        20_000,
+        10_000,
         parse_positive_int,
         "window steps all windowed reads may compute at once; over it: 429 with Retry-After",
         "STEPS",

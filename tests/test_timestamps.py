@@ -6,6 +6,7 @@ import pytest
 
 from fleet_monitor.timestamps import (
     TimestampError,
+    format_minute,
     format_rfc3339,
     minute_of,
     parse_rfc3339,
@@ -100,3 +101,11 @@ def test_format_round_trips(text: str) -> None:
 
 def test_format_is_utc() -> None:
     assert format_rfc3339(parse_rfc3339("2024-03-01T14:00:00+02:00")) == "2024-03-01T12:00:00Z"
+
+
+@pytest.mark.parametrize(
+    "minute",
+    [0, 1, 59, 60, 1439, 1440, -1, -1440, 28_533_600, -(719_162 * 1440), 2_932_896 * 1440 - 1],
+)
+def test_format_minute_is_format_rfc3339_of_the_minute(minute: int) -> None:
+    assert format_minute(minute) == format_rfc3339(minute * 60 * 10**9)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fleet_monitor.fleet import Fleet
 from fleet_monitor.journal import Journal, JournalError, read_segment, segments
+from fleet_monitor.journal_format import first_lsn
 from fleet_monitor.snapshot import read_snapshot, write_snapshot
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,9 @@ class DurableStore:
         replayed = 0
         found = segments(self.directory)
         for index, path in enumerate(found):
-            for entry in read_segment(path, last=index == len(found) - 1, repair=repair):
+            last = index == len(found) - 1
+            following = None if last else first_lsn(found[index + 1])
+            for entry in read_segment(path, last=last, repair=repair, next_lsn=following):
                 fleet.replay(entry)
                 replayed += 1
                 next_lsn = max(next_lsn, entry.lsn + 1)

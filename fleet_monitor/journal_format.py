@@ -7,8 +7,12 @@ LE> <payload>``, the payload a compact JSON object: ``{"l": lsn, "t": kind, "d":
 ``s``, ``n`` upload ns, ``k``), ``r`` (device registered) or ``x`` (device removed). Log
 sequence numbers (lsn) grow by one per record across segments.
 
-A damaged or incomplete record at the very end of the last segment is a write cut short by a
-crash and is cut off; damage anywhere else stops the start (:class:`CorruptJournalError`).
+Damage: every payload starts with ``{"l":`` and JSON escapes every ``"`` inside strings, so
+the reader finds the next record after damaged bytes by searching for those 5 bytes and
+checking the candidate's length, checksum and lsn (a false match must pass a crc32). Damage
+followed by no valid record, at the end of the last segment, is a write cut short by a crash
+and is cut off. Any other damage stops the start (:class:`CorruptJournalError`), or with
+``repair`` is skipped: the segment is rewritten without it, and the log says what was lost.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ log = logging.getLogger("fleet_monitor.journal")
 
 MAGIC = b"FMJ1"
 HEADER = struct.Struct("<II")
+PAYLOAD_START = b'{"l":'
 SEGMENT_PREFIX, SEGMENT_SUFFIX = "journal-", ".log"
 
 
@@ -102,45 +107,104 @@ def record_at(data: bytes, offset: int) -> tuple[Entry | None, int, str]:
         return None, 0, "an unreadable payload"
 
 
-def read_segment(path: Path, *, last: bool, repair: bool) -> Iterator[Entry]:
-    """The entries of one segment, in order.
+def next_valid(data: bytes, after: int, after_lsn: int) -> int | None:
+    """The offset of the first valid record that starts after ``after`` and has an lsn above
+    ``after_lsn``; None when there is none. Only candidates starting ``{"l":`` are checked."""
+    position = after + 1 + HEADER.size
+    while (found := data.find(PAYLOAD_START, position)) != -1:
+        entry, _, _ = record_at(data, found - HEADER.size)
+        if entry is not None and entry.lsn > after_lsn:
+            return found - HEADER.size
+        position = found + 1
+    return None
 
-    A damaged or incomplete record at the very end of the last segment is a write cut short by
-    a crash: it is cut off with a warning. Damage anywhere else raises
-    :class:`CorruptJournalError`, or with ``repair`` is cut off (with everything after it in
-    this segment) with a warning.
+
+@dataclass(frozen=True)
+class Damage:
+    """Bytes ``start``..``end`` of a segment that hold no valid record, and what they cost:
+    records ``first_lsn``..``last_lsn`` (``last_lsn`` None when unknown)."""
+
+    start: int
+    end: int
+    problem: str
+    first_lsn: int
+    last_lsn: int | None
+
+    @property
+    def records(self) -> str:
+        """How many records the damage held, in words."""
+        if self.last_lsn is None:
+            return f"records from lsn {self.first_lsn} on"
+        count = self.last_lsn - self.first_lsn + 1
+        if count <= 0:
+            return "no records"
+        if count == 1:
+            return f"1 record, lsn {self.first_lsn}"
+        return f"{count} records, lsn {self.first_lsn} to {self.last_lsn}"
+
+
+def read_segment(
+    path: Path, *, last: bool, repair: bool, next_lsn: int | None = None
+) -> Iterator[Entry]:
+    """The entries of one segment, in order (see the module's docstring for damage).
+
+    ``next_lsn`` (the next segment's first lsn) only sharpens the report of damage that runs
+    to the end of a segment. Raises :class:`CorruptJournalError` naming the file and offset.
     """
     data = path.read_bytes()
+    if data[: len(MAGIC)] != MAGIC and last and len(data) < len(MAGIC) and MAGIC.startswith(data):
+        _cut(path, 0, len(data), "a torn segment header")
+        return
+    prev_lsn = first_lsn(path) - 1
+    offset, problem, skipped = len(MAGIC), "", []
     if data[: len(MAGIC)] != MAGIC:
-        if last and len(data) < len(MAGIC) and MAGIC.startswith(data):
-            _cut(path, 0, "a torn segment header")
-            return
-        _damaged(path, 0, "does not start with FMJ1", repair=repair)
-        return
-    offset = len(MAGIC)
+        offset, problem = 0, "does not start with FMJ1"
     while offset < len(data):
-        entry, size, problem = record_at(data, offset)
-        if entry is not None:
-            yield entry
-            offset += size
-            continue
-        if last and _is_last_record(data, offset):
-            _cut(path, offset, problem)
-            return
-        _damaged(path, offset, problem, repair=repair)
-        return
+        if not problem:
+            entry, size, problem = record_at(data, offset)
+            if entry is not None:
+                yield entry
+                prev_lsn, offset = entry.lsn, offset + size
+                continue
+        resume = next_valid(data, offset, prev_lsn)
+        if resume is None and last and offset >= len(MAGIC):
+            _cut(path, offset, len(data), problem)
+            data = data[:offset]
+            break
+        last_lsn = _lost_through(data, resume, next_lsn)
+        damage = Damage(
+            offset, len(data) if resume is None else resume, problem, prev_lsn + 1, last_lsn
+        )
+        if not repair:
+            raise CorruptJournalError(_refusal(path, damage, len(data)))
+        skipped.append(damage)
+        offset, problem = damage.end, ""
+    if skipped:
+        _rewrite(path, data, skipped)
 
 
-def _is_last_record(data: bytes, offset: int) -> bool:
-    """Whether the record at ``offset`` reaches (or would reach) the end of the data."""
-    if len(data) - offset < HEADER.size:
-        return True
-    length: int = HEADER.unpack_from(data, offset)[0]
-    return offset + HEADER.size + length >= len(data)
+def _lost_through(data: bytes, resume: int | None, next_lsn: int | None) -> int | None:
+    if resume is None:
+        return None if next_lsn is None else next_lsn - 1
+    entry, _, _ = record_at(data, resume)
+    assert entry is not None
+    return entry.lsn - 1
 
 
-def _cut(path: Path, offset: int, problem: str) -> None:
-    size = path.stat().st_size
+def _refusal(path: Path, damage: Damage, size: int) -> str:
+    where = f"{path}: corrupt journal record at offset {damage.start} ({damage.problem})"
+    if damage.end == size:
+        return (
+            f"{where}; no valid record follows: start with --repair to drop the rest of this "
+            "segment"
+        )
+    return (
+        f"{where}; the next valid record is at offset {damage.end}: start with --repair to "
+        f"skip the {damage.end - damage.start} damaged bytes"
+    )
+
+
+def _cut(path: Path, offset: int, size: int, problem: str) -> None:
     log.warning(
         "%s: cut off %d bytes at offset %d (%s): the last write before a crash",
         path,
@@ -152,13 +216,39 @@ def _cut(path: Path, offset: int, problem: str) -> None:
     os.truncate(path, offset)
 
 
-def _damaged(path: Path, offset: int, problem: str, *, repair: bool) -> None:
-    if not repair:
-        raise CorruptJournalError(
-            f"{path}: corrupt journal record at offset {offset} ({problem}); "
-            "start with --repair to drop it and the rest of this segment"
+def _rewrite(path: Path, data: bytes, skipped: list[Damage]) -> None:
+    """Replace the segment by its valid records (atomically), logging each skipped range."""
+    kept, start = bytearray(MAGIC), len(MAGIC)
+    for damage in skipped:
+        kept += data[start : damage.start] if start < damage.start else b""
+        start = max(start, damage.end)
+        log.warning(
+            "%s: --repair skipped %d damaged bytes at offset %d (%s): %s",
+            path,
+            damage.end - damage.start,
+            damage.start,
+            damage.problem,
+            damage.records,
+            extra={"fields": _fields(path, damage)},
         )
-    _cut(path, offset, f"{problem}, dropped by --repair")
+    kept += data[start:]
+    temporary = path.with_name(path.name + ".repaired")
+    with temporary.open("wb") as out:
+        out.write(kept)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
+    fsync_directory(path.parent)
+
+
+def _fields(path: Path, damage: Damage) -> dict[str, object]:
+    return {
+        "file": str(path),
+        "offset": damage.start,
+        "skipped_bytes": damage.end - damage.start,
+        "first_lsn": damage.first_lsn,
+        "last_lsn": damage.last_lsn,
+    }
 
 
 def fsync_directory(directory: Path) -> None:

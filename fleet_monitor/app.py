@@ -162,9 +162,14 @@ def create_app(
         return response
 
     @app.errorhandler(JournalError)
-    def journal_failed(error: JournalError) -> Response:
+    def journal_failed(error: JournalError) -> tuple[Response, dict[str, str]]:
+        # One template for every refusal: the log's Throttle lets one line through per 10 s
+        # (a full disk refuses every write), with a count of the rest. /readyz answers 503
+        # degraded meanwhile, so a load balancer sends the writes elsewhere.
         log.error("%s: the change was refused", error)
-        return reject(503, "journal_failed", f"the change was not stored: {error}")
+        return reject(503, "journal_failed", f"the change was not stored: {error}"), {
+            "Retry-After": "1"
+        }
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:

@@ -31,6 +31,7 @@ from fleet_monitor.journal_format import (
     segment_path,
     segments,
 )
+from fleet_monitor.journal_health import JournalHealth
 
 __all__ = [
     "FSYNC_MODES",
@@ -72,7 +73,7 @@ class Journal:
     fsync: group commit); ``everysec`` fsyncs from a background thread at most a second after
     a write; ``no`` leaves it to the OS (and fsyncs at rotation and close). Every record is
     written to the OS before ``append`` returns, so a killed process loses nothing in any
-    mode; a power cut can lose what was not fsynced.
+    mode; a power cut can lose what was not fsynced. :attr:`health` says whether writes work.
     """
 
     def __init__(self, directory: Path, next_lsn: int, fsync: str = "everysec") -> None:
@@ -88,6 +89,7 @@ class Journal:
         self._syncing = False
         self._durable_lsn = next_lsn - 1
         self._stop = threading.Event()
+        self.health = JournalHealth(directory)
         self._segment: _Segment | None = self._new_segment()
         if fsync != "no":
             threading.Thread(target=self._sync_in_background, name="fsync", daemon=True).start()
@@ -137,12 +139,18 @@ class Journal:
                 _write_all(segment.fd, data)
             except OSError as error:
                 _trim(segment, quiet=True)
-                raise JournalError(f"cannot write the journal: {error.strerror}") from None
+                raise self._failed("cannot write the journal", error, sync=False) from None
             self._next_lsn = lsn + 1
             segment.size += len(data)
+        self.health.wrote()
         if self._fsync == "always":
             self._sync(lsn)
         return lsn
+
+    def _failed(self, what: str, error: OSError, *, sync: bool) -> JournalError:
+        message = f"{what}: {error.strerror or error}"
+        self.health.failed(message, sync=sync)
+        return JournalError(message)
 
     def _sync(self, lsn: int | None) -> None:
         """Return once every record up to ``lsn`` is fsynced, or with ``None`` once one full
@@ -186,7 +194,8 @@ class Journal:
             with self._lock:  # what was not done is pending again
                 self._retired[:0] = retired
                 self._directory_dirty |= directory_dirty
-            raise JournalError(f"cannot fsync the journal: {error.strerror}") from None
+            raise self._failed("cannot fsync the journal", error, sync=True) from None
+        self.health.synced()
         return target
 
     def _pending(self) -> bool:
@@ -196,9 +205,10 @@ class Journal:
 
     def _sync_in_background(self) -> None:
         """``everysec``: fsync what was written each second. ``always``: fsync and close the
-        segments retired by :meth:`rotate` while no write is waiting."""
+        segments retired by :meth:`rotate` while no write is waiting, and retry a failed
+        fsync, so the health recovers without a write."""
         while not self._stop.wait(SYNC_INTERVAL_S):
-            if self._pending():
+            if self._pending() or self.health.sync_failing:
                 try:
                     self._sync(None)
                 except JournalError as error:

@@ -247,3 +247,22 @@ def test_a_closed_store_takes_no_more_snapshots(tmp_path: Path) -> None:
     store.close()  # as a periodic snapshot due just now would find it
     with pytest.raises(JournalError, match="closed"):
         store.snapshot()
+
+
+def test_a_failed_fsync_fails_the_always_write_and_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = Journal(tmp_path, 1, "always")
+    real_fsync = os.fsync
+
+    def broken(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", broken)
+    with pytest.raises(JournalError, match="cannot fsync the journal: Input/output error"):
+        journal.append("h", "d", sent_at_ns=1)
+    assert journal.health.problem() == f"cannot fsync the journal: Input/output error ({tmp_path})"
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    wait_for(lambda: journal.health.problem() is None)  # the background thread retried
+    assert journal.durable_lsn == 1
+    journal.close()

@@ -119,13 +119,13 @@ class DurableStore:
         while not self._stop.wait(self._snapshot_every):
             try:
                 self.snapshot()
-            except OSError as error:
+            except (OSError, JournalError) as error:
+                if self._closed:
+                    return  # closed meanwhile: the last snapshot was taken
                 log.error(
                     "periodic snapshot failed; the journal keeps every change: %s",
-                    error.strerror or error,
+                    getattr(error, "strerror", None) or error,
                 )
-            except JournalError:
-                return  # closed meanwhile: the last snapshot was taken
 
     def close(self) -> None:
         """A last snapshot (so the next start replays nothing), then close the journal."""

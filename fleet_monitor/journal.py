@@ -71,7 +71,7 @@ class Journal:
 
     ``fsync``: ``always`` fsyncs before :meth:`append` returns (concurrent appends share one
     fsync: group commit); ``everysec`` fsyncs from a background thread at most a second after
-    a write; ``no`` leaves it to the OS (and fsyncs at rotation and close). Every record is
+    a write; ``no`` leaves it to the OS (and fsyncs at close). Every record is
     written to the OS before ``append`` returns, so a killed process loses nothing in any
     mode; a power cut can lose what was not fsynced. :attr:`health` says whether writes work.
     """
@@ -226,11 +226,12 @@ class Journal:
             path = current.path
             if current.first_lsn < self._next_lsn:
                 self._segment = self._new_segment()
-                self._retired.append(current)
                 self._directory_dirty = True
                 path = self._segment.path
-        if self._fsync == "no":  # no syncer thread: fsync and close the old one here
-            self._sync(None)
+                if self._fsync == "no":  # no syncer: left to the OS (a close is no fsync)
+                    os.close(current.fd)
+                else:
+                    self._retired.append(current)
         return [older for older in segments(self.directory) if older != path]
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -15,11 +16,13 @@ from flask.testing import FlaskClient
 from fleet_monitor import journal_health
 from fleet_monitor.app import create_app
 from fleet_monitor.config import Settings
+from fleet_monitor.durable import DurableStore
 from fleet_monitor.fleet import Fleet
+from fleet_monitor.journal import Journal, JournalError, read_segment, segments
 from fleet_monitor.journal_health import JournalHealth
 from fleet_monitor.logs import configure_logging
 from fleet_monitor.readiness import DEGRADED, READY, STARTING, STOPPING, Readiness
-from tests.conftest import DEVICE
+from tests.conftest import DEVICE, SAMPLE_DEVICES
 from tests.test_durable import open_store
 
 HEARTBEAT = f"/api/v1/devices/{DEVICE}/heartbeat"
@@ -131,3 +134,58 @@ def test_a_check_only_matters_once_ready() -> None:
     problem[0] = "again"
     readiness.begin_stop()
     assert readiness.status() == (STOPPING, None)
+
+
+def test_failed_periodic_snapshots_free_their_partial_file_and_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    fleet = Fleet()
+    store = DurableStore(tmp_path, "no", 1)
+    store.open(fleet, SAMPLE_DEVICES)
+    fleet.record_heartbeat(DEVICE, 0)
+
+    def broken(fd: int) -> None:
+        raise OSError(28, ENOSPC)
+
+    with monkeypatch.context() as disk:
+        disk.setattr(os, "fsync", broken)
+        with pytest.raises(OSError, match=ENOSPC):
+            store.snapshot()
+        assert not (tmp_path / "snapshot.jsonl.tmp").exists()
+        deadline = time.monotonic() + 10
+        while caplog.text.count("periodic snapshot failed") < 2:  # the loop goes on
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.05)
+    store.close()
+    assert "the last snapshot failed" not in caplog.text
+    assert open_store(tmp_path).device(DEVICE).last_heartbeat_ns == 0
+
+
+def test_a_partial_write_that_cannot_be_cut_off_is_cut_before_the_next_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = Journal(tmp_path, 1, "no")
+    journal.append("h", "d", sent_at_ns=1)
+    real_write = os.write
+
+    def half_then_full(fd: int, data: bytes) -> int:
+        if len(data) > 20:
+            return real_write(fd, bytes(data)[:20])
+        raise OSError(28, ENOSPC)
+
+    def broken(fd: int, length: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    with monkeypatch.context() as disk:
+        disk.setattr(os, "write", half_then_full)
+        disk.setattr(os, "ftruncate", broken)
+        with pytest.raises(JournalError, match=ENOSPC):
+            journal.append("h", "d", sent_at_ns=2)  # 20 bytes of it stay
+    with monkeypatch.context() as disk:
+        disk.setattr(os, "ftruncate", broken)
+        with pytest.raises(JournalError, match="Input/output error"):
+            journal.append("h", "d", sent_at_ns=3)  # not written after the partial one
+    journal.append("h", "d", sent_at_ns=4)
+    journal.close()
+    [path] = segments(tmp_path)
+    assert [e.sent_at_ns for e in read_segment(path, last=False, repair=False)] == [1, 4]

@@ -128,9 +128,10 @@ class DurableStore:
                 )
 
     def close(self) -> None:
-        """A last snapshot (so the next start replays nothing), then close the journal."""
+        """A last snapshot (so the next start replays nothing), then close the journal; a
+        second call does nothing."""
         self._stop.set()
-        if self._journal is None:
+        if self._journal is None or self._closed:
             return
         try:
             self.snapshot()

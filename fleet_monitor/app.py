@@ -110,8 +110,13 @@ def _register_error_handlers(app: Flask, metrics: Metrics) -> None:
 
     @app.errorhandler(JournalError)
     def journal_failed(error: JournalError) -> Response:
+        # One template for every refusal: the log's Throttle lets one line through per 10 s
+        # (a full disk refuses every write), with a count of the rest. /readyz answers 503
+        # degraded meanwhile, so a load balancer sends the writes elsewhere.
         log.error("%s: the change was refused", error)
-        return reject(503, "journal_failed", f"the change was not stored: {error}")
+        response = reject(503, "journal_failed", f"the change was not stored: {error}")
+        response.headers["Retry-After"] = "1"
+        return response
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:

@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from fleet_monitor.fleet import Fleet
-from fleet_monitor.journal import Journal, read_segment, segments
+from fleet_monitor.journal import Journal, JournalError, read_segment, segments
+from fleet_monitor.journal_format import first_lsn
 from fleet_monitor.snapshot import read_snapshot, write_snapshot
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class DurableStore:
         self._fleet: Fleet | None = None
         self._snapshot_lock = threading.Lock()
         self._stop = threading.Event()
+        self._closed = False
 
     def open(self, fleet: Fleet, csv_ids: Iterable[str], *, repair: bool = False) -> None:
         """Fill ``fleet`` from the directory and the CSV, then journal its changes."""
@@ -59,7 +61,9 @@ class DurableStore:
         replayed = 0
         found = segments(self.directory)
         for index, path in enumerate(found):
-            for entry in read_segment(path, last=index == len(found) - 1, repair=repair):
+            last = index == len(found) - 1
+            following = None if last else first_lsn(found[index + 1])
+            for entry in read_segment(path, last=last, repair=repair, next_lsn=following):
                 fleet.replay(entry)
                 replayed += 1
                 next_lsn = max(next_lsn, entry.lsn + 1)
@@ -80,9 +84,15 @@ class DurableStore:
             thread.start()
 
     def snapshot(self) -> int:
-        """Write a snapshot of the fleet and drop the journal segments it covers."""
+        """Write a snapshot of the fleet and drop the journal segments it covers.
+
+        Holds no lock a write needs: the journal's only for its rotation (no fsync), each
+        record's only for its copy. Raises OSError (or JournalError once closed).
+        """
         assert self._journal is not None and self._fleet is not None, "open() first"
         with self._snapshot_lock:
+            if self._closed:
+                raise JournalError("cannot snapshot: the state is closed")
             started = time.perf_counter()
             older = self._journal.rotate()
             next_lsn = self._journal.next_lsn
@@ -109,16 +119,27 @@ class DurableStore:
         while not self._stop.wait(self._snapshot_every):
             try:
                 self.snapshot()
-            except OSError:
-                log.exception("periodic snapshot failed; the journal keeps every change")
+            except (OSError, JournalError) as error:
+                if self._closed:
+                    return  # closed meanwhile: the last snapshot was taken
+                log.error(
+                    "periodic snapshot failed; the journal keeps every change: %s",
+                    getattr(error, "strerror", None) or error,
+                )
 
     def close(self) -> None:
-        """A last snapshot (so the next start replays nothing), then close the journal."""
+        """A last snapshot (so the next start replays nothing), then close the journal; a
+        second call does nothing."""
         self._stop.set()
-        if self._journal is None:
+        if self._journal is None or self._closed:
             return
         try:
             self.snapshot()
         except OSError:
             log.exception("the last snapshot failed; the journal still holds every change")
-        self._journal.close()
+        with self._snapshot_lock:
+            self._closed = True
+        try:
+            self._journal.close()
+        except JournalError as error:
+            log.error("%s on close; a power cut could lose the last second of changes", error)

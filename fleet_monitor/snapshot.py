@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fleet_monitor.journal_format import fsync_directory
+
 FORMAT = "fleet-monitor-snapshot"
 VERSION = 1
 SNAPSHOT_FILE = "snapshot.jsonl"
@@ -41,9 +43,27 @@ def write_snapshot(
     removed: list[str],
     devices: Iterator[dict[str, Any]],
 ) -> int:
-    """Write a snapshot atomically; return how many devices it holds."""
+    """Write a snapshot atomically; return how many devices it holds. On failure the old
+    snapshot stays and the partial new one is deleted (on a full disk, it is what fills it)."""
     final = directory / SNAPSHOT_FILE
     temporary = directory / (SNAPSHOT_FILE + ".tmp")
+    try:
+        count = _write(temporary, next_lsn, registry_lsn, removed, devices)
+        os.replace(temporary, final)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    fsync_directory(directory)
+    return count
+
+
+def _write(
+    temporary: Path,
+    next_lsn: int,
+    registry_lsn: int,
+    removed: list[str],
+    devices: Iterator[dict[str, Any]],
+) -> int:
     count = 0
     with temporary.open("w", encoding="utf-8") as out:
         header = {
@@ -60,12 +80,6 @@ def write_snapshot(
         out.write(json.dumps({"end": True, "devices": count}) + "\n")
         out.flush()
         os.fsync(out.fileno())
-    os.replace(temporary, final)
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
     return count
 
 

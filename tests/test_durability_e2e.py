@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from fleet_monitor.journal import segments
+from tests import heartbeats
 from tests.conftest import SAMPLE_DEVICES, live_server, run_cli
 
 DEVICES = SAMPLE_DEVICES[:4]
@@ -117,30 +118,51 @@ def test_sigterm_keeps_everything_and_the_next_start_replays_nothing(tmp_path: P
     assert loaded["replayed"] == 0
 
 
-def test_a_corrupt_journal_stops_the_start_unless_repair(tmp_path: Path) -> None:
+def record_offsets(raw: bytes | bytearray) -> list[int]:
+    """Where each record of a segment's bytes starts."""
+    offsets, offset = [], 4
+    while offset < len(raw):
+        offsets.append(offset)
+        offset += 8 + int.from_bytes(raw[offset : offset + 4], "little")
+    return offsets
+
+
+def test_a_corrupt_journal_stops_the_start_unless_repair_which_skips_only_the_damage(
+    tmp_path: Path,
+) -> None:
     data = tmp_path / "state"
     args = ["--data-dir", str(data), "--snapshot-every", "0"]
+    device = DEVICES[0]
     with live_server(tmp_path, args) as server:
-        for minute in range(3):
-            requests.post(
-                f"{server.url}/api/v1/devices/{DEVICES[0]}/heartbeat",
+        for minute in range(60):
+            response = requests.post(
+                f"{server.url}/api/v1/devices/{device}/heartbeat",
                 json={"sent_at": sent_at(minute)},
                 timeout=10,
             )
+            assert response.status_code == 204
         server.process.kill()
         server.process.wait(timeout=10)
     [path] = segments(data)
     raw = bytearray(path.read_bytes())
-    raw[4 + 8 + 3] ^= 0xFF  # the first record's payload
+    offsets = record_offsets(raw)
+    raw[offsets[30] : offsets[30] + 4] = b"\xff\xff\xff\x7f"  # a length past the end of the file
     path.write_bytes(bytes(raw))
     result = run_cli("serve", "--port", "0", *args)
     assert result.returncode == 2
     assert result.stderr.endswith(
-        f"fleet-monitor: error: {path}: corrupt journal record at offset 4 (a checksum "
-        "mismatch); start with --repair to drop it and the rest of this segment\n"
+        f"fleet-monitor: error: {path}: corrupt journal record at offset {offsets[30]} (an "
+        f"incomplete record); the next valid record is at offset {offsets[31]}: start with "
+        f"--repair to skip the {offsets[31] - offsets[30]} damaged bytes\n"
     )
+    kept = {(device, minute) for minute in range(60) if minute != 30}
     with live_server(tmp_path, [*args, "--repair"]) as server:
-        response = requests.get(f"{server.url}/api/v1/devices/{DEVICES[0]}", timeout=10)
-        assert response.json()["heartbeat_minutes"] == 0  # the segment was dropped from there
-        warnings = [line for line in server.log_lines() if line["level"] == "warning"]
-    assert "dropped by --repair" in str(warnings[0]["msg"])
+        assert heartbeats.stored(server.url, [device], 60) == kept
+        server.process.kill()  # no last snapshot: the next start reads the repaired segment
+        server.process.wait(timeout=10)
+        [warning] = [line for line in server.log_lines() if line["level"] == "warning"]
+    assert warning["skipped_bytes"] == offsets[31] - offsets[30]
+    assert (warning["first_lsn"], warning["last_lsn"]) == (31, 31)
+    assert "--repair skipped" in str(warning["msg"])
+    with live_server(tmp_path, args) as server:
+        assert heartbeats.stored(server.url, [device], 60) == kept

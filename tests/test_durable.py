@@ -115,10 +115,12 @@ def test_a_corrupt_middle_record_stops_the_start_naming_file_and_offset(tmp_path
         list(read_segment(path, last=True, repair=False))
     assert str(raised.value) == (
         f"{path}: corrupt journal record at offset {offsets[2]} (a checksum mismatch); "
-        "start with --repair to drop it and the rest of this segment"
+        f"the next valid record is at offset {offsets[3]}: start with --repair to skip the "
+        f"{offsets[3] - offsets[2]} damaged bytes"
     )
-    assert list(read_segment(path, last=True, repair=True)) == HEARTBEATS[:2]
-    assert path.stat().st_size == offsets[2]
+    kept = [*HEARTBEATS[:2], *HEARTBEATS[3:]]
+    assert list(read_segment(path, last=True, repair=True)) == kept
+    assert list(read_segment(path, last=True, repair=False)) == kept  # rewritten without it
 
 
 def test_damage_in_an_older_segment_is_never_taken_for_a_torn_tail(tmp_path: Path) -> None:

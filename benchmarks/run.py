@@ -28,9 +28,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from benchmarks.load import batch_body, load
-from fleet_monitor.app import create_app
 from fleet_monitor.config import Settings
-from fleet_monitor.fleet import Fleet
+from fleet_monitor.domain.events import Heartbeat, Upload
+from fleet_monitor.http.app import create_app
+from fleet_monitor.store.memory import MemoryStore
 
 REPO = Path(__file__).resolve().parent.parent
 HEARTBEAT_PATH = "/api/v1/devices/60-6b-44-84-dc-64/heartbeat"
@@ -164,15 +165,14 @@ def memory(
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     ids = [f"dev-{n:05d}" for n in range(devices)]
-    fleet = Fleet(ids)
+    store = MemoryStore(ids)
     start = 28_000_000
     for device_id in ids:
-        record = fleet.device(device_id)
         for minute in range(start, start + days * DAY_MINUTES):
             if not missing or rng.random() >= missing:
-                record.add_heartbeat(minute * MINUTE_NS)
+                store.record(device_id, Heartbeat(minute * MINUTE_NS), None)
         for n in range(uploads):
-            record.add_upload((start + n * 431) * MINUTE_NS, 30 * 10**9 + n)
+            store.record(device_id, Upload((start + n * 431) * MINUTE_NS, 30 * 10**9 + n), None)
     used = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     per_device = used / devices
@@ -221,13 +221,12 @@ def scrape(devices: int, scrapes: int = 5) -> dict[str, object]:
     seconds per scrape with and without per-device series, how long the fleet lock is held
     per scrape, and the slowest fleet-lock operation of another thread during the scrapes."""
     ids = [f"dev-{n:06d}" for n in range(devices)]
-    fleet = Fleet(ids)
+    store = MemoryStore(ids)
     for device_id in ids:
-        record = fleet.device(device_id)
         for minute in range(28_000_000, 28_000_010):
-            record.add_heartbeat(minute * MINUTE_NS)
-        record.add_upload(28_000_000 * MINUTE_NS, 10**9)
-        record.add_upload(28_000_001 * MINUTE_NS, 2 * 10**9)
+            store.record(device_id, Heartbeat(minute * MINUTE_NS), None)
+        store.record(device_id, Upload(28_000_000 * MINUTE_NS, 10**9), None)
+        store.record(device_id, Upload(28_000_001 * MINUTE_NS, 2 * 10**9), None)
     result: dict[str, object] = {"devices": devices}
     waits: list[float] = []
     running = threading.Event()
@@ -235,13 +234,13 @@ def scrape(devices: int, scrapes: int = 5) -> dict[str, object]:
     def writer() -> None:  # registers and removes a device: both take the fleet lock
         while running.is_set():
             started = time.perf_counter()
-            fleet.register("cam-07")
-            fleet.remove("cam-07")
+            store.register("cam-07")
+            store.remove("cam-07")
             waits.append(time.perf_counter() - started)
             time.sleep(0.001)
 
     for per_device in (False, True):
-        client = create_app(Settings(metrics_per_device=per_device), fleet).test_client()
+        client = create_app(Settings(metrics_per_device=per_device), store).test_client()
         running.set()
         thread = threading.Thread(target=writer)
         thread.start()
@@ -258,8 +257,8 @@ def scrape(devices: int, scrapes: int = 5) -> dict[str, object]:
     held = []
     for _ in range(scrapes):
         started = time.perf_counter()
-        with fleet._lock:  # what a scrape holds it for: the copy of the record list
-            list(fleet._devices.items())
+        with store._lock:  # what a scrape holds it for: the copy of the record list
+            list(store._devices.items())
         held.append(time.perf_counter() - started)
     result["fleet_lock_held_ms"] = round(statistics.median(held) * 1000, 2)
     result["writer_max_ms"] = round(max(waits) * 1000, 2)

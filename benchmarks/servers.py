@@ -15,14 +15,15 @@ from pathlib import Path
 
 from flask import Flask, Response
 
-from fleet_monitor.app import create_app
 from fleet_monitor.config import Settings
-from fleet_monitor.devices_file import load_device_ids
-from fleet_monitor.durable import DurableStore
-from fleet_monitor.fleet import Fleet
-from fleet_monitor.journal import FSYNC_MODES
+from fleet_monitor.domain.events import Heartbeat, Upload
+from fleet_monitor.http.app import create_app
 from fleet_monitor.logs import configure_logging
 from fleet_monitor.server import serve_app
+from fleet_monitor.store.devices_file import load_device_ids
+from fleet_monitor.store.durable import DurableStore
+from fleet_monitor.store.journal import FSYNC_MODES
+from fleet_monitor.store.memory import MemoryStore
 
 BIG_MINUTES = 1_000_000
 MINUTE_NS = 60 * 10**9
@@ -39,16 +40,15 @@ def floor_app() -> Flask:
     return app
 
 
-def preloaded_fleet(devices: list[str]) -> Fleet:
+def preloaded_store(devices: list[str]) -> MemoryStore:
     """``devices`` plus ``small`` (1 heartbeat) and ``big`` (1 000 000 heartbeat minutes)."""
-    fleet = Fleet([*devices, "small", "big"])
-    fleet.record_heartbeat("small", 28_000_000 * MINUTE_NS)
-    big = fleet.device("big")
+    store = MemoryStore([*devices, "small", "big"])
+    store.record("small", Heartbeat(28_000_000 * MINUTE_NS), None)
     for minute in range(28_000_000, 28_000_000 + BIG_MINUTES):
-        big.add_heartbeat(minute * MINUTE_NS)
+        store.record("big", Heartbeat(minute * MINUTE_NS), None)
     for n in range(100):
-        big.add_upload(28_000_000 * MINUTE_NS, 10**9 + n)
-    return fleet
+        store.record("big", Upload(28_000_000 * MINUTE_NS, 10**9 + n), None)
+    return store
 
 
 def main() -> None:
@@ -67,12 +67,12 @@ def main() -> None:
         serve_app(floor_app(), settings)
     elif args.kind in FSYNC_MODES:  # the service with --data-dir and this --fsync
         with tempfile.TemporaryDirectory() as directory:
-            fleet = Fleet()
-            DurableStore(Path(directory), args.kind, 0).open(fleet, devices)
-            serve_app(create_app(settings, fleet), settings)
+            store = MemoryStore()
+            DurableStore(Path(directory), args.kind, 0).open(store, devices)
+            serve_app(create_app(settings, store), settings)
     else:
-        fleet = preloaded_fleet(devices) if args.kind == "preloaded" else Fleet(devices)
-        serve_app(create_app(settings, fleet), settings)
+        store = preloaded_store(devices) if args.kind == "preloaded" else MemoryStore(devices)
+        serve_app(create_app(settings, store), settings)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,9 @@
 
     .venv/bin/python -m benchmarks.soak [--seconds 60] [--threads 8] [--fsync always,everysec]
 
-For each fsync mode: start ``python -m tests.slow_fsync serve`` (every fsync 20 to 50 ms)
+For each fsync mode: start ``python -m tests.support.slow_fsync serve`` (every fsync 20 to 50 ms)
 with ``--data-dir`` and ``--snapshot-every 1``; for ``--seconds``, each thread sends its own
-device's heartbeats (single and in batches of 10), upload stats, and reads (stats, fleet,
+device's heartbeats (single and in batches of 10), upload stats, and reads (stats, store,
 device list); then kill -9 the server mid-load, restart it and count the acknowledged writes
 it lost. Reports requests, 5xx answers (must be 0), lost acknowledged writes (must be 0) and
 the longest stall (the slowest single request), and writes them into the soak section of
@@ -218,7 +218,7 @@ def soak(fsync: str, seconds: float, threads: int, workdir: Path) -> dict[str, o
     csv = workdir / "devices.csv"
     csv.write_text("device_id\n" + "".join(f"{d}\n" for d in devices))
     state = ["--devices", str(csv), "--data-dir", str(workdir / f"state-{fsync}")]
-    slow = [sys.executable, "-m", "tests.slow_fsync", "serve"]
+    slow = [sys.executable, "-m", "tests.support.slow_fsync", "serve"]
     log = workdir / f"soak-{fsync}.log"
     args = [*state, "--fsync", fsync, "--snapshot-every", "1"]
     with server(slow, args, log) as (url, process):

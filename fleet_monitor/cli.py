@@ -12,9 +12,9 @@ from pathlib import Path
 
 from fleet_monitor import __version__
 from fleet_monitor.config import ConfigError, add_arguments, settings_from
-from fleet_monitor.devices_file import DevicesFileError, load_device_ids
 from fleet_monitor.logs import configure_logging
-from fleet_monitor.scenario import DEFAULT_START
+from fleet_monitor.simulator.scenarios import DEFAULT_START
+from fleet_monitor.store.devices_file import DevicesFileError, load_device_ids
 
 USAGE_ERROR = 2
 GIL_SWITCH_SECONDS = 0.001
@@ -107,8 +107,9 @@ def simulate(args: argparse.Namespace) -> int:
     # Imported here: ``serve`` starts faster without the HTTP client (-0.15 s).
     import requests
 
-    from fleet_monitor.errors import UnknownDeviceError
-    from fleet_monitor.scenario import (
+    from fleet_monitor.domain.errors import UnknownDeviceError
+    from fleet_monitor.simulator.report import fetch_actual, render_json, render_text
+    from fleet_monitor.simulator.scenarios import (
         ASSIGNMENT_FLEET,
         GeneratorOptions,
         ScenarioError,
@@ -118,15 +119,7 @@ def simulate(args: argparse.Namespace) -> int:
         load,
         save,
     )
-    from fleet_monitor.simulator import (
-        Sender,
-        SendOptions,
-        fetch_actual,
-        render_json,
-        render_text,
-        send_lanes,
-        split_lanes,
-    )
+    from fleet_monitor.simulator.sender import Sender, SendOptions, send_lanes, split_lanes
 
     configure_logging(20, "text")
     url = args.url.rstrip("/")
@@ -199,10 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # 16 clients reading 10,000-step windows, heartbeat p50 falls from 98 to 23 ms, and
     # heartbeat throughput is unchanged (docs/operations.md, "Limits and failure modes").
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
-    from fleet_monitor.durable import StateError
-    from fleet_monitor.journal import CorruptJournalError
-    from fleet_monitor.server import serve
-    from fleet_monitor.snapshot import SnapshotError
+    from fleet_monitor.service import serve
+    from fleet_monitor.store.durable import StateError
+    from fleet_monitor.store.journal import CorruptJournalError
+    from fleet_monitor.store.snapshot import SnapshotError
 
     try:
         serve(settings)

@@ -10,11 +10,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-
-from fleet_monitor.guard import parse_rate
 
 ENV_PREFIX = "FLEET_MONITOR_"
 
@@ -61,6 +60,19 @@ def parse_size(text: str) -> int:
     return int(number) * _SIZE_UNITS[unit]
 
 
+def parse_rate(text: str) -> float:
+    """A rate such as ``5/s``, ``300/m`` or ``10`` (per second), as writes per second."""
+    number, _, unit = text.strip().partition("/")
+    per = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}.get(unit.strip().lower())
+    try:
+        value = float(number)
+    except ValueError:
+        value = math.nan
+    if per is None or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"must be a positive rate like 5/s, 300/m or 10, got {text!r}")
+    return value / per
+
+
 def parse_switch(text: str) -> bool:
     """On or off: 1/true/yes/on or 0/false/no/off, in any case."""
     value = text.strip().lower()
@@ -101,7 +113,13 @@ class Settings:
 
     host: str = _option("127.0.0.1", str, "address to listen on", "ADDR")
     port: int = _option(6733, parse_port, "TCP port to listen on (0: any free port)", "PORT")
-    devices: Path = _option(Path("devices.csv"), Path, "CSV file of the fleet's device ids", "CSV")
+    devices: Path | None = _option(
+        None,
+        Path,
+        "CSV file of the fleet's device ids (default: ./devices.csv, else the bundled sample "
+        "fleet)",
+        "CSV",
+    )
     threads: int = _option(8, parse_positive_int, "worker threads serving requests", "N")
     log_level: str = _option(
         "info", _choice("debug", "info", "warning", "error"), "least severe level logged", "LEVEL"

@@ -14,11 +14,9 @@ from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
 from waitress.task import WSGITask
 
-from fleet_monitor.app import batch_body_bytes, create_app, new_fleet
 from fleet_monitor.config import Settings
-from fleet_monitor.devices_file import load_device_ids
-from fleet_monitor.durable import DurableStore
-from fleet_monitor.readiness import Readiness
+from fleet_monitor.http.app import batch_body_bytes
+from fleet_monitor.http.readiness import Readiness
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -28,37 +26,6 @@ log = logging.getLogger(__name__)
 # waitress's own ceiling on bodies, kept above ours so that Flask answers an oversized
 # body with the API's JSON 413 while waitress still refuses absurd ones.
 WAITRESS_BODY_SLACK = 1024 * 1024
-
-
-def serve(settings: Settings) -> None:
-    """Serve the fleet until a stop signal; raises DevicesFileError on a bad CSV.
-
-    The CSV is read before the port opens, so a bad one stops the start at once. The port then
-    opens with ``/healthz`` up and ``/readyz`` answering 503 while the fleet is built in the
-    background; the API answers once it is loaded.
-    """
-    device_ids = load_device_ids(settings.devices)
-    readiness = Readiness()
-    fleet = new_fleet(settings)
-    store = None
-    if settings.data_dir is not None:
-        store = DurableStore(settings.data_dir, settings.fsync, settings.snapshot_every)
-
-    def load() -> None:
-        if store is None:
-            fleet.add_all(device_ids)
-        else:
-            store.open(fleet, device_ids, repair=settings.repair)
-        log.info(
-            "loaded %d devices from %s",
-            len(fleet),
-            settings.devices if store is None else f"{settings.devices} and {store.directory}",
-            extra={"fields": {"devices": len(fleet)}},
-        )
-
-    serve_app(create_app(settings, fleet, readiness=readiness), settings, readiness, load)
-    if store is not None:
-        store.close()  # a last snapshot: the next start replays nothing
 
 
 def serve_app(

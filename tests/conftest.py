@@ -1,4 +1,5 @@
-"""Shared fixtures: the sample fleet, an app with its test client, and a real server process."""
+"""Shared fixtures: a store holding the sample fleet (one per store kind), an app with its test
+client, and a real server process."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from fleet_monitor.app import create_app
 from fleet_monitor.config import Settings
-from fleet_monitor.fleet import Fleet
+from fleet_monitor.http.app import create_app
+from fleet_monitor.store.codec import encode_device
+from fleet_monitor.store.memory import MemoryStore
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DEVICES = (
@@ -31,14 +33,19 @@ SAMPLE_DEVICES = (
 DEVICE = SAMPLE_DEVICES[0]
 
 
-@pytest.fixture
-def fleet() -> Fleet:
-    return Fleet(SAMPLE_DEVICES)
+STORE_KINDS = ["memory"]
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store(request: pytest.FixtureRequest) -> MemoryStore:
+    """The sample fleet in each kind of store: shared behaviour runs against every one."""
+    assert request.param == "memory"
+    return MemoryStore(SAMPLE_DEVICES)
 
 
 @pytest.fixture
-def app(fleet: Fleet) -> Flask:
-    return create_app(Settings(), fleet)
+def app(store: MemoryStore) -> Flask:
+    return create_app(Settings(), store)
 
 
 @pytest.fixture
@@ -95,6 +102,7 @@ def live_server(
     args: Sequence[str] = (),
     command: Sequence[str] = (sys.executable, "-m", "fleet_monitor", "serve"),
     env: dict[str, str] | None = None,
+    cwd: Path = REPO,
 ) -> Iterator[LiveServer]:
     """Start the real service (waitress) on a free port, stop it with SIGTERM afterwards."""
     log_path = tmp_path / f"server-{time.monotonic_ns()}.log"
@@ -106,7 +114,7 @@ def live_server(
     }
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [*command, *args], cwd=REPO, env=full_env, stdout=log_file, stderr=log_file
+            [*command, *args], cwd=cwd, env=full_env, stdout=log_file, stderr=log_file
         )
     try:
         yield LiveServer(process, wait_until_ready(log_path, process), log_path)
@@ -118,3 +126,10 @@ def live_server(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def exported(store: MemoryStore, device_id: str) -> dict[str, object]:
+    """Everything the memory store holds of one device (its snapshot's values, keys too)."""
+    device = store.device(device_id)
+    with device.lock:
+        return encode_device(device_id, device.lsn, device.history)

@@ -20,7 +20,7 @@ def test_defaults() -> None:
     assert parse([]) == Settings(
         host="127.0.0.1",
         port=6733,
-        devices=Path("devices.csv"),
+        devices=None,
         threads=8,
         log_level="info",
         log_format="auto",
@@ -35,7 +35,7 @@ def test_every_setting_from_its_env_var() -> None:
     environ = {
         "FLEET_MONITOR_HOST": "0.0.0.0",
         "FLEET_MONITOR_PORT": "8080",
-        "FLEET_MONITOR_DEVICES": "/etc/fleet.csv",
+        "FLEET_MONITOR_DEVICES": "/etc/store.csv",
         "FLEET_MONITOR_THREADS": "2",
         "FLEET_MONITOR_LOG_LEVEL": "DEBUG",
         "FLEET_MONITOR_LOG_FORMAT": "json",
@@ -66,7 +66,7 @@ def test_every_setting_from_its_env_var() -> None:
     assert parse([], environ) == Settings(
         host="0.0.0.0",
         port=8080,
-        devices=Path("/etc/fleet.csv"),
+        devices=Path("/etc/store.csv"),
         threads=2,
         log_level="debug",
         log_format="json",

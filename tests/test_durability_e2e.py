@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from fleet_monitor.journal import segments
-from tests import heartbeats
+from fleet_monitor.store.journal import segments
 from tests.conftest import SAMPLE_DEVICES, live_server, run_cli
+from tests.support import heartbeats
 
 DEVICES = SAMPLE_DEVICES[:4]
 MINUTES = 800  # per device

@@ -30,7 +30,7 @@ EXPECTED = {
 
 
 def scenario(seed: int) -> list[Request]:
-    """Every request of the sample fleet, with duplicates, in a shuffled (out-of-order) order."""
+    """Every request of the sample store, with duplicates, in a shuffled (out-of-order) order."""
     rng = random.Random(seed)
     requests_: list[Request] = []
     for device, (minutes_seen, _, average, _) in EXPECTED.items():
@@ -207,3 +207,22 @@ def test_connection_close_is_still_honoured(tmp_path: Path) -> None:
         port = int(server.url.rsplit(":", 1)[1])
         [answer] = raw_exchange(port, [heartbeat_request("close")])
     assert b"Connection: close" in answer
+
+
+def test_serve_outside_the_checkout_serves_the_bundled_sample_fleet(tmp_path: Path) -> None:
+    with live_server(tmp_path, cwd=tmp_path) as server:
+        devices = requests.get(f"{server.url}/api/v1/devices", timeout=5).json()["devices"]
+        assert sorted(d["device_id"] for d in devices) == sorted(SAMPLE_DEVICES)
+        warnings = [line["msg"] for line in server.log_lines() if line["level"] == "warning"]
+    assert warnings == [
+        "no --devices and no ./devices.csv: serving the bundled sample fleet "
+        "(pass --devices FILE to serve yours)"
+    ]
+
+
+def test_a_devices_file_asked_for_must_exist(tmp_path: Path) -> None:
+    result = run_cli("serve", "--devices", str(tmp_path / "fleet.csv"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert (
+        result.stderr == f"fleet-monitor: error: {tmp_path / 'fleet.csv'}: devices file not found\n"
+    )

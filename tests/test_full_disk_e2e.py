@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from tests.conftest import DEVICE, live_server
-from tests.heartbeats import sent_at, stored
+from tests.support.heartbeats import sent_at, stored
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("mount") is None,

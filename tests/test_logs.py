@@ -10,7 +10,7 @@ from fleet_monitor.logs import Throttle, configure_logging
 
 
 def _record(msg: str, level: int = logging.ERROR, *args: object) -> logging.LogRecord:
-    return logging.LogRecord("fleet_monitor.app", level, __file__, 1, msg, args, None)
+    return logging.LogRecord("fleet_monitor.http.app", level, __file__, 1, msg, args, None)
 
 
 def test_a_repeated_warning_passes_once_per_interval_and_counts_the_rest() -> None:

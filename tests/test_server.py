@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from fleet_monitor.app import create_app
 from fleet_monitor.config import Settings
-from fleet_monitor.fleet import Fleet
-from fleet_monitor.readiness import Readiness
+from fleet_monitor.http.app import create_app
+from fleet_monitor.http.readiness import Readiness
 from fleet_monitor.server import serve_app
+from fleet_monitor.store.memory import MemoryStore
 from tests.conftest import DEVICE, SAMPLE_DEVICES, live_server
 
 
@@ -49,7 +49,7 @@ def _restored_signal_handlers() -> Iterator[None]:
 def _serve_in_main_thread(
     load: Callable[[], None],
     client: Callable[[str], None],
-    fleet: Fleet,
+    store: MemoryStore,
     readiness: Readiness,
     stop: bool = True,
 ) -> None:
@@ -77,7 +77,7 @@ def _serve_in_main_thread(
     try:
         with _restored_signal_handlers():
             serve_app(
-                create_app(Settings(), fleet, readiness=readiness),
+                create_app(Settings(), store, readiness=readiness),
                 Settings(port=0),
                 readiness,
                 load,
@@ -90,13 +90,13 @@ def _serve_in_main_thread(
 
 
 def test_the_port_opens_before_the_fleet_loads_and_the_api_waits_for_it() -> None:
-    readiness, fleet = Readiness(), Fleet()
+    readiness, store = Readiness(), MemoryStore()
     release = threading.Event()
     seen: list[tuple[str, int]] = []
 
     def load() -> None:
         assert release.wait(10)
-        fleet.add_all(SAMPLE_DEVICES)
+        store.add_all(SAMPLE_DEVICES)
 
     def client(url: str) -> None:
         stats = f"{url}/api/v1/devices/{DEVICE}/stats"
@@ -110,7 +110,7 @@ def test_the_port_opens_before_the_fleet_loads_and_the_api_waits_for_it() -> Non
             time.sleep(0.01)
         seen.append(("stats", requests.get(stats, timeout=5).status_code))
 
-    _serve_in_main_thread(load, client, fleet, readiness)
+    _serve_in_main_thread(load, client, store, readiness)
     assert seen == [("readyz", 503), ("healthz", 200), ("stats", 503), ("stats", 200)]
     assert readiness.state == "stopping"
 
@@ -123,7 +123,7 @@ def test_a_failing_load_stops_the_server_and_raises_its_error() -> None:
         pass
 
     with pytest.raises(ValueError, match="offset 42"):
-        _serve_in_main_thread(load, client, Fleet(), Readiness(), stop=False)
+        _serve_in_main_thread(load, client, MemoryStore(), Readiness(), stop=False)
 
 
 def test_sigterm_with_grace_turns_unready_keeps_serving_then_stops(tmp_path: Path) -> None:

@@ -12,9 +12,9 @@ import pytest
 import requests
 
 from tests.conftest import live_server
-from tests.heartbeats import Poller, drive, stored
+from tests.support.heartbeats import Poller, drive, stored
 
-SLOW_SERVE = (sys.executable, "-m", "tests.slow_fsync", "serve")
+SLOW_SERVE = (sys.executable, "-m", "tests.support.slow_fsync", "serve")
 LOAD_SECONDS = 3.0
 STOP_DEADLINE_S = 15  # liveness only: a clean stop takes well under a second
 DEVICES = [f"slow-{n:02d}" for n in range(16)]  # many writers: the old freeze came in ~1 s

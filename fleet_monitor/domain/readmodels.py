@@ -1,0 +1,264 @@
+"""Read models of the fleet: status, pages, fleet summary, and windowed series.
+
+Every one is computed from device snapshots and the service clock (``now``, nanoseconds since
+the epoch), through the few reads of :class:`FleetReads`, so it is the same on every store and
+testable with a frozen clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from fleet_monitor.domain.errors import InvalidInputError, UnknownDeviceError
+from fleet_monitor.domain.history import DeviceSnapshot
+from fleet_monitor.domain.timestamps import MIN_UNIX_NS, MINUTE_NS
+from fleet_monitor.domain.uploads import UploadAggregate
+
+STEP_MINUTES = {"1m": 1, "5m": 5, "1h": 60, "1d": 1440}
+DEFAULT_STEP = "1h"
+DEFAULT_SPAN_NS = 24 * 60 * MINUTE_NS
+MAX_BUCKETS = 10_000
+STATUSES = ("online", "offline", "never")
+
+
+class FleetReads(Protocol):
+    """The reads the read models make of a store (see :class:`~fleet_monitor.store.Store`)."""
+
+    def ids_after(self, after: str | None, count: int) -> list[str]:
+        """Up to ``count`` ids in sorted order, each greater than ``after``."""
+
+    def snapshot(self, device_id: str) -> DeviceSnapshot:
+        """One device's counters; raises UnknownDeviceError."""
+
+    def snapshots(self) -> Iterator[DeviceSnapshot]:
+        """Every device's counters."""
+
+    def heartbeat_counts(self, device_id: str, ranges: Sequence[tuple[int, int]]) -> list[int]:
+        """For each ``(start, end)``, how many heartbeat minutes ``start <= m < end``."""
+
+    def upload_aggregates(
+        self, device_id: str, ranges: Sequence[tuple[int, int]]
+    ) -> list[UploadAggregate]:
+        """For each ``(start, end)``, the uploads of minutes ``start <= m < end``."""
+
+
+def status_of(last_heartbeat_ns: int | None, now_ns: int, offline_after_ns: int) -> str:
+    """``never`` without heartbeats; ``online`` if the latest is at most ``offline_after`` old."""
+    if last_heartbeat_ns is None:
+        return "never"
+    return "online" if now_ns - last_heartbeat_ns <= offline_after_ns else "offline"
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    """A device's snapshot with its status at the time of the view."""
+
+    snapshot: DeviceSnapshot
+    status: str
+
+
+def device_view(
+    store: FleetReads, device_id: str, now_ns: int, offline_after_ns: int
+) -> DeviceView:
+    """The current view of one device; raises UnknownDeviceError."""
+    snapshot = store.snapshot(device_id)
+    return DeviceView(snapshot, status_of(snapshot.last_heartbeat_ns, now_ns, offline_after_ns))
+
+
+def device_page(
+    store: FleetReads,
+    now_ns: int,
+    offline_after_ns: int,
+    *,
+    status: str | None,
+    after: str | None,
+    limit: int,
+) -> tuple[list[DeviceView], str | None]:
+    """Up to ``limit`` devices sorted by id after ``after``, filtered by ``status``.
+
+    Returns the page and the id to continue after, or None when no device follows it.
+    """
+    page: list[DeviceView] = []
+    cursor = after
+    while len(page) < limit:
+        ids = store.ids_after(cursor, limit)
+        if not ids:
+            return page, None
+        for device_id in ids:
+            cursor = device_id
+            try:
+                view = device_view(store, device_id, now_ns, offline_after_ns)
+            except UnknownDeviceError:  # removed since the ids were read
+                continue
+            if status is None or view.status == status:
+                page.append(view)
+                if len(page) == limit:
+                    break
+    more = bool(store.ids_after(cursor, 1))
+    return page, cursor if more else None
+
+
+@dataclass(frozen=True)
+class FleetSummary:
+    """Counts by status, mean uptime of the devices seen, and the fleet's upload aggregate."""
+
+    devices: int
+    online: int
+    offline: int
+    never_seen: int
+    avg_uptime: float
+    uploads: UploadAggregate
+
+
+def fleet_summary(store: FleetReads, now_ns: int, offline_after_ns: int) -> FleetSummary:
+    """The summary over every device.
+
+    ``avg_uptime`` is the mean uptime of the devices that sent a heartbeat (0.0 if none),
+    summed with ``math.fsum`` so the result does not depend on the devices' order.
+    """
+    counts = dict.fromkeys(STATUSES, 0)
+    uptimes: list[float] = []
+    upload_count = upload_sum = 0
+    low: list[int] = []
+    high: list[int] = []
+    for snapshot in store.snapshots():
+        status = status_of(snapshot.last_heartbeat_ns, now_ns, offline_after_ns)
+        counts[status] += 1
+        if status != "never":
+            uptimes.append(snapshot.uptime)
+        if snapshot.upload_count:
+            upload_count += snapshot.upload_count
+            upload_sum += snapshot.upload_sum_ns
+            low.append(snapshot.upload_min_ns)  # type: ignore[arg-type]  # set with a count
+            high.append(snapshot.upload_max_ns)  # type: ignore[arg-type]
+    return FleetSummary(
+        devices=sum(counts.values()),
+        online=counts["online"],
+        offline=counts["offline"],
+        never_seen=counts["never"],
+        avg_uptime=math.fsum(uptimes) / len(uptimes) if uptimes else 0.0,
+        uploads=UploadAggregate(
+            upload_count, upload_sum, min(low, default=None), max(high, default=None)
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Window:
+    """A time window cut into steps. Minute ``m`` belongs to it if ``m``'s start is in
+    ``[start, end)``: minutes ``first_minute`` to ``end_minute - 1``."""
+
+    start_ns: int
+    end_ns: int
+    step: str
+
+    @property
+    def step_minutes(self) -> int:
+        """The step's length in minutes."""
+        return STEP_MINUTES[self.step]
+
+    @property
+    def first_minute(self) -> int:
+        """The first minute in the window."""
+        return -(-self.start_ns // MINUTE_NS)
+
+    @property
+    def end_minute(self) -> int:
+        """The first minute after the window."""
+        return -(-self.end_ns // MINUTE_NS)
+
+    @property
+    def step_count(self) -> int:
+        """How many steps (buckets) the window holds."""
+        return -(-(self.end_minute - self.first_minute) // self.step_minutes)
+
+    def buckets(self) -> list[tuple[int, int]]:
+        """Each step as ``(first minute, end minute)``; the last one may be shorter."""
+        step, end = self.step_minutes, self.end_minute
+        return [(m, min(m + step, end)) for m in range(self.first_minute, end, step)]
+
+
+def make_window(start_ns: int | None, end_ns: int | None, step: str | None, now_ns: int) -> Window:
+    """The window asked for: ``end`` defaults to now, ``start`` to 24 h before ``end`` (or
+    ``0001-01-01T00:00:00Z`` if that is later).
+
+    Raises InvalidInputError for an unknown step, ``end <= start`` or over 10 000 buckets.
+    """
+    end = now_ns if end_ns is None else end_ns
+    # The default start never falls before year 1, where no instant can be written.
+    start = max(end - DEFAULT_SPAN_NS, MIN_UNIX_NS) if start_ns is None else start_ns
+    step = DEFAULT_STEP if step is None else step
+    if step not in STEP_MINUTES:
+        raise InvalidInputError(f"step must be one of {', '.join(STEP_MINUTES)}", "invalid_query")
+    if end <= start:
+        raise InvalidInputError("end must be after start", "invalid_query")
+    window = Window(start, end, step)
+    if (count := window.step_count) > MAX_BUCKETS:
+        raise InvalidInputError(
+            f"the window holds {count} steps of {step}; at most {MAX_BUCKETS} are allowed: "
+            "use a larger step or a shorter window",
+            "invalid_query",
+        )
+    return window
+
+
+@dataclass(frozen=True)
+class UptimeBucket:
+    """Minutes of a step inside the device's heartbeat span, and how many had a heartbeat."""
+
+    first_minute: int
+    minutes: int
+    minutes_with_heartbeat: int
+
+    @property
+    def uptime(self) -> float | None:
+        """Percent of ``minutes`` with a heartbeat; None when the step is outside the span."""
+        return 100 * self.minutes_with_heartbeat / self.minutes if self.minutes else None
+
+
+def uptime_series(
+    store: FleetReads, device_id: str, window: Window
+) -> tuple[UptimeBucket, list[UptimeBucket]]:
+    """The whole window's uptime bucket and one per step; raises UnknownDeviceError.
+
+    A step counts only its minutes between the device's first and last heartbeat minute
+    (inclusive); its heartbeats are counted from the bitmap, all steps in one read.
+    """
+    snapshot = store.snapshot(device_id)
+    first, last = snapshot.first_minute, snapshot.last_minute
+    steps = window.buckets()
+    clipped = [
+        (max(start, first), min(end, last + 1))
+        if first is not None and last is not None
+        else (0, 0)
+        for start, end in steps
+    ]
+    counts = store.heartbeat_counts(device_id, [r for r in clipped if r[1] > r[0]])
+    found = iter(counts)
+    buckets = [
+        UptimeBucket(start, high - low, next(found)) if high > low else UptimeBucket(start, 0, 0)
+        for (start, _), (low, high) in zip(steps, clipped, strict=True)
+    ]
+    total = UptimeBucket(
+        window.first_minute,
+        sum(b.minutes for b in buckets),
+        sum(b.minutes_with_heartbeat for b in buckets),
+    )
+    return total, buckets
+
+
+def upload_series(
+    store: FleetReads, device_id: str, window: Window
+) -> tuple[UploadAggregate, list[tuple[int, UploadAggregate]]]:
+    """The whole window's upload aggregate and ``(first minute, aggregate)`` per step."""
+    steps = window.buckets()
+    aggregates = store.upload_aggregates(device_id, steps)
+    total = UploadAggregate()
+    for aggregate in aggregates:
+        total += aggregate
+    return total, [
+        (start, aggregate) for (start, _), aggregate in zip(steps, aggregates, strict=True)
+    ]

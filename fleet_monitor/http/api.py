@@ -1,0 +1,226 @@
+"""The ``/api/v1`` routes, each a named function: parse the query, call the read models or the
+ingest, shape the reply (:mod:`fleet_monitor.http.replies`). No rule lives here."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from flask import Blueprint, Response, jsonify, request
+
+from fleet_monitor.domain.devices import is_valid_device_id
+from fleet_monitor.domain.errors import InvalidInputError
+from fleet_monitor.domain.events import parse_json_object, parse_timestamp
+from fleet_monitor.domain.readmodels import (
+    STATUSES,
+    Window,
+    device_page,
+    device_view,
+    fleet_summary,
+    make_window,
+    upload_series,
+    uptime_series,
+)
+from fleet_monitor.http.context import context
+from fleet_monitor.http.errors import BodyTooLargeError
+from fleet_monitor.http.replies import (
+    device_detail,
+    fleet_reply,
+    list_item,
+    stats_reply,
+    upload_figures,
+    upload_step,
+    uptime_step,
+    window_fields,
+)
+from fleet_monitor.http.rules import read_body
+from fleet_monitor.http.writes import API_PREFIX, DEVICE_WRITES, idempotency_key, require_device
+
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+
+api = Blueprint("api", __name__, url_prefix=API_PREFIX)
+
+
+class _NoContent(Response):
+    default_mimetype = None  # no Content-Type header to add, then delete
+
+
+def no_content() -> Response:
+    """An empty ``204 No Content`` reply (built without a Content-Type: -30 us a request)."""
+    return _NoContent(status=204)
+
+
+def _encode_cursor(device_id: str) -> str:
+    return base64.urlsafe_b64encode(device_id.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        device_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        device_id = ""
+    if not is_valid_device_id(device_id):
+        raise InvalidInputError("cursor is not one this service returned in next", "invalid_query")
+    return device_id
+
+
+def _limit(text: str | None) -> int:
+    if text is None:
+        return DEFAULT_PAGE
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_PAGE:
+        raise InvalidInputError(
+            f"limit must be a whole number from 1 to {MAX_PAGE}", "invalid_query"
+        )
+    return int(text)
+
+
+def _status_filter(text: str | None) -> str | None:
+    if text is not None and text not in STATUSES:
+        raise InvalidInputError(f"status must be one of {', '.join(STATUSES)}", "invalid_query")
+    return text
+
+
+def _optional_time(name: str) -> int | None:
+    text = request.args.get(name)
+    return None if text is None else parse_timestamp(name, text, "invalid_query")
+
+
+def _window() -> Window:
+    return make_window(
+        _optional_time("start"), _optional_time("end"), request.args.get("step"), context().clock()
+    )
+
+
+# --- device writes (the fast path answers most of them before Flask) ------------------------
+
+
+def device_write(kind: str, device_id: str) -> Response:
+    """One device write through the ingest; 204."""
+    ctx = context()
+    require_device(ctx.store, device_id)
+    key = idempotency_key(request.environ)
+    ctx.ingest.write(kind, device_id, read_body(request.environ, ctx.max_body_bytes), key)
+    return no_content()
+
+
+def _register_writes() -> None:
+    for write in DEVICE_WRITES:
+
+        def view(device_id: str, kind: str = write.kind) -> Response:
+            return device_write(kind, device_id)
+
+        api.add_url_rule(write.rule, write.endpoint, view, methods=["POST"])
+
+
+_register_writes()
+
+
+@api.post("/events")
+def post_events() -> Response:
+    """A batch of events: ``{"accepted": n, "rejected": [{"index", "msg"}]}``."""
+    ctx = context()
+    events = parse_json_object(read_body(request.environ, ctx.batch_bytes)).get("events")
+    if not isinstance(events, list) or not events:
+        raise InvalidInputError(
+            f"events must be a list of 1 to {ctx.max_batch} events", "invalid_field"
+        )
+    if len(events) > ctx.max_batch:
+        raise BodyTooLargeError(
+            f"a batch holds at most {ctx.max_batch} events; this one has {len(events)}"
+        )
+    rejected = ctx.ingest.batch(events)
+    return jsonify(
+        {
+            "accepted": len(events) - len(rejected),
+            "rejected": [{"index": r.index, "msg": r.msg} for r in rejected],
+        }
+    )
+
+
+# --- reads ----------------------------------------------------------------------------------
+
+
+@api.get("/devices/<device_id>/stats")
+def get_stats(device_id: str) -> Response:
+    """The SPEC's uptime and average upload time of one device."""
+    return jsonify(stats_reply(context().store.snapshot(device_id)))
+
+
+@api.get("/devices")
+def list_devices() -> Response:
+    """Devices sorted by id, a page at a time."""
+    ctx = context()
+    cursor = request.args.get("cursor")
+    page, last = device_page(
+        ctx.store,
+        ctx.clock(),
+        ctx.offline_after_ns,
+        status=_status_filter(request.args.get("status")),
+        after=None if cursor is None else _decode_cursor(cursor),
+        limit=_limit(request.args.get("limit")),
+    )
+    return jsonify(
+        {
+            "devices": [list_item(view) for view in page],
+            "next": None if last is None else _encode_cursor(last),
+        }
+    )
+
+
+@api.get("/devices/<device_id>")
+def get_device(device_id: str) -> Response:
+    """One device's detail."""
+    ctx = context()
+    return jsonify(
+        device_detail(device_view(ctx.store, device_id, ctx.clock(), ctx.offline_after_ns))
+    )
+
+
+@api.put("/devices/<device_id>")
+def put_device(device_id: str) -> Response:
+    """Register a device: 201 when new, 200 when it was there."""
+    ctx = context()
+    created = ctx.store.register(device_id)
+    view = device_view(ctx.store, device_id, ctx.clock(), ctx.offline_after_ns)
+    response = jsonify(device_detail(view))
+    response.status_code = 201 if created else 200
+    return response
+
+
+@api.delete("/devices/<device_id>")
+def delete_device(device_id: str) -> Response:
+    """Remove a device and its history: 204."""
+    context().store.remove(device_id)
+    return no_content()
+
+
+@api.get("/fleet")
+def get_fleet() -> Response:
+    """Counts by status, mean uptime, the fleet's average upload time."""
+    ctx = context()
+    return jsonify(fleet_reply(fleet_summary(ctx.store, ctx.clock(), ctx.offline_after_ns)))
+
+
+@api.get("/devices/<device_id>/uptime")
+def get_uptime(device_id: str) -> Response:
+    """Uptime per step over a window."""
+    ctx = context()
+    require_device(ctx.store, device_id)
+    window = _window()
+    with ctx.reads.spend(window.step_count):
+        total, buckets = uptime_series(ctx.store, device_id, window)
+        steps = [uptime_step(bucket) for bucket in buckets]
+    return jsonify({**window_fields(window), "uptime": total.uptime, "buckets": steps})
+
+
+@api.get("/devices/<device_id>/uploads")
+def get_uploads(device_id: str) -> Response:
+    """Upload count, sum, min, max and mean per step over a window."""
+    ctx = context()
+    require_device(ctx.store, device_id)
+    window = _window()
+    with ctx.reads.spend(window.step_count):
+        total, buckets = upload_series(ctx.store, device_id, window)
+        steps = [upload_step(first, aggregate) for first, aggregate in buckets]
+    return jsonify({**window_fields(window), **upload_figures(total), "buckets": steps})

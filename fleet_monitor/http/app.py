@@ -1,0 +1,153 @@
+"""The Flask application: its parts wired, one error handler, the fast path and timing."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+
+from fleet_monitor.config import Settings
+from fleet_monitor.domain.limits import HistoryBudget, SentAtRange
+from fleet_monitor.domain.timestamps import NS_PER_SECOND
+from fleet_monitor.http.api import api
+from fleet_monitor.http.context import Clock, Context
+from fleet_monitor.http.errors import INTERNAL_ERROR, ErrorReply, render, reply_for
+from fleet_monitor.http.fast_path import fast_device_writes
+from fleet_monitor.http.guard import READ, Access, RateLimiter
+from fleet_monitor.http.metrics import Metrics
+from fleet_monitor.http.observe import REQUEST_ID_HEADER, RequestObserver
+from fleet_monitor.http.ops import ops
+from fleet_monitor.http.readiness import READY, Readiness
+from fleet_monitor.http.reads import ReadBudget
+from fleet_monitor.http.rules import Admission
+from fleet_monitor.http.timing import timed
+from fleet_monitor.http.writes import ROLES, Ingest
+from fleet_monitor.store.memory import MemoryStore
+from fleet_monitor.store.protocol import Store
+
+METRICS_EXTENSION = "fleet_monitor.metrics"
+BATCH_EVENT_BYTES = 512
+# The reject reason of each HTTP error werkzeug raises (others: http_<code>).
+_HTTP_REASONS = {404: "no_such_route", 405: "method_not_allowed", 413: "body_too_large"}
+
+
+def batch_body_bytes(settings: Settings) -> int:
+    """The largest batch body accepted: ``max_batch`` events of up to 512 bytes each."""
+    return settings.max_batch * BATCH_EVENT_BYTES
+
+
+def new_memory_store(settings: Settings) -> MemoryStore:
+    """An empty memory store bounded by ``settings`` (devices, history bytes)."""
+    budget = HistoryBudget(settings.max_device_bytes, settings.max_fleet_bytes)
+    return MemoryStore(budget=budget, max_devices=settings.max_devices)
+
+
+def system_clock() -> int:
+    """Now, in nanoseconds since the epoch (looked up at each call, so freezegun can freeze it)."""
+    return time.time_ns()
+
+
+def _limiter(rate: float | None, burst: int) -> RateLimiter | None:
+    return None if rate is None else RateLimiter(rate, burst)
+
+
+def _http_reply(error: HTTPException) -> ErrorReply:
+    """A routing error of werkzeug's (404, 405, …) as the error table would answer it."""
+    status = error.code or 500
+    if isinstance(error, NotFound):
+        msg = f"no such endpoint: {request.path}"
+    elif isinstance(error, MethodNotAllowed):
+        allowed = ", ".join(sorted(error.valid_methods or ()))
+        msg = f"method {request.method} is not allowed here; allowed: {allowed}"
+    else:
+        msg = error.description or error.name
+    headers = tuple(
+        (name, value) for name, value in error.get_headers() if name.lower() != "content-type"
+    )
+    return ErrorReply(status, _HTTP_REASONS.get(status, f"http_{status}"), msg, headers)
+
+
+def create_app(
+    settings: Settings,
+    store: Store,
+    clock: Clock = system_clock,
+    readiness: Readiness | None = None,
+) -> Flask:
+    """The service's WSGI application serving ``store``, configured by ``settings``.
+
+    ``clock`` gives the service's "now" (for online status and default windows).
+    ``readiness`` is the life cycle ``/readyz`` reports; the API answers 503 until the fleet
+    is loaded. Without one, the app is ready at once.
+    """
+    readiness = readiness or Readiness(READY)
+    readiness.add_check(store.problem)
+    offline_after_ns = settings.offline_after * NS_PER_SECOND
+    metrics = Metrics(store, clock, offline_after_ns, per_device=settings.metrics_per_device)
+    ingest = Ingest(
+        store,
+        metrics,
+        clock,
+        sent_at_range=SentAtRange(settings.max_sent_at_age, settings.max_sent_at_lead),
+        limiter=_limiter(settings.rate_limit, settings.burst),
+    )
+    admission = Admission(
+        Access(settings.read_token, settings.device_token, settings.admin_token),
+        readiness,
+        _limiter(settings.read_rate_limit, settings.burst),
+    )
+    app = Flask(__name__)
+    app.extensions[METRICS_EXTENSION] = metrics
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]  # "µs" as UTF-8, as Go sends it
+    Context(
+        store=store,
+        clock=clock,
+        offline_after_ns=offline_after_ns,
+        ingest=ingest,
+        metrics=metrics,
+        readiness=readiness,
+        reads=ReadBudget(settings.read_budget),
+        max_body_bytes=settings.max_body_bytes,
+        max_batch=settings.max_batch,
+        batch_bytes=batch_body_bytes(settings),
+    ).install(app)
+    observer = RequestObserver(metrics)
+
+    @app.before_request
+    def admit() -> None:
+        if request.blueprint == api.name:
+            admission.admit(request.environ, ROLES.get(request.endpoint or "", READ))
+
+    @app.errorhandler(Exception)
+    def failed(error: Exception) -> Response:
+        if isinstance(error, HTTPException):
+            reply = _http_reply(error)
+        else:
+            reply = reply_for(error, f"{request.method} {request.path}")
+        if reply.status != INTERNAL_ERROR.status:
+            observer.rejected(reply.reason)
+        status, headers, body = render(reply)
+        return Response(body, status=status, headers=headers)
+
+    @app.after_request
+    def finish(response: Response) -> Response:
+        rule = request.url_rule
+        rid = observer.finish(
+            request.environ, request.path, rule.rule if rule else None, response.status_code
+        )
+        response.headers[REQUEST_ID_HEADER] = rid
+        return response
+
+    app.register_blueprint(api)
+    app.register_blueprint(ops)
+    app.wsgi_app = timed(  # type: ignore[method-assign,assignment]
+        fast_device_writes(
+            app.wsgi_app,
+            ingest=ingest,
+            admission=admission,
+            observer=observer,
+            max_body_bytes=settings.max_body_bytes,
+        )
+    )
+    return app

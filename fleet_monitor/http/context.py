@@ -1,0 +1,43 @@
+"""What the routes serve: the store and the service's parts, kept on the Flask app."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from flask import Flask, current_app
+
+from fleet_monitor.http.metrics import Metrics
+from fleet_monitor.http.readiness import Readiness
+from fleet_monitor.http.reads import ReadBudget
+from fleet_monitor.http.writes import Ingest
+from fleet_monitor.store.protocol import Store
+
+EXTENSION = "fleet_monitor"
+Clock = Callable[[], int]  # now, in nanoseconds since the epoch
+
+
+@dataclass(frozen=True)
+class Context:
+    """The service as the routes see it."""
+
+    store: Store
+    clock: Clock
+    offline_after_ns: int
+    ingest: Ingest
+    metrics: Metrics
+    readiness: Readiness
+    reads: ReadBudget
+    max_body_bytes: int
+    max_batch: int
+    batch_bytes: int
+
+    def install(self, app: Flask) -> None:
+        """Keep this context on ``app`` for :func:`context`."""
+        app.extensions[EXTENSION] = self
+
+
+def context() -> Context:
+    """The context of the app handling the current request."""
+    found: Context = current_app.extensions[EXTENSION]
+    return found

@@ -1,0 +1,176 @@
+"""Prometheus metrics: request and domain counters, and fleet gauges computed at scrape time.
+
+Each :class:`Metrics` has its own registry (no process-wide state), holding the library's
+process, platform and GC collectors beside ours, so two apps in one process never mix counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from fleet_monitor.domain.readmodels import fleet_summary
+from fleet_monitor.domain.timestamps import NS_PER_SECOND
+from fleet_monitor.store.protocol import Store
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+NAMESPACE = "fleet_monitor"
+UNMATCHED_ROUTE = "unmatched"  # the route label of a request no route matched
+# From 0.5 ms: a heartbeat is answered in well under a millisecond.
+DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class FleetCollector(Collector):
+    """Gauges of the fleet, computed from the records at each scrape.
+
+    The store's snapshots are read one device at a time (the memory store holds its fleet lock
+    only to copy the list of devices), so writes go on during a scrape of any size.
+    """
+
+    def __init__(
+        self, store: Store, clock: Callable[[], int], offline_after_ns: int, per_device: bool
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._offline_after_ns = offline_after_ns
+        self._per_device = per_device
+
+    def describe(self) -> list[Metric]:
+        """Nothing: the registry then calls :meth:`collect` at each scrape only."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """The fleet's gauges now, and each device's when ``per_device`` is on."""
+        summary = fleet_summary(self._store, self._clock(), self._offline_after_ns)
+        for name, help_text, value in (
+            ("devices_registered", "Devices in the fleet.", summary.devices),
+            ("devices_online", "Devices whose latest heartbeat is recent.", summary.online),
+            ("devices_offline", "Devices whose latest heartbeat is too old.", summary.offline),
+            ("devices_never_seen", "Devices without any heartbeat.", summary.never_seen),
+            (
+                "fleet_avg_uptime_percent",
+                "Mean uptime of the devices that sent a heartbeat.",
+                summary.avg_uptime,
+            ),
+            (
+                "history_bytes",
+                "Estimated bytes of history the fleet holds (see --max-fleet-bytes).",
+                self._store.history_bytes(),
+            ),
+        ):
+            yield GaugeMetricFamily(f"{NAMESPACE}_{name}", help_text, value=value)
+        if self._per_device:
+            yield from self._device_gauges()
+
+    def _device_gauges(self) -> Iterator[Metric]:
+        uptime = GaugeMetricFamily(
+            f"{NAMESPACE}_device_uptime_percent",
+            "A device's uptime (the stats endpoint's value).",
+            labels=["device_id"],
+        )
+        last = GaugeMetricFamily(
+            f"{NAMESPACE}_device_last_heartbeat_timestamp_seconds",
+            "sent_at of a device's latest heartbeat, in Unix seconds (devices never seen: none).",
+            labels=["device_id"],
+        )
+        for snapshot in self._store.snapshots():
+            uptime.add_metric([snapshot.device_id], snapshot.uptime)
+            if snapshot.last_heartbeat_ns is not None:
+                last.add_metric([snapshot.device_id], snapshot.last_heartbeat_ns / NS_PER_SECOND)
+        yield uptime
+        yield last
+
+
+class Metrics:
+    """The service's metrics and their registry."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Callable[[], int],
+        offline_after_ns: int,
+        *,
+        per_device: bool = False,
+    ) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they double the output for nothing
+        self.registry = registry = CollectorRegistry()
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+        self._requests = Counter(
+            "http_requests",
+            "HTTP requests answered, by route template, method and status.",
+            ["route", "method", "status"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self._durations = Histogram(
+            "http_request_duration_seconds",
+            "Time from receiving a request to its response, by route template.",
+            ["route"],
+            namespace=NAMESPACE,
+            registry=registry,
+            buckets=DURATION_BUCKETS,
+        )
+        self.heartbeats = Counter(
+            "heartbeats", "Heartbeats accepted.", namespace=NAMESPACE, registry=registry
+        )
+        self.duplicate_heartbeats = Counter(
+            "heartbeat_duplicates",
+            "Accepted heartbeats whose minute the device already had.",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.uploads = Counter(
+            "uploads", "Upload stats records accepted.", namespace=NAMESPACE, registry=registry
+        )
+        self._rejected = Counter(
+            "rejected_requests",
+            "Requests answered with a 4xx or 503, by reason.",
+            ["reason"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        registry.register(FleetCollector(store, clock, offline_after_ns, per_device))
+        # Labelled children by label values: .labels() costs a lock and a dict build each call.
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def heartbeat_accepted(self, new_minute: bool) -> None:
+        """Count an accepted heartbeat, and a duplicate when its minute was known."""
+        self.heartbeats.inc()
+        if not new_minute:
+            self.duplicate_heartbeats.inc()
+
+    def rejected(self, reason: str) -> None:
+        """Count a request refused for ``reason`` (a fixed label such as ``invalid_json``)."""
+        self._rejected.labels(reason).inc()
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one answered request and its duration."""
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (
+                self._requests.labels(route, method, str(status)),
+                self._durations.labels(route),
+            )
+            self._request_children[key] = children
+        counter, histogram = children
+        counter.inc()
+        histogram.observe(seconds)
+
+    def exposition(self) -> bytes:
+        """Every metric in the Prometheus text format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,98 @@
+"""What every answered request leaves behind: its id, its metrics and its access line."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from typing import TYPE_CHECKING
+from urllib.parse import unquote_plus
+
+from fleet_monitor.http.metrics import UNMATCHED_ROUTE, Metrics
+from fleet_monitor.http.timing import elapsed_seconds
+from fleet_monitor.logs import ACCESS_LOGGER
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}", re.ASCII)
+_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"))
+access_log = logging.getLogger(ACCESS_LOGGER)
+
+
+REDACTED = "REDACTED"
+# Query parameter names that may carry a credential (matched anywhere in the decoded name).
+_CREDENTIAL_NAME = re.compile(r"token|key|secret|pass|pwd|auth|sig|session|credential|jwt", re.I)
+
+
+def redact_query(query: str) -> str:
+    """``query`` with the value of every credential-like parameter replaced by ``REDACTED``.
+
+    ``?access_token=abc&limit=5`` is logged as ``access_token=REDACTED&limit=5``: a token
+    sent in a URL (which the service never asks for) still never reaches the log.
+    """
+    parts = query.split("&")
+    for index, part in enumerate(parts):
+        name, equals, _ = part.partition("=")
+        if equals and _CREDENTIAL_NAME.search(unquote_plus(name)):
+            parts[index] = f"{name}={REDACTED}"
+    return "&".join(parts)
+
+
+def request_id(environ: WSGIEnvironment) -> str:
+    """The client's ``X-Request-ID`` when it is 1-128 safe characters, else a new random one."""
+    given = environ.get("HTTP_X_REQUEST_ID")
+    if given is not None and _SANE_REQUEST_ID.fullmatch(given):
+        return str(given)
+    return uuid.uuid4().hex
+
+
+class RequestObserver:
+    """Counts, times and logs each answered request, whichever code path answered it."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def rejected(self, reason: str) -> None:
+        """Count a request refused for ``reason`` (a fixed label such as ``invalid_json``)."""
+        self._metrics.rejected(reason)
+
+    def finish(self, environ: WSGIEnvironment, path: str, route: str | None, status: int) -> str:
+        """Record one answered request; return the request id to send back.
+
+        ``route`` is the matched route template, None when no route matched.
+        """
+        seconds = elapsed_seconds(environ)
+        rid = request_id(environ)
+        method = environ["REQUEST_METHOD"]
+        self._metrics.observe_request(
+            route or UNMATCHED_ROUTE, method if method in _METHODS else "other", status, seconds
+        )
+        if access_log.isEnabledFor(logging.INFO):
+            # One line: what was asked, how it ended, how long it took. Never a body.
+            query = redact_query(environ.get("QUERY_STRING") or "")
+            remote = environ.get("REMOTE_ADDR")
+            duration_ms = round(seconds * 1e3, 3)  # the same value in the line and its field
+            access_log.info(
+                '%s "%s %s" %d %.2fms id=%s',
+                remote,
+                method,
+                f"{path}?{query}" if query else path,
+                status,
+                duration_ms,
+                rid,
+                extra={
+                    "fields": {
+                        "method": method,
+                        "path": path,
+                        "query": query or None,
+                        "route": route,
+                        "status": status,
+                        "duration_ms": duration_ms,
+                        "remote_addr": remote,
+                        "request_id": rid,
+                    }
+                },
+            )
+        return rid

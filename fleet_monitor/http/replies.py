@@ -1,0 +1,173 @@
+"""The JSON replies of the API, typed, built from the read models.
+
+Field order is the wire order (replies are written without sorting keys).
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+from fleet_monitor.domain.durations import format_duration
+from fleet_monitor.domain.history import DeviceSnapshot
+from fleet_monitor.domain.readmodels import DeviceView, FleetSummary, UptimeBucket, Window
+from fleet_monitor.domain.timestamps import format_minute, format_rfc3339
+from fleet_monitor.domain.uploads import UploadAggregate
+
+
+class StatsReply(TypedDict):
+    """``GET /devices/{id}/stats``: the SPEC's reply."""
+
+    uptime: float
+    avg_upload_time: str
+
+
+class ListItem(TypedDict):
+    """One device of ``GET /devices``."""
+
+    device_id: str
+    online: bool
+    status: str
+    last_heartbeat_at: str | None
+    uptime: float
+    avg_upload_time: str
+
+
+class DeviceDetail(TypedDict):
+    """``GET /devices/{id}`` (and ``PUT``)."""
+
+    device_id: str
+    online: bool
+    status: str
+    first_heartbeat_at: str | None
+    last_heartbeat_at: str | None
+    heartbeat_minutes: int
+    uptime: float
+    upload_count: int
+    avg_upload_time: str
+    avg_upload_time_ns: int | None
+    min_upload_time_ns: int | None
+    max_upload_time_ns: int | None
+
+
+class FleetReply(TypedDict):
+    """``GET /fleet``."""
+
+    devices: int
+    online: int
+    offline: int
+    never_seen: int
+    avg_uptime: float
+    upload_count: int
+    avg_upload_time: str
+
+
+class UptimeStep(TypedDict):
+    """One step of an uptime series."""
+
+    start: str
+    minutes: int
+    minutes_with_heartbeat: int
+    uptime: float | None
+
+
+class UploadFigures(TypedDict):
+    """An upload aggregate on the wire."""
+
+    count: int
+    sum_ns: int
+    min_ns: int | None
+    max_ns: int | None
+    avg_ns: int | None
+    avg: str | None
+
+
+def time_text(unix_ns: int | None) -> str | None:
+    """An instant in RFC 3339 (UTC), or None."""
+    return None if unix_ns is None else format_rfc3339(unix_ns)
+
+
+def stats_reply(snapshot: DeviceSnapshot) -> StatsReply:
+    """The SPEC's stats of one device."""
+    return {"uptime": snapshot.uptime, "avg_upload_time": format_duration(snapshot.avg_upload_ns)}
+
+
+def list_item(view: DeviceView) -> ListItem:
+    """One device as the list shows it."""
+    snapshot = view.snapshot
+    return {
+        "device_id": snapshot.device_id,
+        "online": view.status == "online",
+        "status": view.status,
+        "last_heartbeat_at": time_text(snapshot.last_heartbeat_ns),
+        "uptime": snapshot.uptime,
+        "avg_upload_time": format_duration(snapshot.avg_upload_ns),
+    }
+
+
+def device_detail(view: DeviceView) -> DeviceDetail:
+    """One device in full."""
+    snapshot, uploads = view.snapshot, view.snapshot.uploads
+    return {
+        "device_id": snapshot.device_id,
+        "online": view.status == "online",
+        "status": view.status,
+        "first_heartbeat_at": time_text(snapshot.first_heartbeat_ns),
+        "last_heartbeat_at": time_text(snapshot.last_heartbeat_ns),
+        "heartbeat_minutes": snapshot.heartbeat_minutes,
+        "uptime": snapshot.uptime,
+        "upload_count": uploads.count,
+        "avg_upload_time": format_duration(snapshot.avg_upload_ns),
+        "avg_upload_time_ns": uploads.avg_ns,
+        "min_upload_time_ns": uploads.min_ns,
+        "max_upload_time_ns": uploads.max_ns,
+    }
+
+
+def fleet_reply(summary: FleetSummary) -> FleetReply:
+    """The fleet summary."""
+    return {
+        "devices": summary.devices,
+        "online": summary.online,
+        "offline": summary.offline,
+        "never_seen": summary.never_seen,
+        "avg_uptime": summary.avg_uptime,
+        "upload_count": summary.uploads.count,
+        "avg_upload_time": format_duration(summary.uploads.avg_ns or 0),
+    }
+
+
+def window_fields(window: Window) -> dict[str, str | None]:
+    """The window's start, end and step, as every series reply begins."""
+    return {
+        "start": time_text(window.start_ns),
+        "end": time_text(window.end_ns),
+        "step": window.step,
+    }
+
+
+def uptime_step(bucket: UptimeBucket) -> UptimeStep:
+    """One step of an uptime series."""
+    return {
+        "start": format_minute(bucket.first_minute),
+        "minutes": bucket.minutes,
+        "minutes_with_heartbeat": bucket.minutes_with_heartbeat,
+        "uptime": bucket.uptime,
+    }
+
+
+def upload_figures(aggregate: UploadAggregate) -> UploadFigures:
+    """An upload aggregate's figures."""
+    avg = aggregate.avg_ns
+    return {
+        "count": aggregate.count,
+        "sum_ns": aggregate.sum_ns,
+        "min_ns": aggregate.min_ns,
+        "max_ns": aggregate.max_ns,
+        "avg_ns": avg,
+        "avg": None if avg is None else format_duration(avg),
+    }
+
+
+def upload_step(first_minute: int, aggregate: UploadAggregate) -> dict[str, object]:
+    """One step of an upload series, its start first."""
+    return {"start": format_minute(first_minute), **upload_figures(aggregate)}

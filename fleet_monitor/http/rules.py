@@ -1,0 +1,54 @@
+"""The rules a request meets before its view, written once for the Flask views and the fast
+path: the role's token, readiness, the read rate, and the body's size."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fleet_monitor.domain.errors import RateLimitedError
+from fleet_monitor.http.errors import BodyTooLargeError, NotLoadedError, TokenRequiredError
+from fleet_monitor.http.guard import READ, Access, RateLimiter
+from fleet_monitor.http.readiness import Readiness
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
+
+
+class Admission:
+    """Whether a request may reach its view: :meth:`admit` raises when not."""
+
+    def __init__(
+        self, access: Access, readiness: Readiness, read_limiter: RateLimiter | None = None
+    ) -> None:
+        self.access, self.readiness, self.read_limiter = access, readiness, read_limiter
+
+    def admit(self, environ: WSGIEnvironment, role: str) -> None:
+        """Raise TokenRequiredError (401) without the role's token, NotLoadedError (503)
+        before the fleet is loaded, RateLimitedError (429) for a client reading too fast."""
+        if not self.access.allows(environ, role):
+            raise TokenRequiredError(role)
+        if not self.readiness.is_loaded:
+            raise NotLoadedError
+        limiter = self.read_limiter
+        if role != READ or limiter is None:
+            return
+        if (wait := limiter.take(environ.get("REMOTE_ADDR") or "")) > 0:
+            raise RateLimitedError(
+                wait,
+                f"too many reads from this client: at most {limiter.rate:g} a second, "
+                f"{limiter.burst} at once",
+            )
+
+
+def read_body(environ: WSGIEnvironment, limit: int) -> bytes:
+    """The request body; raises BodyTooLargeError (413) when it is larger than ``limit``."""
+    length = environ.get("CONTENT_LENGTH") or ""
+    stream = environ["wsgi.input"]
+    if length.isascii() and length.isdigit():
+        if int(length) > limit:
+            raise BodyTooLargeError(f"request body is larger than {limit} bytes")
+        return bytes(stream.read(int(length)))
+    body = bytes(stream.read(limit + 1))  # no length given: read just past the limit
+    if len(body) > limit:
+        raise BodyTooLargeError(f"request body is larger than {limit} bytes")
+    return body

@@ -1,0 +1,66 @@
+"""The composition root: from one :class:`Settings`, the store, the app and the server.
+
+``serve`` reads the devices file before the port opens (a bad one stops the start at once),
+then opens the port with ``/healthz`` up and ``/readyz`` answering 503 while the store is
+filled in the background; the API answers once it is loaded. On the way out the durable state
+takes a last snapshot, so the next start replays nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib.resources import as_file, files
+from pathlib import Path
+
+from fleet_monitor.config import Settings
+from fleet_monitor.http.app import create_app, new_memory_store
+from fleet_monitor.http.readiness import Readiness
+from fleet_monitor.server import serve_app
+from fleet_monitor.store.devices_file import load_device_ids
+from fleet_monitor.store.durable import DurableStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DEVICES = Path("devices.csv")
+SAMPLE_DEVICES = "sample-devices.csv"  # package data of fleet_monitor.store
+
+
+def devices_ids(settings: Settings) -> tuple[list[str], str]:
+    """The fleet's device ids and where they came from: ``--devices``, else ``./devices.csv``,
+    else the sample fleet bundled with the package (the assignment's five devices)."""
+    if settings.devices is not None or DEFAULT_DEVICES.exists():
+        path = settings.devices or DEFAULT_DEVICES
+        return load_device_ids(path), str(path)
+    with as_file(files("fleet_monitor.store").joinpath(SAMPLE_DEVICES)) as path:
+        log.warning(
+            "no --devices and no ./devices.csv: serving the bundled sample fleet "
+            "(pass --devices FILE to serve yours)"
+        )
+        return load_device_ids(path), "the bundled sample fleet"
+
+
+def serve(settings: Settings) -> None:
+    """Serve the fleet until a stop signal; raises DevicesFileError on a bad devices file,
+    StateError/CorruptJournalError/SnapshotError on a state directory that cannot be used."""
+    device_ids, source = devices_ids(settings)
+    readiness = Readiness()
+    store = new_memory_store(settings)
+    durable = None
+    if settings.data_dir is not None:
+        durable = DurableStore(settings.data_dir, settings.fsync, settings.snapshot_every)
+
+    def load() -> None:
+        if durable is None:
+            store.add_all(device_ids)
+        else:
+            durable.open(store, device_ids, repair=settings.repair)
+        log.info(
+            "loaded %d devices from %s",
+            len(store),
+            source if durable is None else f"{source} and {durable.directory}",
+            extra={"fields": {"devices": len(store)}},
+        )
+
+    serve_app(create_app(settings, store, readiness=readiness), settings, readiness, load)
+    if durable is not None:
+        durable.close()

@@ -1,0 +1,197 @@
+"""The memory store's durable state in a directory: load the snapshot, replay the journal,
+snapshot periodically.
+
+Start-up: read ``snapshot.jsonl`` (if any), add the CSV's devices that the state does not hold
+and did not remove at run time, replay every journal segment in order (skipping what the
+snapshot already holds, by lsn), then open a fresh segment for new writes. A snapshot rotates
+the journal first, copies each device under its own lock, and deletes the older segments once
+the snapshot is safely renamed into place. The journal's record kinds (one letter each) are
+this module's concern: the store speaks of events and registry changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from fleet_monitor.domain.events import HEARTBEAT, UPLOAD, Event, Heartbeat, Upload
+from fleet_monitor.store.codec import decode_device, encode_device
+from fleet_monitor.store.journal import Entry, Journal, JournalError, read_segment, segments
+from fleet_monitor.store.journal_format import first_lsn
+from fleet_monitor.store.memory import REGISTERED, REMOVED, Device, MemoryStore
+from fleet_monitor.store.snapshot import read_snapshot, write_snapshot
+
+log = logging.getLogger(__name__)
+
+
+class StateError(Exception):
+    """The state directory cannot be used; str() names it and why."""
+
+
+# The journal's letter for each change the store makes.
+_LETTERS = {HEARTBEAT: "h", UPLOAD: "u", REGISTERED: "r", REMOVED: "x"}
+
+
+class JournalChanges:
+    """The store's :class:`~fleet_monitor.store.memory.ChangeLog` over a :class:`Journal`."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+
+    def append(self, kind: str, device_id: str, event: Event | None, key: str | None) -> int:
+        """Journal one change; raises JournalError (a StoreUnavailableError)."""
+        if isinstance(event, Upload):
+            return self.journal.append("u", device_id, event.sent_at_ns, event.upload_time_ns, key)
+        sent_at_ns = None if event is None else event.sent_at_ns
+        return self.journal.append(_LETTERS[kind], device_id, sent_at_ns, None, key)
+
+    def problem(self) -> str | None:
+        """Why the journal cannot take writes now, or None (see JournalHealth)."""
+        return self.journal.health.problem()
+
+
+def replay(store: MemoryStore, entry: Entry) -> None:
+    """Apply one journaled change to ``store``, unless the state already holds it."""
+    if entry.kind in ("r", "x"):
+        if entry.lsn > store.registry_lsn:
+            store.registry_lsn = entry.lsn
+            if entry.kind == "r":
+                store.apply_registration(entry.device_id)
+            else:
+                store.apply_removal(entry.device_id)
+        return
+    if entry.sent_at_ns is None:
+        return
+    event: Event = (
+        Heartbeat(entry.sent_at_ns)
+        if entry.kind == "h"
+        else Upload(entry.sent_at_ns, entry.upload_ns or 0)
+    )
+    store.replay(entry.lsn, entry.device_id, event, entry.key)
+
+
+class DurableStore:
+    """The store's state directory; :meth:`open` fills the store, :meth:`close` snapshots it."""
+
+    def __init__(self, directory: Path, fsync: str, snapshot_every: int) -> None:
+        self.directory = directory
+        self._fsync = fsync
+        self._snapshot_every = snapshot_every
+        self._journal: Journal | None = None
+        self._store: MemoryStore | None = None
+        self._snapshot_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._closed = False
+
+    def open(self, store: MemoryStore, csv_ids: Iterable[str], *, repair: bool = False) -> None:
+        """Fill ``store`` from the directory and the CSV, then journal its changes."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._open(store, csv_ids, repair=repair)
+        except OSError as error:
+            raise StateError(
+                f"{self.directory}: cannot use the data directory: {error.strerror or error}"
+            ) from None
+
+    def _open(self, store: MemoryStore, csv_ids: Iterable[str], *, repair: bool) -> None:
+        started = time.perf_counter()
+        snapshot = read_snapshot(self.directory)
+        next_lsn = 1
+        if snapshot is not None:
+            for state in snapshot.devices:
+                store.restore(*decode_device(state))
+            store.removed, store.registry_lsn = set(snapshot.removed), snapshot.registry_lsn
+            next_lsn = snapshot.next_lsn
+        store.add_all(device_id for device_id in csv_ids if device_id not in store.removed)
+        replayed = 0
+        found = segments(self.directory)
+        for index, path in enumerate(found):
+            last = index == len(found) - 1
+            following = None if last else first_lsn(found[index + 1])
+            for entry in read_segment(path, last=last, repair=repair, next_lsn=following):
+                replay(store, entry)
+                replayed += 1
+                next_lsn = max(next_lsn, entry.lsn + 1)
+        self._journal = Journal(self.directory, next_lsn, self._fsync)
+        store.attach_journal(JournalChanges(self._journal))
+        self._store = store
+        log.info(
+            "state loaded from %s: %d devices from the snapshot, %d journal records replayed "
+            "in %.2f s",
+            self.directory,
+            len(snapshot.devices) if snapshot else 0,
+            replayed,
+            time.perf_counter() - started,
+            extra={"fields": {"replayed": replayed}},
+        )
+        if self._snapshot_every:
+            thread = threading.Thread(target=self._snapshot_loop, name="snapshot", daemon=True)
+            thread.start()
+
+    def snapshot(self) -> int:
+        """Write a snapshot of the fleet and drop the journal segments it covers.
+
+        Holds no lock a write needs: the journal's only for its rotation (no fsync), each
+        record's only for its copy. Raises OSError (or JournalError once closed).
+        """
+        assert self._journal is not None and self._store is not None, "open() first"
+        with self._snapshot_lock:
+            if self._closed:
+                raise JournalError("cannot snapshot: the state is closed")
+            started = time.perf_counter()
+            older = self._journal.rotate()
+            next_lsn = self._journal.next_lsn
+            registry_lsn, removed, devices = self._store.registry_state()
+            count = write_snapshot(
+                self.directory, next_lsn, registry_lsn, removed, _encoded(devices)
+            )
+            for path in older:
+                path.unlink()
+            log.info(
+                "snapshot of %d devices written in %.2f s; %d journal segments dropped",
+                count,
+                time.perf_counter() - started,
+                len(older),
+                extra={"fields": {"snapshot_devices": count}},
+            )
+            return count
+
+    def _snapshot_loop(self) -> None:
+        while not self._stop.wait(self._snapshot_every):
+            try:
+                self.snapshot()
+            except (OSError, JournalError) as error:
+                if self._closed:
+                    return  # closed meanwhile: the last snapshot was taken
+                log.error(
+                    "periodic snapshot failed; the journal keeps every change: %s",
+                    getattr(error, "strerror", None) or error,
+                )
+
+    def close(self) -> None:
+        """A last snapshot (so the next start replays nothing), then close the journal; a
+        second call does nothing."""
+        self._stop.set()
+        if self._journal is None or self._closed:
+            return
+        try:
+            self.snapshot()
+        except OSError:
+            log.exception("the last snapshot failed; the journal still holds every change")
+        with self._snapshot_lock:
+            self._closed = True
+        try:
+            self._journal.close()
+        except JournalError as error:
+            log.error("%s on close; a power cut could lose the last second of changes", error)
+
+
+def _encoded(devices: list[tuple[str, Device]]) -> Iterator[dict[str, Any]]:
+    """Each device's snapshot values, copied under its own lock, one at a time."""
+    for device_id, device in devices:
+        with device.lock:
+            yield encode_device(device_id, device.lsn, device.history)

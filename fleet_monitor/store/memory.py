@@ -1,0 +1,263 @@
+"""The memory store: every device's history in this process, optionally journaled.
+
+Each device has its own lock, held only while one of its histories is read or changed, and the
+fleet has one, held only while the registry (the dict of devices and the sorted id list) is
+read or changed, never while a history is. A write is checked (key, budget), journaled, then
+applied, so a journal that refuses it (StoreUnavailableError) leaves nothing changed; replay at
+start-up applies what the journal holds without checks. Persistence (journal, snapshots) is
+attached by :mod:`fleet_monitor.store.durable`.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Protocol
+
+from fleet_monitor.domain.devices import check_device_id
+from fleet_monitor.domain.errors import LimitExceededError, UnknownDeviceError
+from fleet_monitor.domain.events import Event
+from fleet_monitor.domain.history import DeviceHistory, DeviceSnapshot
+from fleet_monitor.domain.limits import UNLIMITED, HistoryBudget
+from fleet_monitor.domain.uploads import UploadAggregate
+
+REGISTERED, REMOVED = "register", "remove"  # registry changes, as the journal names them
+
+
+class ChangeLog(Protocol):
+    """Where changes are written before they are applied (the journal)."""
+
+    def append(self, kind: str, device_id: str, event: Event | None, key: str | None) -> int:
+        """Write one change (an event's kind, or REGISTERED/REMOVED); return its lsn. Raises
+        StoreUnavailableError when it could not be written."""
+
+    def problem(self) -> str | None:
+        """Why changes cannot be written now, or None."""
+
+
+class Device:
+    """A device's history with its lock and the lsn of its latest journaled change."""
+
+    __slots__ = ("history", "lock", "lsn", "removed")
+
+    def __init__(self, history: DeviceHistory | None = None, lsn: int = 0) -> None:
+        self.history = history or DeviceHistory()
+        self.lock = threading.Lock()
+        self.lsn = lsn
+        self.removed = False  # set when the fleet drops it: later writes are refused
+
+
+class MemoryStore:
+    """The fleet's devices by id, with a sorted index for paging; safe across threads."""
+
+    def __init__(
+        self,
+        device_ids: Iterable[str] = (),
+        *,
+        budget: HistoryBudget | None = None,
+        max_devices: int = UNLIMITED,
+    ) -> None:
+        self.budget = budget or HistoryBudget()
+        self.max_devices = max_devices  # registrations past it are refused (the CSV's are not)
+        self._lock = threading.Lock()
+        self._devices: dict[str, Device] = {}
+        self._sorted_ids: list[str] = []
+        self._journal: ChangeLog | None = None
+        self.registry_lsn = 0  # the lsn of the latest registration or removal
+        self.removed: set[str] = set()  # removed at run time and not registered since
+        self.add_all(device_ids)
+
+    # --- the registry ---------------------------------------------------------------------
+
+    def add_all(self, device_ids: Iterable[str]) -> int:
+        """Add each of ``device_ids`` not in the fleet (from a validated file, so unchecked
+        and not journaled: the file is read again at each start); return how many were new."""
+        with self._lock:
+            before = len(self._devices)
+            for device_id in device_ids:
+                if device_id not in self._devices:
+                    self._devices[device_id] = Device()
+            added = len(self._devices) - before
+            if added:
+                self._sorted_ids = sorted(self._devices)
+            return added
+
+    def register(self, device_id: str) -> bool:
+        """Add ``device_id`` (checked against the id rule); return False if it was there.
+        Raises LimitExceededError when the fleet already holds ``max_devices``."""
+        check_device_id(device_id)
+        with self._lock:
+            if device_id in self._devices:
+                return False
+            if len(self._devices) >= self.max_devices:
+                raise LimitExceededError(
+                    f"the fleet holds {len(self._devices)} devices, the most allowed "
+                    "(--max-devices)",
+                    "fleet_full",
+                )
+            if self._journal is not None:
+                self.registry_lsn = self._journal.append(REGISTERED, device_id, None, None)
+            return self.apply_registration(device_id)
+
+    def remove(self, device_id: str) -> None:
+        """Remove ``device_id`` and its history; raises UnknownDeviceError."""
+        with self._lock:
+            if device_id not in self._devices:
+                raise UnknownDeviceError(device_id)
+            if self._journal is not None:
+                self.registry_lsn = self._journal.append(REMOVED, device_id, None, None)
+            self.apply_removal(device_id)
+
+    def apply_registration(self, device_id: str) -> bool:
+        """Add ``device_id`` unchecked (a journaled registration). Call under the fleet lock
+        (or before serving)."""
+        if device_id in self._devices:
+            return False
+        self._devices[device_id] = Device()
+        insort(self._sorted_ids, device_id)
+        self.removed.discard(device_id)
+        return True
+
+    def apply_removal(self, device_id: str) -> bool:
+        """Drop ``device_id`` unchecked (a journaled removal); see :meth:`apply_registration`."""
+        device = self._devices.pop(device_id, None)
+        if device is None:
+            return False
+        del self._sorted_ids[bisect_left(self._sorted_ids, device_id)]
+        self.removed.add(device_id)
+        with device.lock:  # a write racing the removal sees it, and is refused
+            device.removed = True
+            self.budget.adjust(-device.history.cost())
+        return True
+
+    def __contains__(self, device_id: object) -> bool:
+        return device_id in self._devices
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+    def __iter__(self) -> Iterator[str]:
+        """The ids, in the order they were added (a copy: the fleet may change meanwhile)."""
+        with self._lock:
+            return iter(list(self._devices))
+
+    def ids_after(self, after: str | None, count: int) -> list[str]:
+        """Up to ``count`` device ids in sorted order, each greater than ``after``.
+
+        Paging by the last id seen never repeats an id, whatever is added or removed between
+        two pages.
+        """
+        with self._lock:
+            index = 0 if after is None else bisect_right(self._sorted_ids, after)
+            return self._sorted_ids[index : index + count]
+
+    def device(self, device_id: str) -> Device:
+        """The device ``device_id``; raises UnknownDeviceError."""
+        device = self._devices.get(device_id)
+        if device is None:
+            raise UnknownDeviceError(device_id)
+        return device
+
+    def devices(self) -> list[tuple[str, Device]]:
+        """Every device, copied under the fleet lock (held for the copy only)."""
+        with self._lock:
+            return list(self._devices.items())
+
+    def registry_state(self) -> tuple[int, list[str], list[tuple[str, Device]]]:
+        """The registry lsn, the removed ids and the devices, copied under the fleet lock."""
+        with self._lock:
+            return self.registry_lsn, sorted(self.removed), list(self._devices.items())
+
+    # --- writes ---------------------------------------------------------------------------
+
+    def attach_journal(self, journal: ChangeLog) -> None:
+        """Journal every change from now on."""
+        with self._lock:
+            self._journal = journal
+
+    def record(self, device_id: str, event: Event, key: str | None) -> bool:
+        """Record ``event`` for the device; return False for a repeat of ``key``, and for a
+        heartbeat whose minute the device already had.
+
+        Checked first (the device, the key, the history budget), then journaled, then applied:
+        any error leaves the device and the budget as they were.
+        """
+        device = self.device(device_id)
+        with device.lock:
+            if device.removed:
+                raise UnknownDeviceError(device_id)
+            history = device.history
+            if history.is_repeat(event, key):
+                return False
+            before, extra = history.cost(), history.growth(event)
+            self.budget.reserve(before, extra)
+            try:
+                if self._journal is not None:
+                    device.lsn = self._journal.append(event.kind, device_id, event, key)
+            except BaseException:
+                self.budget.adjust(-extra)
+                raise
+            new = history.apply(event, key)
+            self.budget.adjust(history.cost() - before - extra)
+            return new
+
+    def replay(self, lsn: int, device_id: str, event: Event, key: str | None) -> None:
+        """Apply a journaled event once (counted in the budget, never refused): an event the
+        device already holds (by lsn), or of a device removed since, is skipped."""
+        device = self._devices.get(device_id)
+        if device is None:
+            return
+        with device.lock:
+            if lsn <= device.lsn:
+                return
+            device.lsn = lsn
+            before = device.history.cost()
+            device.history.apply(event, key)
+            self.budget.adjust(device.history.cost() - before)
+
+    def restore(self, device_id: str, lsn: int, history: DeviceHistory) -> None:
+        """Put a device back as a snapshot held it (before serving)."""
+        with self._lock:
+            if device_id not in self._devices:
+                insort(self._sorted_ids, device_id)
+            self._devices[device_id] = Device(history, lsn)
+        self.budget.adjust(history.cost())
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def snapshot(self, device_id: str) -> DeviceSnapshot:
+        """One device's counters, in O(1); raises UnknownDeviceError."""
+        device = self.device(device_id)
+        with device.lock:
+            return device.history.snapshot(device_id)
+
+    def snapshots(self) -> Iterator[DeviceSnapshot]:
+        """Every device's counters, one device lock at a time."""
+        for device_id, device in self.devices():
+            with device.lock:
+                yield device.history.snapshot(device_id)
+
+    def heartbeat_counts(self, device_id: str, ranges: Sequence[tuple[int, int]]) -> list[int]:
+        """For each ``(start, end)``, how many heartbeat minutes ``start <= m < end``."""
+        device = self.device(device_id)
+        with device.lock:
+            minutes = device.history.minutes
+            return [minutes.count_between(start, end) for start, end in ranges]
+
+    def upload_aggregates(
+        self, device_id: str, ranges: Sequence[tuple[int, int]]
+    ) -> list[UploadAggregate]:
+        """For each ``(start, end)``, the uploads of minutes ``start <= m < end``."""
+        device = self.device(device_id)
+        with device.lock:
+            uploads = device.history.uploads
+            return [uploads.between(start, end) for start, end in ranges]
+
+    def history_bytes(self) -> int:
+        """Estimated bytes of history the fleet holds."""
+        return self.budget.used
+
+    def problem(self) -> str | None:
+        """Why changes cannot be stored now (the journal's trouble), or None."""
+        return None if self._journal is None else self._journal.problem()

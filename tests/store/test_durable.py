@@ -1,0 +1,329 @@
+"""Durable state: the journal's format and damage handling, snapshots, replay, CSV merge."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+
+from fleet_monitor.config import Settings
+from fleet_monitor.domain.errors import IdempotencyConflictError
+from fleet_monitor.domain.events import Heartbeat, Upload
+from fleet_monitor.http.app import create_app
+from fleet_monitor.store.durable import DurableStore, StateError
+from fleet_monitor.store.journal import (
+    MAGIC,
+    CorruptJournalError,
+    Entry,
+    Journal,
+    JournalError,
+    encode,
+    read_segment,
+    segments,
+)
+from fleet_monitor.store.memory import MemoryStore
+from fleet_monitor.store.snapshot import SNAPSHOT_FILE, SnapshotError, read_snapshot
+from tests.conftest import DEVICE, SAMPLE_DEVICES, exported
+from tests.support.state import BASE, MINUTE_NS, open_memory, write_segment
+
+
+def state(store: MemoryStore) -> dict[str, object]:
+    """Everything a client can see of the store, and the remembered keys."""
+    return {
+        device_id: (exported(store, device_id), store.snapshot(device_id))
+        for device_id in store.ids_after(None, 10**6)
+    }
+
+
+HEARTBEATS = [Entry(n, "h", DEVICE, sent_at_ns=BASE + n * MINUTE_NS) for n in range(1, 6)]
+
+
+# --- the journal's records -----------------------------------------------------------------
+
+
+def test_records_round_trip_in_order(tmp_path: Path) -> None:
+    entries = [
+        Entry(1, "r", "cam-07"),
+        Entry(2, "h", "cam-07", sent_at_ns=BASE, key="k-1"),
+        Entry(3, "u", "cam-07", sent_at_ns=-(10**18), upload_ns=2**63 - 1),
+        Entry(4, "x", "cam-07"),
+    ]
+    write_segment(tmp_path / "journal-1.log", entries)
+    assert list(read_segment(tmp_path / "journal-1.log", last=True, repair=False)) == entries
+
+
+def test_a_record_is_length_checksum_and_compact_json() -> None:
+    record = encode(Entry(7, "h", "d", sent_at_ns=5))
+    payload = b'{"l":7,"t":"h","d":"d","s":5}'
+    assert record[8:] == payload
+    assert int.from_bytes(record[:4], "little") == len(payload)
+
+
+@pytest.mark.parametrize("cut", [1, 5, 9, 20])
+def test_a_torn_last_record_is_cut_off_with_a_warning(
+    tmp_path: Path, cut: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "journal-1.log"
+    offsets = write_segment(path, HEARTBEATS)
+    size = path.stat().st_size
+    os.truncate(path, size - cut)
+    with caplog.at_level(logging.WARNING):
+        assert list(read_segment(path, last=True, repair=False)) == HEARTBEATS[:-1]
+    assert path.stat().st_size == offsets[-1]  # the torn bytes are gone
+    assert f"cut off {size - cut - offsets[-1]} bytes at offset {offsets[-1]}" in caplog.text
+
+
+def test_a_damaged_last_record_is_cut_off_too(tmp_path: Path) -> None:
+    path = tmp_path / "journal-1.log"
+    write_segment(path, HEARTBEATS)
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF  # garbage in the last record's payload
+    path.write_bytes(bytes(data))
+    assert list(read_segment(path, last=True, repair=False)) == HEARTBEATS[:-1]
+
+
+def test_a_corrupt_middle_record_stops_the_start_naming_file_and_offset(tmp_path: Path) -> None:
+    path = tmp_path / "journal-1.log"
+    offsets = write_segment(path, HEARTBEATS)
+    data = bytearray(path.read_bytes())
+    data[offsets[2] + 12] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptJournalError) as raised:
+        list(read_segment(path, last=True, repair=False))
+    assert str(raised.value) == (
+        f"{path}: corrupt journal record at offset {offsets[2]} (a checksum mismatch); "
+        f"the next valid record is at offset {offsets[3]}: start with --repair to skip the "
+        f"{offsets[3] - offsets[2]} damaged bytes"
+    )
+    kept = [*HEARTBEATS[:2], *HEARTBEATS[3:]]
+    assert list(read_segment(path, last=True, repair=True)) == kept
+    assert list(read_segment(path, last=True, repair=False)) == kept  # rewritten without it
+
+
+def test_damage_in_an_older_segment_is_never_taken_for_a_torn_tail(tmp_path: Path) -> None:
+    path = tmp_path / "journal-1.log"
+    write_segment(path, HEARTBEATS)
+    os.truncate(path, path.stat().st_size - 2)
+    with pytest.raises(CorruptJournalError, match="an incomplete record"):
+        list(read_segment(path, last=False, repair=False))
+
+
+def test_a_file_that_is_not_a_journal(tmp_path: Path) -> None:
+    path = tmp_path / "journal-1.log"
+    path.write_bytes(b"hello world")
+    with pytest.raises(CorruptJournalError, match="offset 0 \\(does not start with FMJ1\\)"):
+        list(read_segment(path, last=True, repair=False))
+
+
+def test_segments_sort_by_their_first_lsn(tmp_path: Path) -> None:
+    for lsn in (10, 9, 100):
+        (tmp_path / f"journal-{lsn}.log").write_bytes(MAGIC)
+    assert [p.name for p in segments(tmp_path)] == [
+        "journal-9.log",
+        "journal-10.log",
+        "journal-100.log",
+    ]
+
+
+# --- the journal's writes ------------------------------------------------------------------
+
+
+def test_always_shares_fsyncs_between_concurrent_appends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = 0
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        nonlocal calls
+        calls += 1
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    journal = Journal(tmp_path, 1, "always")
+    calls = 0
+
+    def writer(n: int) -> None:
+        for i in range(200):
+            journal.append("h", f"d{n}", sent_at_ns=i)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    journal.close()
+    [path] = segments(tmp_path)
+    assert len(list(read_segment(path, last=True, repair=False))) == 1600
+    assert 0 < calls <= 1601  # one per group at most; usually far fewer than appends
+
+
+def test_a_failed_write_raises_and_leaves_no_partial_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = Journal(tmp_path, 1, "no")
+    journal.append("h", "d", sent_at_ns=1)
+
+    def full_disk(fd: int, data: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(JournalError, match="No space left on device"):
+        journal.append("h", "d", sent_at_ns=2)
+    monkeypatch.undo()
+    assert journal.next_lsn == 2  # the lsn was not used up
+    journal.append("h", "d", sent_at_ns=3)
+    journal.close()
+    [path] = segments(tmp_path)
+    assert [e.sent_at_ns for e in read_segment(path, last=True, repair=False)] == [1, 3]
+
+
+def test_a_journal_failure_is_a_503_and_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_memory(tmp_path)
+    client: FlaskClient = create_app(Settings(), store).test_client()
+
+    def fail(*args: object, **kwargs: object) -> int:
+        raise JournalError("cannot write the journal: No space left on device")
+
+    assert store._journal is not None
+    monkeypatch.setattr(store._journal, "append", fail)
+    url = f"/api/v1/devices/{DEVICE}/heartbeat"
+    response = client.post(url, data=json.dumps({"sent_at": "2024-04-02T09:00:00Z"}))
+    assert (response.status_code, response.json) == (
+        503,
+        {"msg": "the change was not stored: cannot write the journal: No space left on device"},
+    )
+    assert store.snapshot(DEVICE).last_heartbeat_ns is None
+    assert client.put("/api/v1/devices/cam-07").status_code == 503
+    assert "cam-07" not in store
+
+
+# --- replay, snapshots and the CSV -------------------------------------------------------------
+
+
+def fill(store: MemoryStore) -> None:
+    for n in range(10):
+        store.record(DEVICE, Heartbeat(BASE + n * 61 * 10**9), f"k{n}")
+        store.record(DEVICE, Upload(BASE + n * MINUTE_NS, 10**9 + n), f"u{n}")
+    store.register("cam-07")
+    store.record("cam-07", Heartbeat(BASE), None)
+    store.remove(SAMPLE_DEVICES[1])
+    store.register("gone")
+    store.remove("gone")
+
+
+def test_a_crash_loses_nothing_the_journal_holds(tmp_path: Path) -> None:
+    before = open_memory(tmp_path)
+    fill(before)
+    after = open_memory(tmp_path)  # no close(): as after kill -9
+    assert state(after) == state(before)
+    assert SAMPLE_DEVICES[1] not in after and "gone" not in after
+    # keys were replayed, with their kind and what they recorded
+    assert after.record(DEVICE, Heartbeat(BASE + 3 * 61 * 10**9), "k3") is False
+    assert after.record(DEVICE, Upload(BASE + 3 * MINUTE_NS, 10**9 + 3), "u3") is False
+    with pytest.raises(IdempotencyConflictError):
+        after.record(DEVICE, Heartbeat(BASE), "k3")
+    assert after.record(DEVICE, Upload(BASE, 1), "k3") is True  # another kind's key
+
+
+def test_close_snapshots_and_the_next_start_replays_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = MemoryStore()
+    durable = DurableStore(tmp_path, "everysec", 0)
+    durable.open(store, SAMPLE_DEVICES)
+    fill(store)
+    durable.close()
+    assert [p.stat().st_size for p in segments(tmp_path)] == [len(MAGIC)]
+    with caplog.at_level(logging.INFO):
+        again = open_memory(tmp_path)
+    assert "0 journal records replayed" in caplog.text
+    assert state(again) == state(store)
+
+
+def test_a_snapshot_taken_during_writes_counts_each_change_once(tmp_path: Path) -> None:
+    store = MemoryStore()
+    durable = DurableStore(tmp_path, "no", 0)
+    durable.open(store, SAMPLE_DEVICES)
+    stop = threading.Event()
+
+    def writer(device_id: str) -> None:
+        n = 0
+        while not stop.is_set():
+            store.record(device_id, Upload(BASE + n * MINUTE_NS, n), None)
+            store.record(device_id, Heartbeat(BASE + n * MINUTE_NS), None)
+            n += 1
+
+    threads = [threading.Thread(target=writer, args=(d,)) for d in SAMPLE_DEVICES]
+    for thread in threads:
+        thread.start()
+    for _ in range(3):
+        durable.snapshot()
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert state(open_memory(tmp_path)) == state(store)
+
+
+def test_the_csv_adds_and_runtime_registry_changes_stay(tmp_path: Path) -> None:
+    store = open_memory(tmp_path, SAMPLE_DEVICES[:3])
+    store.register("cam-07")
+    store.remove(SAMPLE_DEVICES[0])
+    durable = DurableStore(tmp_path, "no", 0)
+    later = MemoryStore()
+    durable.open(later, (*SAMPLE_DEVICES, "new-1"))  # the CSV grew
+    expected = sorted({*SAMPLE_DEVICES[1:], "new-1", "cam-07"})
+    assert later.ids_after(None, 100) == expected
+    durable.close()
+    assert open_memory(tmp_path, SAMPLE_DEVICES).ids_after(None, 100) == expected
+    again = open_memory(tmp_path, SAMPLE_DEVICES)
+    again.register(SAMPLE_DEVICES[0])  # registered again: no longer removed
+    assert SAMPLE_DEVICES[0] in open_memory(tmp_path, SAMPLE_DEVICES)
+
+
+def test_an_unusable_directory_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StateError, match=f"{blocker}: cannot use the data directory"):
+        open_memory(blocker)
+
+
+def test_a_snapshot_of_another_version_or_cut_short_is_refused(tmp_path: Path) -> None:
+    store = MemoryStore()
+    durable = DurableStore(tmp_path, "no", 0)
+    durable.open(store, SAMPLE_DEVICES)
+    durable.close()
+    path = tmp_path / SNAPSHOT_FILE
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-2]) + "\n")
+    with pytest.raises(SnapshotError, match="incomplete"):
+        read_snapshot(tmp_path)
+    header = json.loads(lines[0])
+    path.write_text(json.dumps({**header, "version": 2}) + "\n" + "\n".join(lines[1:]) + "\n")
+    with pytest.raises(SnapshotError, match="snapshot version 2 is not 1"):
+        read_snapshot(tmp_path)
+
+
+def test_a_failed_last_snapshot_keeps_the_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = MemoryStore()
+    durable = DurableStore(tmp_path, "no", 0)
+    durable.open(store, SAMPLE_DEVICES)
+    fill(store)
+
+    def full_disk(*args: object, **kwargs: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("fleet_monitor.store.durable.write_snapshot", full_disk)
+    durable.close()
+    monkeypatch.undo()
+    assert "the last snapshot failed" in caplog.text
+    assert state(open_memory(tmp_path)) == state(store)

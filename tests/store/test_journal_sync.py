@@ -1,0 +1,270 @@
+"""The journal on a frozen disk: no fsync under its lock, durability tracked by lsn across
+rotations, and a snapshot that never holds a write up for longer than its own copy."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from fleet_monitor.domain.events import Heartbeat
+from fleet_monitor.store.durable import DurableStore
+from fleet_monitor.store.journal import Journal, JournalError, read_segment, segments
+from fleet_monitor.store.memory import MemoryStore
+from tests.conftest import SAMPLE_DEVICES
+
+DEADLINE_S = 10.0  # liveness only: each step takes milliseconds unless the journal hangs
+
+
+class FrozenDisk:
+    """``os.fsync`` replaced: each call is noted by file name once done; while frozen, calls
+    (on files whose name contains ``only``, if given) wait until thawed."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, directory: Path) -> None:
+        self.directory = directory
+        self.events: list[str] = []
+        self.held = threading.Event()  # an fsync is waiting at the gate
+        self._open = threading.Event()
+        self._open.set()
+        self._only = ""
+        self._lock = threading.Lock()
+        real = os.fsync
+
+        def fsync(fd: int) -> None:
+            target = Path(os.readlink(f"/proc/self/fd/{fd}"))
+            name = "directory" if target == directory else target.name
+            if not self._open.is_set() and self._only in name:
+                self.held.set()
+                self._open.wait()
+            real(fd)
+            self.note(f"fsync {name}")
+
+        monkeypatch.setattr(os, "fsync", fsync)
+
+    def freeze(self, only: str = "") -> None:
+        """Hold every later fsync (of files named with ``only``) until :meth:`thaw`."""
+        self._only = only
+        self.held.clear()
+        self._open.clear()
+
+    def thaw(self) -> None:
+        """Let held and later fsyncs run."""
+        self._open.set()
+
+    def note(self, event: str) -> None:
+        """Add an event to the ordered list."""
+        with self._lock:
+            self.events.append(event)
+
+
+def in_thread(work: Callable[[], object]) -> threading.Thread:
+    """Start ``work`` in a daemon thread (so a hang fails the test instead of freezing it)."""
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    return thread
+
+
+def within_deadline(work: Callable[[], object]) -> None:
+    """Run ``work``; fail if it does not return in time (the journal would be frozen)."""
+    thread = in_thread(work)
+    thread.join(DEADLINE_S)
+    assert not thread.is_alive(), "blocked behind a frozen fsync"
+
+
+def wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.005)
+
+
+def appender(journal: Journal, disk: FrozenDisk, name: str) -> threading.Thread:
+    """Append a record for device ``name`` in a thread; note ``returned <name>`` after."""
+
+    def work() -> None:
+        journal.append("h", name, sent_at_ns=1)
+        disk.note(f"returned {name}")
+
+    return in_thread(work)
+
+
+def after(events: list[str], first: str, then: str) -> bool:
+    """Whether ``then`` occurs after some ``first``."""
+    return first in events and then in events[events.index(first) + 1 :]
+
+
+def test_rotation_while_an_fsync_is_in_flight_waits_for_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = FrozenDisk(monkeypatch, tmp_path)
+    journal = Journal(tmp_path, 1, "always")
+    journal.append("h", "warm-up", sent_at_ns=0)
+    disk.freeze()
+    a = appender(journal, disk, "a")  # lsn 2, in journal-1.log; its fsync hangs
+    assert disk.held.wait(DEADLINE_S)
+    older: list[Path] = []
+    within_deadline(lambda: older.extend(journal.rotate()))
+    assert older == [tmp_path / "journal-1.log"]
+    b = appender(journal, disk, "b")  # lsn 3, in journal-3.log
+    wait_for(lambda: journal.next_lsn == 4)  # written to the OS with the fsync still frozen
+    assert a.is_alive() and b.is_alive()  # neither is reported durable yet
+    disk.note("thawed")
+    disk.thaw()
+    a.join(DEADLINE_S)
+    b.join(DEADLINE_S)
+    journal.close()
+    events = disk.events[disk.events.index("thawed") :]
+    # b's record is durable only once its new segment and the directory entry are
+    assert after(events, "fsync directory", "returned b")
+    assert after(events, "fsync journal-3.log", "returned b")
+    assert journal.durable_lsn == 3
+
+
+def test_an_always_writer_whose_record_was_in_the_old_segment_waits_for_its_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = FrozenDisk(monkeypatch, tmp_path)
+    journal = Journal(tmp_path, 1, "always")
+    journal.append("h", "warm-up", sent_at_ns=0)
+    disk.freeze()
+    x = appender(journal, disk, "x")  # lsn 2: its fsync (of journal-1.log) hangs
+    assert disk.held.wait(DEADLINE_S)
+    a = appender(journal, disk, "a")  # lsn 3 written after x's fsync began
+    wait_for(lambda: journal.next_lsn == 4)
+    within_deadline(journal.rotate)
+    disk.note("rotated")
+    disk.thaw()
+    x.join(DEADLINE_S)
+    a.join(DEADLINE_S)
+    assert not a.is_alive()
+    journal.close()
+    events = disk.events[disk.events.index("rotated") :]
+    # x's fsync began before a's write: a waits for the retired segment's own fsync
+    assert events[: events.index("returned a")].count("fsync journal-1.log") >= 2
+
+
+def test_everysec_writes_and_rotations_go_on_while_the_background_fsync_hangs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = FrozenDisk(monkeypatch, tmp_path)
+    journal = Journal(tmp_path, 1, "everysec")
+    journal.append("h", "d", sent_at_ns=0)
+    disk.freeze()
+    assert disk.held.wait(DEADLINE_S)  # the background thread's fsync hangs
+
+    def write_and_rotate() -> None:
+        for n in range(1, 301):
+            journal.append("h", "d", sent_at_ns=n)
+            if n % 100 == 0:
+                journal.rotate()
+
+    within_deadline(write_and_rotate)
+    disk.thaw()
+    within_deadline(journal.close)
+    found = [
+        entry.sent_at_ns
+        for path in segments(tmp_path)
+        for entry in read_segment(path, last=False, repair=False)
+    ]
+    assert found == list(range(301))
+    assert journal.durable_lsn == 301
+    assert open_files(tmp_path) == []  # the retired segments were closed too
+
+
+def open_files(directory: Path) -> list[Path]:
+    """The files in ``directory`` this process holds open."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            continue  # the listing's own descriptor, closed meanwhile
+        if target.parent == directory:
+            found.append(target)
+    return found
+
+
+def test_a_snapshot_stuck_in_its_fsync_holds_no_write_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = FrozenDisk(monkeypatch, tmp_path)
+    store = MemoryStore()
+    durable = DurableStore(tmp_path, "always", 0)
+    durable.open(store, SAMPLE_DEVICES)
+    disk.freeze(only="snapshot")
+    snapshot = in_thread(durable.snapshot)
+    assert disk.held.wait(DEADLINE_S)  # the snapshot's own fsync hangs
+
+    def writes() -> None:
+        for n, device in enumerate(SAMPLE_DEVICES * 20):
+            store.record(device, Heartbeat(n * 60 * 10**9), None)
+        store.register("cam-07")
+
+    within_deadline(writes)
+    disk.thaw()
+    snapshot.join(DEADLINE_S)
+    durable.close()
+
+
+def test_a_failed_rotation_keeps_the_current_segment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = Journal(tmp_path, 1, "no")
+    journal.append("h", "d", sent_at_ns=1)
+    real_write = os.write
+
+    def full_disk(fd: int, data: bytes) -> int:
+        if bytes(data) == b"FMJ1":
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        journal.rotate()
+    monkeypatch.undo()
+    journal.append("h", "d", sent_at_ns=2)
+    journal.close()
+    [path] = segments(tmp_path)  # no half-made segment left
+    assert [e.sent_at_ns for e in read_segment(path, last=True, repair=False)] == [1, 2]
+
+
+def test_a_closed_journal_refuses_writes_and_rotations(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, 1, "everysec")
+    journal.close()
+    with pytest.raises(JournalError, match="closed"):
+        journal.append("h", "d", sent_at_ns=1)
+    with pytest.raises(JournalError, match="closed"):
+        journal.rotate()
+    journal.close()  # twice is fine
+
+
+def test_a_closed_store_takes_no_more_snapshots(tmp_path: Path) -> None:
+    durable = DurableStore(tmp_path, "everysec", 0)
+    durable.open(MemoryStore(), SAMPLE_DEVICES)
+    durable.close()  # as a periodic snapshot due just now would find it
+    with pytest.raises(JournalError, match="closed"):
+        durable.snapshot()
+    durable.close()  # twice is fine
+
+
+def test_a_failed_fsync_fails_the_always_write_and_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = Journal(tmp_path, 1, "always")
+    real_fsync = os.fsync
+
+    def broken(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", broken)
+    with pytest.raises(JournalError, match="cannot fsync the journal: Input/output error"):
+        journal.append("h", "d", sent_at_ns=1)
+    assert journal.health.problem() == f"cannot fsync the journal: Input/output error ({tmp_path})"
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    wait_for(lambda: journal.health.problem() is None)  # the background thread retried
+    assert journal.durable_lsn == 1
+    journal.close()

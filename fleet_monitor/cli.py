@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,11 +12,10 @@ from fleet_monitor import __version__
 from fleet_monitor.config import ConfigError, add_arguments, settings_from
 from fleet_monitor.logs import configure_logging
 from fleet_monitor.simulator.scenarios import DEFAULT_START
-from fleet_monitor.store.devices_file import DevicesFileError, load_device_ids
+from fleet_monitor.store.devices_file import DevicesFileError
 
 USAGE_ERROR = 2
 GIL_SWITCH_SECONDS = 0.001
-MISMATCH = 1
 
 
 def _fraction(text: str) -> float:
@@ -44,6 +41,7 @@ def _positive(kind: type[int] | type[float]) -> argparse._ActionType:
 def _add_simulate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sim = commands.add_parser(
         "simulate",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="replay a fleet against a server and compare expected with actual stats",
         description="Send a fleet's heartbeats and upload stats to any server that speaks the "
         "device API, then GET each device's stats and compare them with the expected values. "
@@ -51,7 +49,7 @@ def _add_simulate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         "unreachable server.",
     )
     add = sim.add_argument
-    add("--url", default="http://127.0.0.1:6733", help="server base URL (default: %(default)s)")
+    add("--url", default="http://127.0.0.1:6733", help="server base URL")
     add("--devices", type=Path, default=Path("devices.csv"), help="CSV of device ids")
     add(
         "--profile",
@@ -62,14 +60,14 @@ def _add_simulate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     add("--scenario", type=Path, help="replay this JSON Lines scenario instead of generating")
     add("--save-scenario", type=Path, help="write the scenario used as JSON Lines")
-    add("--minutes", type=_positive(int), default=480, help="span of heartbeats (default 480)")
-    add("--uploads", type=int, default=100, help="upload records per device (default 100)")
+    add("--minutes", type=_positive(int), default=480, help="span of heartbeats, in minutes")
+    add("--uploads", type=int, default=100, help="upload records per device")
     add("--missing-rate", type=_fraction, default=0.02, help="share of minutes without heartbeat")
     add("--duplicate-rate", type=_fraction, default=0.02, help="share of heartbeats sent twice")
     add("--out-of-order", type=_fraction, default=0.05, help="share of events sent out of order")
     add("--seed", type=int, default=1, help="random seed (same seed, same scenario)")
     add("--start", default=DEFAULT_START, help="first minute of the scenario (RFC 3339)")
-    add("--concurrency", type=_positive(int), default=8, help="requests in flight (default 8)")
+    add("--concurrency", type=_positive(int), default=8, help="requests in flight")
     add("--rate", type=_positive(float), help="at most this many requests a second, all workers")
     add("--burst", type=_positive(int), default=10, help="token bucket size for --rate")
     add("--timeout", type=_positive(float), default=10.0, help="seconds per request attempt")
@@ -102,78 +100,6 @@ def _fail(message: str) -> int:
     return USAGE_ERROR
 
 
-def simulate(args: argparse.Namespace) -> int:
-    """Run ``fleet-monitor simulate``; return its exit status."""
-    # Imported here: ``serve`` starts faster without the HTTP client (-0.15 s).
-    import requests
-
-    from fleet_monitor.domain.errors import UnknownDeviceError
-    from fleet_monitor.simulator.report import fetch_actual, render_json, render_text
-    from fleet_monitor.simulator.scenarios import (
-        ASSIGNMENT_FLEET,
-        GeneratorOptions,
-        ScenarioError,
-        assignment,
-        expected_results,
-        generate,
-        load,
-        save,
-    )
-    from fleet_monitor.simulator.sender import Sender, SendOptions, send_lanes, split_lanes
-
-    configure_logging(20, "text")
-    url = args.url.rstrip("/")
-    try:
-        if args.profile == "assignment" and args.scenario is None:
-            devices = list(ASSIGNMENT_FLEET)
-            events = assignment(args.seed, args.start)
-        else:
-            devices = load_device_ids(args.devices)
-            options = GeneratorOptions(
-                args.minutes,
-                args.uploads,
-                args.missing_rate,
-                args.duplicate_rate,
-                args.out_of_order,
-                args.seed,
-                args.start,
-            )
-            events = load(args.scenario) if args.scenario else generate(devices, options)
-        expected = expected_results(devices, events)
-    except (DevicesFileError, ScenarioError) as error:
-        return _fail(str(error))
-    except UnknownDeviceError as error:
-        return _fail(f"the scenario names device {str(error)!r} that is not in {args.devices}")
-    except ValueError as error:
-        return _fail(f"--start: {error}")
-    if args.save_scenario:
-        save(events, args.save_scenario)
-    try:
-        requests.get(f"{url}/api/v1/devices/{devices[0] if devices else 'x'}/stats", timeout=5)
-    except requests.RequestException as error:
-        return _fail(f"cannot reach {url}: {type(error).__name__}")
-
-    sender = Sender(
-        SendOptions(url, args.concurrency, args.rate, args.burst, args.timeout, args.retries)
-    )
-    by_device = args.profile == "assignment"
-    lanes = split_lanes(events, args.concurrency, by_device)
-    started = time.perf_counter()
-    send_lanes(sender, lanes, len(lanes) if by_device else args.concurrency)
-    results = [fetch_actual(sender, device, expected[device]) for device in expected]
-    wall = time.perf_counter() - started
-    text = render_text(results, sender.totals, wall)
-    print(text, end="")
-    if args.report:
-        args.report.write_text(text, encoding="utf-8")
-    if args.report_json:
-        report = render_json(results, sender.totals, wall)
-        args.report_json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    if any(r.error == "no response" for r in results):
-        return _fail(f"{url} stopped answering")
-    return 0 if all(r.matches for r in results) else MISMATCH
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the process exit status."""
     parser = build_parser()
@@ -182,7 +108,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return USAGE_ERROR
     if args.command == "simulate":
-        return simulate(args)
+        # Imported here: ``serve`` starts faster without the HTTP client (-0.15 s).
+        from fleet_monitor.simulator.run import UsageError, run
+
+        try:
+            return run(args)
+        except UsageError as error:
+            return _fail(str(error))
     try:
         settings = settings_from(args, os.environ)
     except ConfigError as error:

@@ -78,10 +78,40 @@ def create_app(
 
     ``clock`` gives the service's "now" (for online status and default windows).
     ``readiness`` is the life cycle ``/readyz`` reports; the API answers 503 until the fleet
-    is loaded. Without one, the app is ready at once.
+    is loaded. Without one, the app is ready at once. Requests pass, in order: the timing
+    middleware, the fast path (device writes), then Flask (admission, the view, the error
+    handler, the access line).
     """
     readiness = readiness or Readiness(READY)
     readiness.add_check(store.problem)
+    context = _context(settings, store, clock, readiness)
+    admission = Admission(
+        Access(settings.read_token, settings.device_token, settings.admin_token),
+        readiness,
+        _limiter(settings.read_rate_limit, settings.burst),
+    )
+    observer = RequestObserver(context.metrics)
+    app = Flask(__name__)
+    app.extensions[METRICS_EXTENSION] = context.metrics
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]  # "µs" as UTF-8, as Go sends it
+    context.install(app)
+    _install_hooks(app, admission, observer)
+    app.register_blueprint(api)
+    app.register_blueprint(ops)
+    app.wsgi_app = timed(  # type: ignore[method-assign,assignment]
+        fast_device_writes(
+            app.wsgi_app,
+            ingest=context.ingest,
+            admission=admission,
+            observer=observer,
+            max_body_bytes=settings.max_body_bytes,
+        )
+    )
+    return app
+
+
+def _context(settings: Settings, store: Store, clock: Clock, readiness: Readiness) -> Context:
     offline_after_ns = settings.offline_after * NS_PER_SECOND
     metrics = Metrics(store, clock, offline_after_ns, per_device=settings.metrics_per_device)
     ingest = Ingest(
@@ -91,16 +121,7 @@ def create_app(
         sent_at_range=SentAtRange(settings.max_sent_at_age, settings.max_sent_at_lead),
         limiter=_limiter(settings.rate_limit, settings.burst),
     )
-    admission = Admission(
-        Access(settings.read_token, settings.device_token, settings.admin_token),
-        readiness,
-        _limiter(settings.read_rate_limit, settings.burst),
-    )
-    app = Flask(__name__)
-    app.extensions[METRICS_EXTENSION] = metrics
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.json.ensure_ascii = False  # type: ignore[attr-defined]  # "µs" as UTF-8, as Go sends it
-    Context(
+    return Context(
         store=store,
         clock=clock,
         offline_after_ns=offline_after_ns,
@@ -111,8 +132,11 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
         max_batch=settings.max_batch,
         batch_bytes=batch_body_bytes(settings),
-    ).install(app)
-    observer = RequestObserver(metrics)
+    )
+
+
+def _install_hooks(app: Flask, admission: Admission, observer: RequestObserver) -> None:
+    """Admission before an API view, the one error handler, the access line after."""
 
     @app.before_request
     def admit() -> None:
@@ -138,16 +162,3 @@ def create_app(
         )
         response.headers[REQUEST_ID_HEADER] = rid
         return response
-
-    app.register_blueprint(api)
-    app.register_blueprint(ops)
-    app.wsgi_app = timed(  # type: ignore[method-assign,assignment]
-        fast_device_writes(
-            app.wsgi_app,
-            ingest=ingest,
-            admission=admission,
-            observer=observer,
-            max_body_bytes=settings.max_body_bytes,
-        )
-    )
-    return app

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 
 import pytest
 from flask.testing import FlaskClient
-from freezegun import freeze_time
 from prometheus_client.parser import text_string_to_metric_families
 
 from fleet_monitor.config import Settings
 from fleet_monitor.domain.history import DeviceHistory, DeviceSnapshot
+from fleet_monitor.domain.timestamps import parse_rfc3339
 from fleet_monitor.http.app import create_app
 from fleet_monitor.http.readiness import READY, STARTING, STOPPING, Readiness
 from fleet_monitor.logs import configure_logging
@@ -127,10 +127,9 @@ def test_requests_are_counted_by_route_template_method_and_status(client: FlaskC
     assert (("le", "0.0005"), ("route", ROUTE)) in buckets
 
 
-@freeze_time(NOW)
 def test_fleet_gauges_are_computed_at_scrape_time() -> None:
     store = MemoryStore(SAMPLE_DEVICES)
-    client = create_app(Settings(), store).test_client()
+    client = create_app(Settings(), store, clock=lambda: parse_rfc3339(NOW)).test_client()
     beat(client, "2024-04-02T09:09:00Z", SAMPLE_DEVICES[0])  # online
     beat(client, "2024-04-02T09:00:00Z", SAMPLE_DEVICES[1])  # offline (10 min old)
     beat(client, "2024-04-02T09:05:00Z", SAMPLE_DEVICES[1])  # still offline: 5 min old
@@ -145,10 +144,11 @@ def test_fleet_gauges_are_computed_at_scrape_time() -> None:
     assert not any(name.startswith("fleet_monitor_device_") for name, _ in found)
 
 
-@freeze_time(NOW)
 def test_per_device_series_only_when_asked() -> None:
     client = create_app(
-        Settings(metrics_per_device=True), MemoryStore(SAMPLE_DEVICES[:2])
+        Settings(metrics_per_device=True),
+        MemoryStore(SAMPLE_DEVICES[:2]),
+        clock=lambda: parse_rfc3339(NOW),
     ).test_client()
     beat(client, "2024-04-02T09:00:00Z")
     beat(client, "2024-04-02T09:04:30Z")

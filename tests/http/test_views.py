@@ -1,4 +1,5 @@
-"""Fleet views over HTTP (status, pages, registry, summary, windows), with a frozen clock."""
+"""Fleet views over HTTP (status, pages, registry, summary, windows), with a frozen clock
+(injected into the app: the process's own clock is left alone)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,19 @@ import threading
 from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
-from freezegun import freeze_time
 
 from fleet_monitor.config import Settings
 from fleet_monitor.domain.readmodels import Window, make_window
+from fleet_monitor.domain.timestamps import parse_rfc3339
 from fleet_monitor.http.app import create_app
 from fleet_monitor.store.memory import MemoryStore
 from tests.conftest import SAMPLE_DEVICES
 from tests.support.api import API, assert_error, heartbeat
 
 NOW = "2024-04-02T12:00:00Z"
+NOW_NS = parse_rfc3339(NOW)
 A, B, C, D, E = sorted(SAMPLE_DEVICES)  # 18-…, 26-…, 38-…, 60-…, b4-…
 
 
@@ -32,10 +35,13 @@ def upload(client: FlaskClient, device: str, sent_at: str, upload_time: int) -> 
     assert client.post(f"{API}/{device}/stats", json=body).status_code == 204
 
 
-@pytest.fixture(autouse=True)
-def frozen() -> Any:
-    with freeze_time(NOW):
-        yield
+def frozen_clock() -> int:
+    return NOW_NS
+
+
+@pytest.fixture
+def app(store: MemoryStore) -> Flask:
+    return create_app(Settings(), store, clock=frozen_clock)
 
 
 # --- status and the device list -----------------------------------------------------------
@@ -111,7 +117,7 @@ def test_status_filter(client: FlaskClient, status: str, ids: list[str]) -> None
 
 
 def test_offline_after_setting(store: MemoryStore) -> None:
-    client = create_app(Settings(offline_after=3600), store).test_client()
+    client = create_app(Settings(offline_after=3600), store, clock=frozen_clock).test_client()
     heartbeat(client, "2024-04-02T11:00:00Z", A)
     assert get(client, f"{API}/{A}")["status"] == "online"
 
@@ -147,13 +153,15 @@ def test_pages_with_concurrent_inserts_and_removals(
     seen: list[str] = []
     cursor = None
     stop = threading.Event()
+    removed_before_listed: list[bool] = []
 
     def churn() -> None:
-        n = 0
-        while not stop.is_set():
-            store.register(f"new-{n:05d}")  # sorts between the sample ids and "dev-…"
-            store.register(f"zzz-{n:05d}")  # sorts after everything
-            n += 1
+        for n in range(3000):  # bounded, so that paging always reaches the end
+            if stop.is_set():
+                return
+            store.register(f"0-new-{n:05d}")  # sorts before every id: behind the cursor
+            store.register(f"dev-{n % 50:03d}-{n:05d}")  # among the originals
+            store.register(f"zzz-{n:05d}")  # sorts after every id: ahead of the cursor
 
     worker = threading.Thread(target=churn)
     worker.start()
@@ -163,14 +171,16 @@ def test_pages_with_concurrent_inserts_and_removals(
             body = get(client, query)
             seen += [d["device_id"] for d in body["devices"]]
             cursor = body["next"]
-            if cursor is None or len(seen) > 20_000:
+            if cursor is None:
                 break
-            # an original device removed mid-way is simply not listed afterwards
-            if len(seen) == 14:
+            if len(seen) == 14:  # an original device ahead of the cursor is removed
+                removed_before_listed.append("dev-040" not in seen)
                 store.remove("dev-040")
     finally:
         stop.set()
         worker.join()
+    assert removed_before_listed == [True]
+    assert "dev-040" not in seen, "a device removed ahead of the cursor is not listed"
     assert len(seen) == len(set(seen)), "no device listed twice"
     assert seen == sorted(seen), "pages stay in id order"
     originals = [*sorted(SAMPLE_DEVICES), *(f"dev-{n:03d}" for n in range(50) if n != 40)]

@@ -1,34 +1,32 @@
-"""Running a WSGI app under waitress until SIGTERM or SIGINT."""
+"""Running a WSGI app under waitress until SIGTERM or SIGINT (``wsgi_server`` sets waitress up)."""
 
 from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING
 
 from waitress import wasyncore
-from waitress.channel import HTTPChannel
-from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
-from waitress.task import WSGITask
+from waitress.server import BaseWSGIServer, MultiSocketServer
 
-from fleet_monitor.app import batch_body_bytes, create_app
+from fleet_monitor.app import create_app
 from fleet_monitor.config import Settings
 from fleet_monitor.devices_file import load_device_ids
 from fleet_monitor.durable import DurableStore
 from fleet_monitor.fleet import Fleet
 from fleet_monitor.readiness import Readiness
+from fleet_monitor.wsgi_server import DescriptorLimitError, create_wsgi_server, ensure_descriptors
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
 log = logging.getLogger(__name__)
 
-# waitress's own ceiling on bodies, kept above ours so that Flask answers an oversized
-# body with the API's JSON 413 while waitress still refuses absurd ones.
-WAITRESS_BODY_SLACK = 1024 * 1024
+USAGE_ERROR = 2
 
 
 def serve(settings: Settings) -> None:
@@ -36,7 +34,9 @@ def serve(settings: Settings) -> None:
 
     The CSV is read before the port opens, so a bad one stops the start at once. The port then
     opens with ``/healthz`` up and ``/readyz`` answering 503 while the fleet is built in the
-    background; the API answers once it is loaded.
+    background; the API answers once it is loaded. A ``--connection-limit`` the open-file
+    limit cannot hold ends the process with one line on stderr and exit status 2, as an
+    invalid setting does (``cli.main`` does not catch :class:`ConfigError` from here).
     """
     device_ids = load_device_ids(settings.devices)
     readiness = Readiness()
@@ -57,7 +57,11 @@ def serve(settings: Settings) -> None:
             extra={"fields": {"devices": len(fleet)}},
         )
 
-    serve_app(create_app(settings, fleet, readiness=readiness), settings, readiness, load)
+    try:
+        serve_app(create_app(settings, fleet, readiness=readiness), settings, readiness, load)
+    except DescriptorLimitError as error:  # a setting this host cannot hold: exit as cli does
+        print(f"fleet-monitor: error: {error}", file=sys.stderr)
+        raise SystemExit(USAGE_ERROR) from None
     if store is not None:
         store.close()  # a last snapshot: the next start replays nothing
 
@@ -73,25 +77,16 @@ def serve_app(
     ``load`` runs in a thread once the port is open; ``readiness`` turns ready when it returns.
     If it raises, the server stops and the error is raised here. After a stop signal,
     ``readiness`` turns to stopping, and the server keeps serving for
-    ``settings.shutdown_grace`` seconds (a second signal ends that at once).
+    ``settings.shutdown_grace`` seconds (a second signal ends that at once). Raises
+    :class:`DescriptorLimitError` before listening when the open-file limit (raised towards
+    its hard limit as needed) cannot hold ``settings.connection_limit`` connections.
     """
     readiness = readiness or Readiness()
-    server = create_server(
-        app,
-        host=settings.host,
-        port=settings.port,
-        threads=settings.threads,
-        ident="fleet-monitor",
-        max_request_body_size=max(settings.max_body_bytes, batch_body_bytes(settings))
-        + WAITRESS_BODY_SLACK,
-        channel_timeout=settings.channel_timeout,
-        connection_limit=settings.connection_limit,
-    )
-    for listener in _listeners(server):
-        listener.channel_class = KeepAliveChannel
+    ensure_descriptors(settings)
+    server = create_wsgi_server(app, settings)
     main_thread = threading.get_ident()
 
-    def stop_soon() -> None:  # a real signal to the main thread wakes waitress's select()
+    def stop_soon() -> None:  # a real signal to the main thread wakes waitress's poll()
         signal.pthread_kill(main_thread, signal.SIGTERM)
 
     interrupted = threading.Event()
@@ -144,38 +139,6 @@ def serve_app(
     if failures:
         raise failures[0]
     log.info("stopped")
-
-
-class BodylessKeepAliveTask(WSGITask):
-    """A waitress task that keeps HTTP/1.1 connections open after a 204 (or 304).
-
-    waitress 3.0 closes the connection after any response that has no Content-Length, even
-    a 204, which cannot have a body and so needs no length to end it; every device POST would
-    then pay a new TCP connection. A client's ``Connection: close`` is still honoured, and
-    so is every other reason waitress has to close.
-    """
-
-    def set_close_on_finish(self) -> None:
-        """Close after this response, unless it is a body-less answer to a keep-alive request."""
-        bodyless = not self.has_body and self.version == "1.1" and not self.wrote_header
-        headers: dict[str, str] = getattr(self.request, "headers", {})
-        wants_close = headers.get("CONNECTION", "").lower() == "close"
-        if bodyless and not wants_close:
-            return
-        super().set_close_on_finish()
-
-
-class KeepAliveChannel(HTTPChannel):
-    """waitress's channel, running :class:`BodylessKeepAliveTask`."""
-
-    task_class = BodylessKeepAliveTask
-
-
-def _listeners(server: MultiSocketServer | BaseWSGIServer) -> list[BaseWSGIServer]:
-    if isinstance(server, MultiSocketServer):
-        dispatchers: Iterable[object] = (server.map or {}).values()
-        return [s for s in dispatchers if isinstance(s, BaseWSGIServer)]
-    return [server]
 
 
 def _addresses(server: MultiSocketServer | BaseWSGIServer) -> list[tuple[str, int]]:

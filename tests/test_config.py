@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from fleet_monitor import server
 from fleet_monitor.cli import build_parser
 from fleet_monitor.config import ConfigError, Settings, settings_from
+from fleet_monitor.wsgi_server import waitress_options
 
 
 def parse(argv: list[str], environ: dict[str, str] | None = None) -> Settings:
@@ -174,17 +174,11 @@ def test_help_documents_every_option_and_its_env_var() -> None:
         assert env in " ".join(text.split())
 
 
-def test_waitress_gets_the_limits(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: dict[str, object] = {}
-
-    def fake_create_server(app: object, **kwargs: object) -> object:
-        seen.update(kwargs)
-        raise OSError("stop here")
-
-    monkeypatch.setattr(server, "create_server", fake_create_server)
-    settings = Settings(channel_timeout=30, connection_limit=50, max_batch=1000)
-    with pytest.raises(OSError, match="stop here"):
-        server.serve_app(lambda environ, start_response: [], settings)
-    assert seen["channel_timeout"] == 30
-    assert seen["connection_limit"] == 50
-    assert seen["max_request_body_size"] == 1000 * 512 + 1024 * 1024  # a full batch fits
+def test_waitress_gets_the_limits() -> None:
+    settings = Settings(channel_timeout=30, connection_limit=500, max_batch=1000, threads=3)
+    options = waitress_options(settings)
+    assert options["channel_timeout"] == 30
+    assert options["connection_limit"] == 500
+    assert options["threads"] == 3
+    assert options["max_request_body_size"] == 1000 * 512 + 1024 * 1024  # a full batch fits
+    assert options["asyncore_use_poll"] is True  # select() cannot watch descriptors > 1023

@@ -4,6 +4,7 @@
   process died once about 1,020 clients were connected.
 - At start, the soft open-file limit is raised to what ``--connection-limit`` needs, or the
   start is refused when the hard limit cannot hold it.
+- What waitress refuses itself (400, 413, 431, 501) is answered in the service's JSON.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from waitress.task import ThreadedTaskDispatcher, WSGITask
 
 from fleet_monitor.app import batch_body_bytes
 from fleet_monitor.config import ConfigError, Settings
+from fleet_monitor.http_errors import JsonErrorTask
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -93,9 +95,11 @@ class BodylessKeepAliveTask(WSGITask):
 
 
 class KeepAliveChannel(HTTPChannel):
-    """waitress's channel, running :class:`BodylessKeepAliveTask`."""
+    """waitress's channel, running :class:`BodylessKeepAliveTask`, and answering what waitress
+    refuses itself in JSON (:class:`JsonErrorTask`)."""
 
     task_class = BodylessKeepAliveTask
+    error_task_class = JsonErrorTask
 
 
 class FleetServer(TcpWSGIServer):

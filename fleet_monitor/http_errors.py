@@ -3,8 +3,8 @@
 waitress answers a request it cannot parse (400, 413, 431, 501) with a plain-text page of its
 own. :class:`JsonErrorTask` answers the same statuses with the service's contract instead:
 ``Content-Type: application/json`` and ``{"msg": "<sentence>"}``, then closes the connection
-as waitress does. It also gives each answer an ``X-Request-ID`` and writes an access line, as
-the app does for its own.
+as waitress does. It also answers the connection guard's 408 and 503 (see ``connections.py``),
+gives each answer an ``X-Request-ID`` and writes an access line, as the app does for its own.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from waitress.parser import HTTPRequestParser
 
 access_log = logging.getLogger(ACCESS_LOGGER)
+RETRY_AFTER = "1"
 
 # waitress's reasons for a 400 (the start of its message) and the sentence a client gets.
 _BAD_REQUEST = {
@@ -48,6 +49,20 @@ _BAD_REQUEST = {
     "Invalid chunk extension": "a chunk extension of the chunked body is not valid",
     "Chunk not properly terminated": "a chunk of the chunked body does not end with CRLF",
 }
+
+
+class HeaderTimeoutError(Error):
+    """408: the request's headers did not arrive in time; ``body`` is the sentence sent."""
+
+    code = 408
+    reason = "Request Timeout"
+
+
+class NoSlotError(Error):
+    """503: no connection slot for this request; ``body`` is the sentence sent."""
+
+    code = 503
+    reason = "Service Unavailable"
 
 
 def describe(error: Error, adj: Adjustments) -> str:
@@ -89,6 +104,8 @@ class JsonErrorTask(ErrorTask):
         rid = request_id({"HTTP_X_REQUEST_ID": request.headers.get("X_REQUEST_ID")})
         self.status = f"{error.code} {error.reason}"
         headers = [("Content-Type", "application/json"), (REQUEST_ID_HEADER, rid)]
+        if error.code == NoSlotError.code:
+            headers.append(("Retry-After", RETRY_AFTER))
         self.response_headers = [*self.response_headers, *headers]
         self.set_close_on_finish()
         self.content_length = len(body)

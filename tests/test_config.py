@@ -55,6 +55,8 @@ def test_every_setting_from_its_env_var() -> None:
         "FLEET_MONITOR_BURST": "3",
         "FLEET_MONITOR_CHANNEL_TIMEOUT": "30",
         "FLEET_MONITOR_CONNECTION_LIMIT": "50",
+        "FLEET_MONITOR_CONNECTIONS_PER_CLIENT": "10",
+        "FLEET_MONITOR_HEADER_TIMEOUT": "3",
     }
     assert parse([], environ) == Settings(
         host="0.0.0.0",
@@ -79,6 +81,8 @@ def test_every_setting_from_its_env_var() -> None:
         burst=3,
         channel_timeout=30,
         connection_limit=50,
+        connections_per_client=10,
+        header_timeout=3,
     )
 
 
@@ -119,6 +123,16 @@ def test_switch_from_flag_or_env(argv: list[str], environ: dict[str, str], expec
         ),
         ("FLEET_MONITOR_FSYNC", "sometimes", "FLEET_MONITOR_FSYNC must be one of always, everysec"),
         ("FLEET_MONITOR_RATE_LIMIT", "fast", "FLEET_MONITOR_RATE_LIMIT must be a positive rate"),
+        (
+            "FLEET_MONITOR_CONNECTIONS_PER_CLIENT",
+            "0",
+            "FLEET_MONITOR_CONNECTIONS_PER_CLIENT must be a whole number of at least 1",
+        ),
+        (
+            "FLEET_MONITOR_HEADER_TIMEOUT",
+            "0",
+            "FLEET_MONITOR_HEADER_TIMEOUT must be a whole number of at least 1",
+        ),
         (
             "FLEET_MONITOR_SHUTDOWN_GRACE",
             "-1",
@@ -169,6 +183,8 @@ def test_help_documents_every_option_and_its_env_var() -> None:
         ("--burst", "FLEET_MONITOR_BURST"),
         ("--channel-timeout", "FLEET_MONITOR_CHANNEL_TIMEOUT"),
         ("--connection-limit", "FLEET_MONITOR_CONNECTION_LIMIT"),
+        ("--connections-per-client", "FLEET_MONITOR_CONNECTIONS_PER_CLIENT"),
+        ("--header-timeout", "FLEET_MONITOR_HEADER_TIMEOUT"),
     ]:
         assert flag in text
         assert env in " ".join(text.split())
@@ -178,7 +194,9 @@ def test_waitress_gets_the_limits() -> None:
     settings = Settings(channel_timeout=30, connection_limit=500, max_batch=1000, threads=3)
     options = waitress_options(settings)
     assert options["channel_timeout"] == 30
-    assert options["connection_limit"] == 500
     assert options["threads"] == 3
     assert options["max_request_body_size"] == 1000 * 512 + 1024 * 1024  # a full batch fits
     assert options["asyncore_use_poll"] is True  # select() cannot watch descriptors > 1023
+    assert options["cleanup_interval"] == 1  # the header deadline is checked every second
+    # ours, the 32 spare slots, two 1 % batches of evictions still closing, listeners and pipes
+    assert options["connection_limit"] == 500 + 32 + 2 * 5 + 8

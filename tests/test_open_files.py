@@ -33,7 +33,7 @@ def open_file_limit(pid: int) -> int:
 
 
 def test_over_1023_connections_are_served_once_the_soft_limit_is_raised(tmp_path: Path) -> None:
-    args = ["--connection-limit", "1500"]
+    args = ["--connection-limit", "1500", "--connections-per-client", "1500"]
     with (
         open_files(4000),
         sockets() as held,
@@ -64,7 +64,7 @@ def test_a_connection_limit_the_hard_limit_cannot_hold_is_refused() -> None:
     )
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "fleet-monitor: error: a connection limit of 2000 needs 2064 open files, but the "
+        "fleet-monitor: error: a connection limit of 2000 needs 2144 open files, but the "
         "limit is 1024 (at most 1024): lower --connection-limit or raise the limit "
         "(ulimit -n, systemd LimitNOFILE=)"
     ]

@@ -1,4 +1,5 @@
-"""waitress as the service runs it: poll(), enough open files, guarded connections, JSON errors.
+"""waitress as the service runs it: poll(), enough open files, guarded connections, a lane for
+probes, JSON errors.
 
 - The event loop uses ``poll()``: ``select()`` cannot watch a descriptor above 1023, and the
   process died once about 1,020 clients were connected.
@@ -7,6 +8,8 @@
 - Every connection goes through the :class:`~fleet_monitor.connections.ConnectionGuard`
   (per-client and global slots, eviction, the header deadline); waitress's own connection
   limit sits above ours and only ever catches what is still closing.
+- ``/healthz``, ``/readyz`` and waitress's own error answers run on a reserved thread, so a
+  probe is answered while every worker is busy.
 - What waitress refuses itself (400, 413, 431, 501) is answered in the service's JSON.
 """
 
@@ -248,6 +251,37 @@ class GuardedServer(TcpWSGIServer):
         super().add_task(task)
 
 
+class TwoLaneDispatcher(ThreadedTaskDispatcher):
+    """waitress's worker threads, plus one reserved for health checks and error answers.
+
+    The lane is chosen once the request is parsed, by its path. Error answers (waitress's own,
+    the guard's 503s) need no app code and take microseconds, so they go there too and never
+    wait behind slow requests. The reserved lane's queue warnings have a logger of their own.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reserved = ThreadedTaskDispatcher()
+        self.reserved.queue_logger = logging.getLogger("waitress.queue.reserved")
+        self.reserved.set_thread_count(1)
+
+    def add_task(self, task: Task) -> None:
+        """Queue ``task`` (a channel) in the reserved lane or the main one."""
+        requests = getattr(task, "requests", None)
+        request = requests[0] if requests else None
+        if request is not None and (
+            request.error is not None or getattr(request, "path", None) in HEALTH_PATHS
+        ):
+            self.reserved.add_task(task)
+        else:
+            super().add_task(task)
+
+    def shutdown(self, cancel_pending: bool = True, timeout: int = 5) -> bool:
+        """Stop both lanes."""
+        self.reserved.shutdown(cancel_pending, timeout)
+        return super().shutdown(cancel_pending, timeout)
+
+
 def create_wsgi_server(
     app: WSGIApplication, settings: Settings
 ) -> GuardedServer | MultiSocketServer:
@@ -256,7 +290,7 @@ def create_wsgi_server(
     guard = ConnectionGuard(
         settings.connection_limit, settings.connections_per_client, settings.header_timeout
     )
-    dispatcher = ThreadedTaskDispatcher()
+    dispatcher = TwoLaneDispatcher()
     dispatcher.set_thread_count(adj.threads)
     socket_map: dict[int, Any] = {}
     listeners = [

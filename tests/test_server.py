@@ -1,9 +1,12 @@
-"""The server's life cycle: port open before the fleet loads, ready after, grace on SIGTERM."""
+"""The server's life cycle (port open before the fleet loads, ready after, grace on SIGTERM),
+and its reserved lane for probes."""
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +22,7 @@ from fleet_monitor.fleet import Fleet
 from fleet_monitor.readiness import Readiness
 from fleet_monitor.server import serve_app
 from tests.conftest import DEVICE, SAMPLE_DEVICES, live_server
+from tests.rawhttp import connect, exchange, get, is_closed, read_answer, sockets
 
 
 class _Listening(logging.Handler):
@@ -155,3 +159,45 @@ def test_a_second_signal_ends_the_grace_at_once(tmp_path: Path) -> None:
             time.sleep(0.01)
         server.process.send_signal(signal.SIGINT)
         assert server.process.wait(timeout=5) == 0
+
+
+UPTIME_10K_STEPS = (
+    f"/api/v1/devices/{DEVICE}/uptime"
+    "?start=2024-01-01T00:00:00Z&end=2024-01-07T22:40:00Z&step=1m"  # 10,000 buckets
+)
+
+
+def _queue_up_slow_requests(url: str, count: int) -> list[socket.socket]:
+    """``count`` requests for 10,000 uptime buckets each (about 60 ms of work), all sent."""
+    for sent_at in ("2024-01-01T00:00:00Z", "2024-01-08T00:00:00Z"):
+        body = json.dumps({"sent_at": sent_at})
+        requests.post(f"{url}/api/v1/devices/{DEVICE}/heartbeat", data=body, timeout=5)
+    slow = []
+    for _ in range(count):
+        sock = connect(url, timeout=60)
+        sock.sendall(get(UPTIME_10K_STEPS))
+        slow.append(sock)
+    return slow
+
+
+def test_probes_are_answered_while_the_only_worker_is_busy(tmp_path: Path) -> None:
+    with sockets() as held, live_server(tmp_path, ["--threads", "1"]) as server:
+        held.extend(_queue_up_slow_requests(server.url, 30))
+        control = connect(server.url)  # an API request queued behind the slow ones
+        control.sendall(get(f"/api/v1/devices/{DEVICE}/stats"))
+        held.append(control)
+        healthz = exchange(server.url, get("/healthz"))
+        readyz = exchange(server.url, get("/readyz"))
+        assert not is_closed(control)  # sent first, still waiting: the probes went ahead
+        assert (healthz.status_line, healthz.body) == (
+            "HTTP/1.1 200 OK",
+            b'{"status":"ok","devices":5}\n',
+        )
+        assert (readyz.status_line, readyz.body) == (
+            "HTTP/1.1 200 OK",
+            b'{"status":"ready","ready":true}\n',
+        )
+        for sock in held[:-1]:
+            assert read_answer(sock).status_line == "HTTP/1.1 200 OK"
+        stats = read_answer(control)
+        assert stats.body == b'{"uptime":0.01984126984126984,"avg_upload_time":"0s"}\n'

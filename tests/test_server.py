@@ -1,5 +1,5 @@
 """The server's life cycle (port open before the fleet loads, ready after, grace on SIGTERM),
-and its reserved lane for probes."""
+its reserved lane for probes, and its throttled queue warnings."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ import requests
 from fleet_monitor.app import create_app
 from fleet_monitor.config import Settings
 from fleet_monitor.fleet import Fleet
+from fleet_monitor.logs import THROTTLE_SECONDS
 from fleet_monitor.readiness import Readiness
 from fleet_monitor.server import serve_app
-from tests.conftest import DEVICE, SAMPLE_DEVICES, live_server
+from tests.conftest import DEVICE, SAMPLE_DEVICES, LiveServer, live_server
 from tests.rawhttp import connect, exchange, get, is_closed, read_answer, sockets
 
 
@@ -201,3 +202,30 @@ def test_probes_are_answered_while_the_only_worker_is_busy(tmp_path: Path) -> No
             assert read_answer(sock).status_line == "HTTP/1.1 200 OK"
         stats = read_answer(control)
         assert stats.body == b'{"uptime":0.01984126984126984,"avg_upload_time":"0s"}\n'
+
+
+def test_a_growing_task_queue_logs_one_line_per_10_s_with_the_count_held_back(
+    tmp_path: Path,
+) -> None:
+    def queue_lines(server: LiveServer) -> list[dict[str, object]]:
+        return [line for line in server.log_lines() if line["logger"] == "waitress.queue"]
+
+    with sockets() as held, live_server(tmp_path, ["--threads", "1"]) as server:
+        held.extend(_queue_up_slow_requests(server.url, 30))  # 29 "Task queue depth" warnings
+        deadline = time.monotonic() + 10
+        while not queue_lines(server):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        first_seen = time.monotonic()
+        for sock in held:
+            assert read_answer(sock).status_line == "HTTP/1.1 200 OK"
+        time.sleep(max(0.0, first_seen + THROTTLE_SECONDS + 0.2 - time.monotonic()))
+        held.extend(_queue_up_slow_requests(server.url, 3))  # the queue grows again
+        for sock in held[-3:]:
+            assert read_answer(sock).status_line == "HTTP/1.1 200 OK"
+        lines = queue_lines(server)
+    assert len(lines) == 2
+    assert str(lines[0]["msg"]).startswith("Task queue depth is ")
+    held_back = lines[1]["suppressed"]
+    assert isinstance(held_back, int) and held_back >= 1
+    assert str(lines[1]["msg"]).endswith(f" [{held_back} more like this in the last 10 s]")

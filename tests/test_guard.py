@@ -1,4 +1,5 @@
-"""The connection guard's rules on plain objects (the real process is in test_connections.py)."""
+"""The connection guard's rules on plain objects, and the listener surviving its own bugs
+(the real process is in test_connections.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from fleet_monitor.config import Settings
 from fleet_monitor.connections import OVERFLOW, ConnectionGuard, client_key
+from fleet_monitor.wsgi_server import GuardedServer, create_wsgi_server
 
 
 @pytest.mark.parametrize(
@@ -108,3 +111,21 @@ def test_sweep_times_out_late_headers_and_runs_once_for_all_listeners() -> None:
     assert guard.sweep() == 0  # the second listener's call in the same turn
     now[0] = 101.0
     assert guard.sweep() == 2  # late again (it is closed by then in real life), and fresh
+
+
+def test_an_error_while_accepting_is_logged_and_the_listener_stays(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = create_wsgi_server(lambda environ, start_response: [], Settings(port=0))
+    assert isinstance(server, GuardedServer)
+    try:
+        try:
+            raise RuntimeError("a bug in admission")
+        except RuntimeError:
+            server.handle_error()  # what waitress's loop calls; its own would close the listener
+        assert server.accepting
+        assert server.socket is not None
+        assert "unexpected error while accepting a connection" in caplog.messages
+    finally:
+        server.task_dispatcher.shutdown()
+        server.close()

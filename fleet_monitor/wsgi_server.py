@@ -1,15 +1,11 @@
-"""waitress as the service runs it: poll(), enough open files, guarded connections, a lane for
-probes, JSON errors.
+"""waitress as the service runs it (docs/connections.md tells the why of each part).
 
-- The event loop uses ``poll()``: ``select()`` cannot watch a descriptor above 1023, and the
-  process died once about 1,020 clients were connected.
+- The event loop uses ``poll()``: ``select()`` cannot watch a descriptor above 1023.
 - At start, the soft open-file limit is raised to what ``--connection-limit`` needs, or the
   start is refused when the hard limit cannot hold it.
-- Every connection goes through the :class:`~fleet_monitor.connections.ConnectionGuard`
-  (per-client and global slots, eviction, the header deadline); waitress's own connection
-  limit sits above ours and only ever catches what is still closing.
-- ``/healthz``, ``/readyz`` and waitress's own error answers run on a reserved thread, so a
-  probe is answered while every worker is busy.
+- Every connection goes through the :class:`~fleet_monitor.connections.ConnectionGuard`;
+  waitress's own connection limit sits above ours and only catches what is still closing.
+- ``/healthz``, ``/readyz`` and error answers run on a reserved thread.
 - What waitress refuses itself (400, 413, 431, 501) is answered in the service's JSON.
 """
 

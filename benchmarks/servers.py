@@ -18,8 +18,8 @@ from flask import Flask, Response
 from fleet_monitor.config import Settings
 from fleet_monitor.domain.events import Heartbeat, Upload
 from fleet_monitor.http.app import create_app
+from fleet_monitor.http.server import serve_app
 from fleet_monitor.logs import configure_logging
-from fleet_monitor.server import serve_app
 from fleet_monitor.store.devices_file import load_device_ids
 from fleet_monitor.store.durable import DurableStore
 from fleet_monitor.store.journal import FSYNC_MODES

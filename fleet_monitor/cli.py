@@ -15,7 +15,6 @@ from fleet_monitor.simulator.scenarios import DEFAULT_START
 from fleet_monitor.store.devices_file import DevicesFileError
 
 USAGE_ERROR = 2
-GIL_SWITCH_SECONDS = 0.001
 
 
 def _fraction(text: str) -> float:
@@ -120,10 +119,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         parser.exit(USAGE_ERROR, f"fleet-monitor: error: {error}\n")
     configure_logging(settings.log_level_number, settings.log_format)
-    # A thread holding the GIL (a long windowed read) hands it over after 1 ms, not 5: with
-    # 16 clients reading 10,000-step windows, heartbeat p50 falls from 98 to 23 ms, and
-    # heartbeat throughput is unchanged (docs/operations.md, "Limits and failure modes").
-    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     from fleet_monitor.service import serve
     from fleet_monitor.store.durable import StateError
     from fleet_monitor.store.journal import CorruptJournalError
@@ -131,8 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         serve(settings)
-    except (DevicesFileError, CorruptJournalError, SnapshotError, StateError) as error:
-        return _fail(str(error))
+    except (ConfigError, DevicesFileError, CorruptJournalError, SnapshotError, StateError) as error:
+        return _fail(str(error))  # ConfigError here: a setting this host cannot hold
     except OSError as error:  # e.g. the port is taken
         return _fail(f"cannot listen: {error}")
     return 0

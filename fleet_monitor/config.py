@@ -239,6 +239,20 @@ class Settings:
     connection_limit: int = _option(
         1000, parse_positive_int, "most open connections (waitress)", "N"
     )
+    connections_per_client: int = _option(
+        64,
+        parse_positive_int,
+        "most open connections from one client address (an IPv6 /64); behind a reverse proxy, "
+        "raise it to --connection-limit",
+        "N",
+    )
+    header_timeout: int = _option(
+        5,
+        parse_positive_int,
+        "seconds a client has to send a request's headers, from connecting or from the "
+        "request's first byte (else 408)",
+        "SECONDS",
+    )
     shutdown_grace: int = _option(
         0,
         parse_seconds,

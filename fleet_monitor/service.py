@@ -15,7 +15,7 @@ from pathlib import Path
 from fleet_monitor.config import Settings
 from fleet_monitor.http.app import create_app, new_memory_store
 from fleet_monitor.http.readiness import Readiness
-from fleet_monitor.server import serve_app
+from fleet_monitor.http.server import serve_app
 from fleet_monitor.store.devices_file import load_device_ids
 from fleet_monitor.store.durable import DurableStore
 

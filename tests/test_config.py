@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from fleet_monitor import server
 from fleet_monitor.cli import build_parser
 from fleet_monitor.config import ConfigError, Settings, parse_size, settings_from
+from fleet_monitor.http.wsgi_server import waitress_options
 
 
 def parse(argv: list[str], environ: dict[str, str] | None = None) -> Settings:
@@ -62,6 +62,8 @@ def test_every_setting_from_its_env_var() -> None:
         "FLEET_MONITOR_MAX_FLEET_BYTES": "2GiB",
         "FLEET_MONITOR_MAX_SENT_AT_AGE": "86400",
         "FLEET_MONITOR_MAX_SENT_AT_LEAD": "300",
+        "FLEET_MONITOR_CONNECTIONS_PER_CLIENT": "10",
+        "FLEET_MONITOR_HEADER_TIMEOUT": "3",
     }
     assert parse([], environ) == Settings(
         host="0.0.0.0",
@@ -93,6 +95,8 @@ def test_every_setting_from_its_env_var() -> None:
         max_fleet_bytes=2 * 1024**3,
         max_sent_at_age=86400,
         max_sent_at_lead=300,
+        connections_per_client=10,
+        header_timeout=3,
     )
 
 
@@ -163,6 +167,16 @@ def test_switch_from_flag_or_env(argv: list[str], environ: dict[str, str], expec
         ("FLEET_MONITOR_FSYNC", "sometimes", "FLEET_MONITOR_FSYNC must be one of always, everysec"),
         ("FLEET_MONITOR_RATE_LIMIT", "fast", "FLEET_MONITOR_RATE_LIMIT must be a positive rate"),
         (
+            "FLEET_MONITOR_CONNECTIONS_PER_CLIENT",
+            "0",
+            "FLEET_MONITOR_CONNECTIONS_PER_CLIENT must be a whole number of at least 1",
+        ),
+        (
+            "FLEET_MONITOR_HEADER_TIMEOUT",
+            "0",
+            "FLEET_MONITOR_HEADER_TIMEOUT must be a whole number of at least 1",
+        ),
+        (
             "FLEET_MONITOR_SHUTDOWN_GRACE",
             "-1",
             "FLEET_MONITOR_SHUTDOWN_GRACE must be a whole number of at least 0, got '-1'",
@@ -219,22 +233,20 @@ def test_help_documents_every_option_and_its_env_var() -> None:
         ("--max-fleet-bytes", "FLEET_MONITOR_MAX_FLEET_BYTES"),
         ("--max-sent-at-age", "FLEET_MONITOR_MAX_SENT_AT_AGE"),
         ("--max-sent-at-lead", "FLEET_MONITOR_MAX_SENT_AT_LEAD"),
+        ("--connections-per-client", "FLEET_MONITOR_CONNECTIONS_PER_CLIENT"),
+        ("--header-timeout", "FLEET_MONITOR_HEADER_TIMEOUT"),
     ]:
         assert flag in text
         assert env in " ".join(text.split())
 
 
-def test_waitress_gets_the_limits(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: dict[str, object] = {}
-
-    def fake_create_server(app: object, **kwargs: object) -> object:
-        seen.update(kwargs)
-        raise OSError("stop here")
-
-    monkeypatch.setattr(server, "create_server", fake_create_server)
-    settings = Settings(channel_timeout=30, connection_limit=50, max_batch=1000)
-    with pytest.raises(OSError, match="stop here"):
-        server.serve_app(lambda environ, start_response: [], settings)
-    assert seen["channel_timeout"] == 30
-    assert seen["connection_limit"] == 50
-    assert seen["max_request_body_size"] == 1000 * 512 + 1024 * 1024  # a full batch fits
+def test_waitress_gets_the_limits() -> None:
+    settings = Settings(channel_timeout=30, connection_limit=500, max_batch=1000, threads=3)
+    options = waitress_options(settings)
+    assert options["channel_timeout"] == 30
+    assert options["threads"] == 3
+    assert options["max_request_body_size"] == 1000 * 512 + 1024 * 1024  # a full batch fits
+    assert options["asyncore_use_poll"] is True  # select() cannot watch descriptors > 1023
+    assert options["cleanup_interval"] == 1  # the header deadline is checked every second
+    # ours, the 32 spare slots, two 1 % batches of evictions still closing, listeners and pipes
+    assert options["connection_limit"] == 500 + 32 + 2 * 5 + 8

@@ -70,29 +70,53 @@ class RequestObserver:
             route or UNMATCHED_ROUTE, method if method in _METHODS else "other", status, seconds
         )
         if access_log.isEnabledFor(logging.INFO):
-            # One line: what was asked, how it ended, how long it took. Never a body.
-            query = redact_query(environ.get("QUERY_STRING") or "")
-            remote = environ.get("REMOTE_ADDR")
-            duration_ms = round(seconds * 1e3, 3)  # the same value in the line and its field
-            access_log.info(
-                '%s "%s %s" %d %.2fms id=%s',
-                remote,
-                method,
-                f"{path}?{query}" if query else path,
-                status,
-                duration_ms,
-                rid,
-                extra={
-                    "fields": {
-                        "method": method,
-                        "path": path,
-                        "query": query or None,
-                        "route": route,
-                        "status": status,
-                        "duration_ms": duration_ms,
-                        "remote_addr": remote,
-                        "request_id": rid,
-                    }
-                },
+            log_access(
+                method=method,
+                path=path,
+                query=environ.get("QUERY_STRING"),
+                route=route,
+                status=status,
+                seconds=seconds,
+                remote=environ.get("REMOTE_ADDR"),
+                rid=rid,
             )
         return rid
+
+
+def log_access(
+    *,
+    method: str | None,
+    path: str | None,
+    query: str | None,
+    route: str | None,
+    status: int,
+    seconds: float,
+    remote: str | None,
+    rid: str,
+) -> None:
+    """One access line: what was asked (credentials in the query redacted), how it ended, how
+    long it took. Never a body. ``None`` for what a request too broken to parse did not say."""
+    query = redact_query(query or "")
+    duration_ms = round(seconds * 1e3, 3)  # the same value in the line and its field
+    target = path or "-"
+    access_log.info(
+        '%s "%s %s" %d %.2fms id=%s',
+        remote,
+        method or "-",
+        f"{target}?{query}" if query else target,
+        status,
+        duration_ms,
+        rid,
+        extra={
+            "fields": {
+                "method": method,
+                "path": path,
+                "query": query or None,
+                "route": route,
+                "status": status,
+                "duration_ms": duration_ms,
+                "remote_addr": remote,
+                "request_id": rid,
+            }
+        },
+    )

@@ -1,9 +1,12 @@
-"""The server's life cycle: port open before the fleet loads, ready after, grace on SIGTERM."""
+"""The server's life cycle (port open before the fleet loads, ready after, grace on SIGTERM),
+its reserved lane for probes, and its throttled queue warnings."""
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,9 +19,11 @@ import requests
 from fleet_monitor.config import Settings
 from fleet_monitor.http.app import create_app
 from fleet_monitor.http.readiness import Readiness
-from fleet_monitor.server import serve_app
+from fleet_monitor.http.server import serve_app
+from fleet_monitor.logs import THROTTLE_SECONDS
 from fleet_monitor.store.memory import MemoryStore
-from tests.conftest import DEVICE, SAMPLE_DEVICES, live_server
+from tests.conftest import DEVICE, SAMPLE_DEVICES, LiveServer, live_server
+from tests.support.rawhttp import connect, exchange, get, is_closed, read_answer, sockets
 
 
 class _Listening(logging.Handler):
@@ -55,7 +60,7 @@ def _serve_in_main_thread(
 ) -> None:
     """Run serve_app here (signals need the main thread) while ``client`` talks to it."""
     handler = _Listening()
-    server_log = logging.getLogger("fleet_monitor.server")
+    server_log = logging.getLogger("fleet_monitor.http.server")
     server_log.addHandler(handler)
     server_log.setLevel(logging.INFO)
     main = threading.get_ident()
@@ -155,3 +160,72 @@ def test_a_second_signal_ends_the_grace_at_once(tmp_path: Path) -> None:
             time.sleep(0.01)
         server.process.send_signal(signal.SIGINT)
         assert server.process.wait(timeout=5) == 0
+
+
+UPTIME_10K_STEPS = (
+    f"/api/v1/devices/{DEVICE}/uptime"
+    "?start=2024-01-01T00:00:00Z&end=2024-01-07T22:40:00Z&step=1m"  # 10,000 buckets
+)
+
+
+def _queue_up_slow_requests(url: str, count: int) -> list[socket.socket]:
+    """``count`` requests for 10,000 uptime buckets each (about 60 ms of work), all sent."""
+    for sent_at in ("2024-01-01T00:00:00Z", "2024-01-08T00:00:00Z"):
+        body = json.dumps({"sent_at": sent_at})
+        requests.post(f"{url}/api/v1/devices/{DEVICE}/heartbeat", data=body, timeout=5)
+    slow = []
+    for _ in range(count):
+        sock = connect(url, timeout=60)
+        sock.sendall(get(UPTIME_10K_STEPS))
+        slow.append(sock)
+    return slow
+
+
+def test_probes_are_answered_while_the_only_worker_is_busy(tmp_path: Path) -> None:
+    with sockets() as held, live_server(tmp_path, ["--threads", "1"]) as server:
+        held.extend(_queue_up_slow_requests(server.url, 30))
+        control = connect(server.url)  # an API request queued behind the slow ones
+        control.sendall(get(f"/api/v1/devices/{DEVICE}/stats"))
+        held.append(control)
+        healthz = exchange(server.url, get("/healthz"))
+        readyz = exchange(server.url, get("/readyz"))
+        assert not is_closed(control)  # sent first, still waiting: the probes went ahead
+        assert (healthz.status_line, healthz.body) == (
+            "HTTP/1.1 200 OK",
+            b'{"status":"ok","devices":5}\n',
+        )
+        assert (readyz.status_line, readyz.body) == (
+            "HTTP/1.1 200 OK",
+            b'{"status":"ready","ready":true}\n',
+        )
+        for sock in held[:-1]:
+            assert read_answer(sock).status_line == "HTTP/1.1 200 OK"
+        stats = read_answer(control)
+        assert stats.body == b'{"uptime":0.01984126984126984,"avg_upload_time":"0s"}\n'
+
+
+def test_a_growing_task_queue_logs_one_line_per_10_s_with_the_count_held_back(
+    tmp_path: Path,
+) -> None:
+    def queue_lines(server: LiveServer) -> list[dict[str, object]]:
+        return [line for line in server.log_lines() if line["logger"] == "waitress.queue"]
+
+    with sockets() as held, live_server(tmp_path, ["--threads", "1"]) as server:
+        held.extend(_queue_up_slow_requests(server.url, 30))  # 29 "Task queue depth" warnings
+        deadline = time.monotonic() + 10
+        while not queue_lines(server):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        first_seen = time.monotonic()
+        for sock in held:
+            assert read_answer(sock).status_line == "HTTP/1.1 200 OK"
+        time.sleep(max(0.0, first_seen + THROTTLE_SECONDS + 0.2 - time.monotonic()))
+        held.extend(_queue_up_slow_requests(server.url, 3))  # the queue grows again
+        for sock in held[-3:]:
+            assert read_answer(sock).status_line == "HTTP/1.1 200 OK"
+        lines = queue_lines(server)
+    assert len(lines) == 2
+    assert str(lines[0]["msg"]).startswith("Task queue depth is ")
+    held_back = lines[1]["suppressed"]
+    assert isinstance(held_back, int) and held_back >= 1
+    assert str(lines[1]["msg"]).endswith(f" [{held_back} more like this in the last 10 s]")

@@ -1,0 +1,299 @@
+"""waitress as the service runs it (docs/connections.md tells the why of each part).
+
+- The event loop uses ``poll()``: ``select()`` cannot watch a descriptor above 1023.
+- At start, the soft open-file limit is raised to what ``--connection-limit`` needs, or the
+  start is refused when the hard limit cannot hold it.
+- Every connection goes through the :class:`~fleet_monitor.http.connections.ConnectionGuard`;
+  waitress's own connection limit sits above ours and only catches what is still closing.
+- ``/healthz``, ``/readyz`` and error answers run on a reserved thread.
+- What waitress refuses itself (400, 413, 431, 501) is answered in the service's JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import sys
+import time
+from typing import TYPE_CHECKING, Any, cast
+
+from waitress.adjustments import Adjustments
+from waitress.channel import ClientDisconnected, HTTPChannel
+from waitress.parser import HTTPRequestParser
+from waitress.server import MultiSocketServer, TcpWSGIServer
+from waitress.task import Task, ThreadedTaskDispatcher, WSGITask
+
+from fleet_monitor.config import ConfigError, Settings
+from fleet_monitor.http.app import batch_body_bytes
+from fleet_monitor.http.connections import OVERFLOW, ConnectionGuard, client_key
+from fleet_monitor.http.waitress_errors import HeaderTimeoutError, JsonErrorTask, NoSlotError
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+
+log = logging.getLogger(__name__)
+
+# waitress's own ceiling on bodies, kept above ours so that Flask answers an oversized
+# body with the API's JSON 413 while waitress still refuses absurd ones.
+WAITRESS_BODY_SLACK = 1024 * 1024
+# Descriptors the process needs besides its client sockets: stdio, listeners, wake-up pipes,
+# journal and snapshot files, the log file, and one for each accept() before an eviction.
+DESCRIPTOR_MARGIN = 64
+HEALTH_PATHS = frozenset(("/healthz", "/readyz"))
+
+
+class DescriptorLimitError(ConfigError):
+    """The open-file limit cannot hold ``--connection-limit`` connections."""
+
+
+def waitress_connection_limit(settings: Settings) -> int:
+    """waitress's limit on its socket map: ours, the spares, and room for closes in flight."""
+    limit = settings.connection_limit
+    return limit + OVERFLOW + 2 * max(1, limit // 100) + 8
+
+
+def waitress_options(settings: Settings) -> dict[str, Any]:
+    """The waitress adjustments for ``settings``."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "threads": settings.threads,
+        "ident": "fleet-monitor",
+        "max_request_body_size": max(settings.max_body_bytes, batch_body_bytes(settings))
+        + WAITRESS_BODY_SLACK,
+        "channel_timeout": settings.channel_timeout,
+        "connection_limit": waitress_connection_limit(settings),
+        "asyncore_use_poll": True,  # select() fails on descriptors above 1023
+        "cleanup_interval": 1,  # the header deadline is checked at each cleanup
+    }
+
+
+def ensure_descriptors(settings: Settings) -> int:
+    """Raise the soft RLIMIT_NOFILE so that every connection fits; return the need.
+
+    Raises :class:`DescriptorLimitError` when the hard limit is too low.
+    """
+    needed = waitress_connection_limit(settings) + DESCRIPTOR_MARGIN
+    if sys.platform == "win32":  # no such limit; select() there takes any socket
+        return needed
+    import resource  # noqa: PLC0415 - POSIX only
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return needed
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    except (ValueError, OSError):
+        raise DescriptorLimitError(
+            f"a connection limit of {settings.connection_limit} needs {needed} open files, but "
+            f"the limit is {soft} (at most {hard}): lower --connection-limit or raise the "
+            "limit (ulimit -n, systemd LimitNOFILE=)"
+        ) from None
+    return needed
+
+
+class BodylessKeepAliveTask(WSGITask):
+    """A waitress task that keeps HTTP/1.1 connections open after a 204 (or 304).
+
+    waitress 3.0 closes the connection after any response that has no Content-Length, even
+    a 204, which cannot have a body and so needs no length to end it; every device POST would
+    then pay a new TCP connection. A client's ``Connection: close`` is still honoured, and
+    so is every other reason waitress has to close.
+    """
+
+    def set_close_on_finish(self) -> None:
+        """Close after this response, unless it is a body-less answer to a keep-alive request."""
+        bodyless = not self.has_body and self.version == "1.1" and not self.wrote_header
+        headers: dict[str, str] = getattr(self.request, "headers", {})
+        wants_close = headers.get("CONNECTION", "").lower() == "close"
+        if bodyless and not wants_close:
+            return
+        super().set_close_on_finish()
+
+
+class TimedRequestParser(HTTPRequestParser):
+    """waitress's request parser, noting when the request's first byte arrived."""
+
+    def __init__(self, adj: Adjustments) -> None:
+        super().__init__(adj)
+        self.started = time.monotonic()
+
+
+class GuardedChannel(HTTPChannel):
+    """A client connection that holds a slot of the server's :class:`ConnectionGuard`."""
+
+    task_class = BodylessKeepAliveTask
+    error_task_class = JsonErrorTask
+    parser_class = TimedRequestParser
+
+    def __init__(
+        self,
+        server: GuardedServer,
+        sock: socket.socket,
+        addr: Any,
+        adj: Adjustments,
+        map: dict[int, Any] | None = None,
+    ) -> None:
+        self.connected_at = self.served_at = time.monotonic()
+        self.first_pending = True  # no request has been served yet
+        self.refusal: str | None = None
+        super().__init__(server, sock, addr, adj, map)
+        self.guard = server.guard
+        # None, or the sentence the request gets as a 503 (a spare slot: see connections.py)
+        self.refusal = self.guard.admit(self, client_key(self.addr))
+
+    def headers_awaited_since(self) -> float | None:
+        """Since when request headers are awaited: from connecting for the first request,
+        from its first byte (or the previous answer) for later ones; None when none are.
+
+        A spare slot's request is answered 503 whatever its body, so it gets the header
+        deadline for its body too: a slow body cannot keep a spare slot.
+        """
+        if self.requests or self.will_close or self.close_when_flushed:
+            return None
+        if self.refusal is not None:
+            return self.connected_at
+        request = cast(TimedRequestParser | None, self.request)
+        if request is not None and request.headers_finished:
+            return None  # its body is arriving
+        if self.first_pending:
+            return self.connected_at
+        return None if request is None else max(request.started, self.served_at)
+
+    def eviction_rank(self) -> tuple[int, float] | None:
+        """(0, idle since) when idle; (1, headers awaited since) while they arrive; else None."""
+        if self.requests or self.total_outbufs_len or self.will_close or self.close_when_flushed:
+            return None
+        if self.request is None:
+            return (0, self.last_activity)
+        since = self.headers_awaited_since()
+        return None if since is None else (1, since)
+
+    def evict(self, force: bool = False) -> bool:
+        """Close at the loop's next turn, unless an idle one has data waiting to be read
+        (and ``force`` is false); whether it will close."""
+        if not force and self.request is None and self.socket is not None:
+            try:
+                if self.socket.recv(1, socket.MSG_PEEK):
+                    return False  # a request is arriving: not idle after all
+            except BlockingIOError:
+                pass  # nothing to read: idle indeed
+            except OSError:
+                pass  # broken: closing is right
+        self.will_close = True
+        return True
+
+    def time_out(self) -> None:
+        """Answer 408 (JSON) and close once it is sent."""
+        with self.requests_lock:  # type: ignore[attr-defined]  # the stubs miss it
+            if self.requests or self.will_close or self.close_when_flushed:
+                return
+            if self.request is not None:
+                self.request.close()
+                self.request = None
+            self.close_when_flushed = True  # no more reading
+        request = self.parser_class(self.adj)
+        request.error = HeaderTimeoutError(
+            f"the request headers did not arrive within {self.guard.header_timeout:g} s"
+        )
+        request.version = "1.1"
+        with contextlib.suppress(ClientDisconnected):  # gone already: nothing to answer
+            self.error_task_class(self, request).service()  # type: ignore[arg-type]
+
+    def service(self) -> None:
+        """Serve the first queued request (on a worker thread)."""
+        self.first_pending = False
+        super().service()
+        self.served_at = time.monotonic()
+
+    def del_channel(self, map: Any = None) -> None:
+        """Leave the socket map, and give the slot back."""
+        super().del_channel(map)
+        self.guard.release(self)
+
+
+class GuardedServer(TcpWSGIServer):
+    """A waitress listener whose channels go through ``guard``."""
+
+    channel_class = GuardedChannel
+
+    def __init__(self, *args: Any, guard: ConnectionGuard, **kwargs: Any) -> None:
+        self.guard = guard
+        super().__init__(*args, **kwargs)
+
+    def handle_error(self) -> None:
+        """Log an unexpected error while accepting, and keep listening.
+
+        waitress would close the listener, and the process would then exit 0 in silence.
+        """
+        log.exception("unexpected error while accepting a connection")
+
+    def maintenance(self, now: int) -> None:
+        """waitress's idle timeout, then the guard's header deadlines."""
+        super().maintenance(now)
+        self.guard.sweep()
+
+    def add_task(self, task: Task) -> None:
+        """Queue a channel's parsed request; one on a spare slot is refused unless a probe."""
+        channel = cast(GuardedChannel, task)
+        if channel.refusal is not None:
+            request = channel.requests[0]
+            if request.error is None and getattr(request, "path", None) in HEALTH_PATHS:
+                headers = cast(dict[str, str], request.headers)
+                headers["CONNECTION"] = "close"  # answer the probe, then free the spare slot
+            elif request.error is None:
+                request.error = NoSlotError(channel.refusal)
+        super().add_task(task)
+
+
+class TwoLaneDispatcher(ThreadedTaskDispatcher):
+    """waitress's worker threads, plus one reserved for health checks and error answers.
+
+    The lane is chosen once the request is parsed, by its path. Error answers (waitress's own,
+    the guard's 503s) need no app code and take microseconds, so they go there too and never
+    wait behind slow requests. The reserved lane's queue warnings have a logger of their own.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reserved = ThreadedTaskDispatcher()
+        self.reserved.queue_logger = logging.getLogger("waitress.queue.reserved")
+        self.reserved.set_thread_count(1)
+
+    def add_task(self, task: Task) -> None:
+        """Queue ``task`` (a channel) in the reserved lane or the main one."""
+        requests = getattr(task, "requests", None)
+        request = requests[0] if requests else None
+        if request is not None and (
+            request.error is not None or getattr(request, "path", None) in HEALTH_PATHS
+        ):
+            self.reserved.add_task(task)
+        else:
+            super().add_task(task)
+
+    def shutdown(self, cancel_pending: bool = True, timeout: int = 5) -> bool:
+        """Stop both lanes."""
+        self.reserved.shutdown(cancel_pending, timeout)
+        return super().shutdown(cancel_pending, timeout)
+
+
+def create_wsgi_server(
+    app: WSGIApplication, settings: Settings
+) -> GuardedServer | MultiSocketServer:
+    """Listeners for ``app`` (one per address ``settings.host`` names), not yet running."""
+    adj = Adjustments(**waitress_options(settings))
+    guard = ConnectionGuard(
+        settings.connection_limit, settings.connections_per_client, settings.header_timeout
+    )
+    dispatcher = TwoLaneDispatcher()
+    dispatcher.set_thread_count(adj.threads)
+    socket_map: dict[int, Any] = {}
+    listeners = [
+        GuardedServer(app, socket_map, dispatcher=dispatcher, adj=adj, sockinfo=info, guard=guard)
+        for info in adj.listen
+    ]
+    if len(listeners) == 1:
+        return listeners[0]
+    effective = [(str(s.effective_host), int(s.effective_port)) for s in listeners]  # type: ignore[attr-defined]
+    return MultiSocketServer(socket_map, adj, effective, dispatcher, listeners[-1].log_info)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 
 from flask import Blueprint, Response, jsonify, request
 
@@ -202,25 +203,34 @@ def get_fleet() -> Response:
     return jsonify(fleet_reply(fleet_summary(ctx.store, ctx.clock(), ctx.offline_after_ns)))
 
 
-@api.get("/devices/<device_id>/uptime")
-def get_uptime(device_id: str) -> Response:
-    """Uptime per step over a window."""
+def _windowed(device_id: str, reply: Callable[[Window], dict[str, object]]) -> Response:
+    """A windowed read: the device (404) before the query, then ``reply`` within the read
+    budget."""
     ctx = context()
     require_device(ctx.store, device_id)
     window = _window()
     with ctx.reads.spend(window.step_count):
-        total, buckets = uptime_series(ctx.store, device_id, window)
-        steps = [uptime_step(bucket) for bucket in buckets]
-    return jsonify({**window_fields(window), "uptime": total.uptime, "buckets": steps})
+        return jsonify({**window_fields(window), **reply(window)})
+
+
+@api.get("/devices/<device_id>/uptime")
+def get_uptime(device_id: str) -> Response:
+    """Uptime per step over a window."""
+
+    def reply(window: Window) -> dict[str, object]:
+        total, buckets = uptime_series(context().store, device_id, window)
+        return {"uptime": total.uptime, "buckets": [uptime_step(b) for b in buckets]}
+
+    return _windowed(device_id, reply)
 
 
 @api.get("/devices/<device_id>/uploads")
 def get_uploads(device_id: str) -> Response:
     """Upload count, sum, min, max and mean per step over a window."""
-    ctx = context()
-    require_device(ctx.store, device_id)
-    window = _window()
-    with ctx.reads.spend(window.step_count):
-        total, buckets = upload_series(ctx.store, device_id, window)
+
+    def reply(window: Window) -> dict[str, object]:
+        total, buckets = upload_series(context().store, device_id, window)
         steps = [upload_step(first, aggregate) for first, aggregate in buckets]
-    return jsonify({**window_fields(window), **upload_figures(total), "buckets": steps})
+        return {**upload_figures(total), "buckets": steps}
+
+    return _windowed(device_id, reply)

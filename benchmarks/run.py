@@ -23,11 +23,13 @@ import tempfile
 import threading
 import time
 import tracemalloc
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from benchmarks.load import batch_body, load
+from benchmarks.soak_page import soak_section
 from fleet_monitor.config import Settings
 from fleet_monitor.domain.events import Heartbeat, Upload
 from fleet_monitor.http.app import create_app
@@ -155,6 +157,63 @@ def stats_latency(requests: int, workdir: Path) -> dict[str, object]:
     return result
 
 
+def _heartbeat_latencies(url: str, seconds: float, stop: threading.Event) -> list[float]:
+    """Heartbeat POST latencies (ms) from one keep-alive connection, one every 5 ms."""
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    latencies: list[float] = []
+    deadline, minute = time.monotonic() + seconds, 0
+    while time.monotonic() < deadline:
+        body = json.dumps({"sent_at": f"2024-04-02T{minute // 60 % 24:02d}:{minute % 60:02d}:00Z"})
+        started = time.perf_counter()
+        conn.request("POST", HEARTBEAT_PATH, body)
+        conn.getresponse().read()
+        latencies.append((time.perf_counter() - started) * 1000)
+        minute += 1
+        time.sleep(0.005)
+    stop.set()
+    return latencies
+
+
+def _read_loop(url: str, query: str, stop: threading.Event, statuses: Counter[int]) -> None:
+    """GET ``query`` again and again, without waiting, until ``stop``; count the statuses."""
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    while not stop.is_set():
+        conn.request("GET", query)
+        response = conn.getresponse()
+        response.read()
+        statuses[response.status] += 1
+
+
+def costly_reads(seconds: int, workdir: Path, readers: int = 16) -> dict[str, object]:
+    """Heartbeat latency alone, then beside ``readers`` clients reading 10,000-step 1-day
+    windows in a loop without waiting (the worst client: it ignores Retry-After)."""
+    query = (
+        "/api/v1/devices/60-6b-44-84-dc-64/uptime"
+        "?start=1997-01-01T00:00:00Z&end=2024-05-19T00:00:00Z&step=1d"
+    )
+    result: dict[str, object] = {"readers": readers}
+    for phase, count in (("alone", 0), ("beside", readers)):
+        with server("service", workdir) as url:
+            stop, statuses = threading.Event(), Counter[int]()
+            threads = [
+                threading.Thread(target=_read_loop, args=(url, query, stop, statuses))
+                for _ in range(count)
+            ]
+            for thread in threads:
+                thread.start()
+            latencies = _heartbeat_latencies(url, seconds, stop)
+            for thread in threads:
+                thread.join()
+        result[f"{phase}_p50_ms"] = round(percentile(latencies, 50), 2)
+        result[f"{phase}_p99_ms"] = round(percentile(latencies, 99), 2)
+        if count:
+            result["reads_200"], result["reads_429"] = statuses[200], statuses[429]
+    result["p50_ratio"] = round(float(result["beside_p50_ms"]) / float(result["alone_p50_ms"]), 1)  # type: ignore[arg-type]
+    return result
+
+
 def memory(
     devices: int, days: int = 30, uploads: int = 100, missing: float = 0.0
 ) -> dict[str, object]:
@@ -270,7 +329,7 @@ def markdown(results: dict[str, dict[str, object]], args: argparse.Namespace) ->
     """The results as the Markdown page ``benchmarks/results.md``."""
     i, s, m, u = results["ingest"], results["stats"], results["memory"], results["startup"]
     c, g = results["scrape"], results["memory_gappy"]
-    b, d = results["batch"], results["durability"]
+    b, d, r = results["batch"], results["durability"], results["costly_reads"]
     return f"""# Benchmark results
 
 Measured {dt.date.today().isoformat()} on {os.cpu_count()} cores, Python {platform.python_version()},
@@ -285,6 +344,7 @@ Measured {dt.date.today().isoformat()} on {os.cpu_count()} cores, Python {platfo
 | 4 | batch ingestion, `POST /api/v1/events` with {b["events_per_request"]} heartbeats a request, 4 connections | – | {b["service_events_per_s"]} events/s in memory; {b["everysec_events_per_s"]} events/s with the journal (everysec) | – |
 | 6 | heartbeat ingest with `--data-dir` (issue 6), by `--fsync` mode | memory only: {d["service"]} req/s | `no` {d["no"]}, `everysec` {d["everysec"]}, `always` {d["always"]} req/s | – |
 | 5 | start-up: process start to listening, and to ready (`/readyz` 200) | 5-device CSV: {u["five_devices_listening_s"]} s, ready {u["five_devices_ready_s"]} s | {u["devices"]}-device CSV: {u["large_csv_listening_s"]} s, ready {u["large_csv_ready_s"]} s | target ≤ 1 s to ready |
+| 7 | heartbeat latency beside {r["readers"]} clients reading 10,000-step windows in a loop (`--read-budget`, issue 12) | alone: p50 {r["alone_p50_ms"]} ms, p99 {r["alone_p99_ms"]} ms | beside them: p50 {r["beside_p50_ms"]} ms, p99 {r["beside_p99_ms"]} ms; reads answered {r["reads_200"]}, refused 429 {r["reads_429"]} | p50 {r["p50_ratio"]}× (before the read budget: 589 ms) |
 | – | `GET /metrics` with {c["devices"]} devices (issue 5), median of 5 | – | {c["default_s"]} s ({c["default_bytes"]} B); with `--metrics-per-device` {c["per_device_s"]} s ({c["per_device_bytes"]} B) | fleet lock held {c["fleet_lock_held_ms"]} ms per scrape; slowest register+remove of another thread during the scrapes: {c["writer_max_ms"]} ms ({c["writer_ops"]} done) |
 """
 
@@ -311,10 +371,12 @@ def main() -> None:
             "scrape": scrape(args.scrape_devices),
             "batch": batch(args.seconds, workdir),
             "durability": durability(args.seconds, workdir),
+            "costly_reads": costly_reads(args.seconds, workdir),
         }
     for name, figures in results.items():
         print(f"{name:8} {json.dumps(figures)}")
-    args.output.write_text(markdown(results, args))
+    kept = soak_section(args.output)  # written by benchmarks.soak: kept as it is
+    args.output.write_text(markdown(results, args) + (f"\n{kept}\n" if kept else ""))
     print(f"wrote {args.output}")
 
 

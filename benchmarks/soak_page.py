@@ -59,3 +59,11 @@ def write_section(path: Path, text: str) -> None:
     else:
         page = (page.rstrip("\n") + "\n\n" if page else "") + text
     path.write_text(page, encoding="utf-8")
+
+
+def soak_section(path: Path) -> str:
+    """The page's soak section with its markers, or "" when it has none."""
+    page = path.read_text(encoding="utf-8") if path.exists() else ""
+    if BEGIN not in page or END not in page:
+        return ""
+    return BEGIN + page.split(BEGIN, 1)[1].split(END, 1)[0] + END

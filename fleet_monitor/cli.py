@@ -49,7 +49,11 @@ def _add_simulate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     add = sim.add_argument
     add("--url", default="http://127.0.0.1:6733", help="server base URL")
-    add("--devices", type=Path, default=Path("devices.csv"), help="CSV of device ids")
+    add(
+        "--devices",
+        type=Path,
+        help="CSV of device ids (default: ./devices.csv, else the bundled sample fleet)",
+    )
     add(
         "--profile",
         choices=("generated", "assignment"),

@@ -167,7 +167,7 @@ class Settings:
     repair: bool = _option(
         False,
         parse_switch,
-        "at start, cut off a corrupt journal record (and the rest of its segment) instead of "
+        "at start, skip damaged journal records (each skipped range is logged) instead of "
         "refusing to start",
         "",
     )

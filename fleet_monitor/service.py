@@ -9,40 +9,21 @@ takes a last snapshot, so the next start replays nothing.
 from __future__ import annotations
 
 import logging
-from importlib.resources import as_file, files
-from pathlib import Path
 
 from fleet_monitor.config import Settings
 from fleet_monitor.http.app import create_app, new_memory_store
 from fleet_monitor.http.readiness import Readiness
 from fleet_monitor.http.server import serve_app
-from fleet_monitor.store.devices_file import load_device_ids
+from fleet_monitor.store.devices_file import fleet_device_ids
 from fleet_monitor.store.durable import DurableStore
 
 log = logging.getLogger(__name__)
-
-DEFAULT_DEVICES = Path("devices.csv")
-SAMPLE_DEVICES = "sample-devices.csv"  # package data of fleet_monitor.store
-
-
-def devices_ids(settings: Settings) -> tuple[list[str], str]:
-    """The fleet's device ids and where they came from: ``--devices``, else ``./devices.csv``,
-    else the sample fleet bundled with the package (the assignment's five devices)."""
-    if settings.devices is not None or DEFAULT_DEVICES.exists():
-        path = settings.devices or DEFAULT_DEVICES
-        return load_device_ids(path), str(path)
-    with as_file(files("fleet_monitor.store").joinpath(SAMPLE_DEVICES)) as path:
-        log.warning(
-            "no --devices and no ./devices.csv: serving the bundled sample fleet "
-            "(pass --devices FILE to serve yours)"
-        )
-        return load_device_ids(path), "the bundled sample fleet"
 
 
 def serve(settings: Settings) -> None:
     """Serve the fleet until a stop signal; raises DevicesFileError on a bad devices file,
     StateError/CorruptJournalError/SnapshotError on a state directory that cannot be used."""
-    device_ids, source = devices_ids(settings)
+    device_ids, source = fleet_device_ids(settings.devices)
     readiness = Readiness()
     store = new_memory_store(settings)
     durable = None

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from benchmarks.load import batch_body, batch_lua, heartbeat_lua, parse_wrk
 from benchmarks.run import markdown, memory, percentile
+from benchmarks.soak_page import soak_section
 
 WRK_OUTPUT = """\
 Running 10s test @ http://127.0.0.1:40000/api/v1/devices/x/heartbeat
@@ -124,6 +125,16 @@ def test_results_page(tmp_path: Path) -> None:
         "everysec_events_per_s": 10000,
     }
     results["durability"] = {"service": 4.0, "no": 3.0, "everysec": 2.0, "always": 1.0}
+    results["costly_reads"] = {
+        "readers": 16,
+        "alone_p50_ms": 1.0,
+        "alone_p99_ms": 2.0,
+        "beside_p50_ms": 20.0,
+        "beside_p99_ms": 50.0,
+        "reads_200": 5,
+        "reads_429": 500,
+        "p50_ratio": 20.0,
+    }
     args = argparse.Namespace(seconds=1, rounds=1, memory_devices=3)
     page = markdown(results, args)
     assert page.startswith("# Benchmark results\n")
@@ -133,3 +144,11 @@ def test_results_page(tmp_path: Path) -> None:
     assert "ready 0.5 s" in page
     assert "20000 events/s in memory; 10000 events/s with the journal" in page
     assert "`no` 3.0, `everysec` 2.0, `always` 1.0 req/s" in page
+    assert "beside them: p50 20.0 ms, p99 50.0 ms; reads answered 5, refused 429 500" in page
+
+
+def test_the_soak_section_survives_a_new_results_page(tmp_path: Path) -> None:
+    page = tmp_path / "results.md"
+    page.write_text("# old\n\n<!-- soak:begin -->\nsoak table\n<!-- soak:end -->\n")
+    assert soak_section(page) == "<!-- soak:begin -->\nsoak table\n<!-- soak:end -->"
+    assert soak_section(tmp_path / "missing.md") == ""

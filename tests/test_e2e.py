@@ -215,8 +215,8 @@ def test_serve_outside_the_checkout_serves_the_bundled_sample_fleet(tmp_path: Pa
         assert sorted(d["device_id"] for d in devices) == sorted(SAMPLE_DEVICES)
         warnings = [line["msg"] for line in server.log_lines() if line["level"] == "warning"]
     assert warnings == [
-        "no --devices and no ./devices.csv: serving the bundled sample fleet "
-        "(pass --devices FILE to serve yours)"
+        "no --devices and no ./devices.csv: using the bundled sample fleet "
+        "(pass --devices FILE for yours)"
     ]
 
 

@@ -44,7 +44,7 @@ def new_memory_store(settings: Settings) -> MemoryStore:
 
 
 def system_clock() -> int:
-    """Now, in nanoseconds since the epoch (looked up at each call, so freezegun can freeze it)."""
+    """Now, in nanoseconds since the epoch (tests inject a frozen clock instead)."""
     return time.time_ns()
 
 
@@ -65,6 +65,8 @@ def _http_reply(error: HTTPException) -> ErrorReply:
     headers = tuple(
         (name, value) for name, value in error.get_headers() if name.lower() != "content-type"
     )
+    if isinstance(error, MethodNotAllowed):  # werkzeug joins a set: sort it, as the msg does
+        headers = (("Allow", ", ".join(sorted(error.valid_methods or ()))),)
     return ErrorReply(status, _HTTP_REASONS.get(status, f"http_{status}"), msg, headers)
 
 

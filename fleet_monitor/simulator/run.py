@@ -29,7 +29,7 @@ from fleet_monitor.simulator.scenarios import (
     save,
 )
 from fleet_monitor.simulator.sender import Sender, SendOptions, send_lanes, split_lanes
-from fleet_monitor.store.devices_file import DevicesFileError, load_device_ids
+from fleet_monitor.store.devices_file import DevicesFileError, fleet_device_ids
 
 MISMATCH = 1
 
@@ -40,12 +40,13 @@ class UsageError(Exception):
 
 def scenario(args: argparse.Namespace) -> tuple[list[Event], dict[str, Expected]]:
     """The events to send and each device's expected stats; raises UsageError."""
+    source = "the assignment's fleet"
     try:
         if args.profile == "assignment" and args.scenario is None:
             devices = list(ASSIGNMENT_FLEET)
             events = assignment(args.seed, args.start)
         else:
-            devices = load_device_ids(args.devices)
+            devices, source = fleet_device_ids(args.devices)
             options = GeneratorOptions(
                 args.minutes,
                 args.uploads,
@@ -61,7 +62,7 @@ def scenario(args: argparse.Namespace) -> tuple[list[Event], dict[str, Expected]
         raise UsageError(str(error)) from None
     except UnknownDeviceError as error:
         raise UsageError(
-            f"the scenario names device {str(error)!r} that is not in {args.devices}"
+            f"the scenario names device {str(error)!r} that is not in {source}"
         ) from None
     except ValueError as error:
         raise UsageError(f"--start: {error}") from None

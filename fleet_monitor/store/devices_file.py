@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 from collections.abc import Iterator
+from importlib.resources import as_file, files
 from pathlib import Path
 
 from fleet_monitor.domain.devices import DEVICE_ID_RULE, device_id_problem
@@ -90,3 +91,22 @@ def load_device_ids(path: Path) -> list[str]:
                 first_line[device_id],
             )
     return list(first_line)
+
+
+DEFAULT_DEVICES = Path("devices.csv")
+SAMPLE_DEVICES = "sample-devices.csv"  # package data of fleet_monitor.store
+
+
+def fleet_device_ids(path: Path | None) -> tuple[list[str], str]:
+    """The fleet's device ids and where they came from: ``path``, else ``./devices.csv``,
+    else the sample fleet bundled with the package (the assignment's five devices, with a
+    warning). Raises :class:`DevicesFileError` as :func:`load_device_ids` does."""
+    if path is not None or DEFAULT_DEVICES.exists():
+        path = path or DEFAULT_DEVICES
+        return load_device_ids(path), str(path)
+    with as_file(files("fleet_monitor.store").joinpath(SAMPLE_DEVICES)) as sample:
+        log.warning(
+            "no --devices and no ./devices.csv: using the bundled sample fleet "
+            "(pass --devices FILE for yours)"
+        )
+        return load_device_ids(sample), "the bundled sample fleet"

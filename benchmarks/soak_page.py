@@ -27,7 +27,7 @@ def section(results: list[dict[str, object]], args: argparse.Namespace, batch: i
         "## Soak: slow fsync, a snapshot every second, kill -9",
         "",
         f"Measured {dt.date.today().isoformat()} on {machine}, with `{command}`: every fsync",
-        f"sleeps 20 to 50 ms first (`tests/slow_fsync.py`); {args.threads} threads send "
+        f"sleeps 20 to 50 ms first (`tests/support/slow_fsync.py`); {args.threads} threads send "
         f"heartbeats, batches of {batch}, upload stats and reads; then kill -9 mid-load and a "
         "restart.",
         "",

@@ -155,9 +155,10 @@ class Ingest:
                 rejected.append(Rejection(index, _batch_message(error)))
         for index, device_id, event in valid:
             try:
-                self._record(device_id, event, None)
+                self._record(device_id, event, None, wait=False)
             except _REFUSALS as error:
                 rejected.append(Rejection(index, _batch_message(error)))
+        self.store.flush()  # one wait for the whole batch's durability
         return sorted(rejected)
 
     def _validate_event(self, item: object) -> tuple[str, Event]:
@@ -178,16 +179,16 @@ class Ingest:
             self.sent_at_range.check(event.sent_at_ns, self.clock())
         return event
 
-    def _record(self, device_id: str, event: Event, key: str | None) -> None:
+    def _record(self, device_id: str, event: Event, key: str | None, *, wait: bool = True) -> None:
         limiter = self.limiter
-        if limiter is not None and (wait := limiter.take(device_id)) > 0:
+        if limiter is not None and (retry_after := limiter.take(device_id)) > 0:
             raise RateLimitedError(
-                wait,
+                retry_after,
                 f"too many writes for this device: at most {limiter.rate:g} a second, "
                 f"{limiter.burst} at once",
             )
         try:
-            new = self.store.record(device_id, event, key)
+            new = self.store.record(device_id, event, key, wait=wait)
         except Exception:
             if limiter is not None:
                 limiter.refund(device_id)  # not accepted: its token comes back

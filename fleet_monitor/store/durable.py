@@ -43,11 +43,22 @@ class JournalChanges:
         self.journal = journal
 
     def append(self, kind: str, device_id: str, event: Event | None, key: str | None) -> int:
-        """Journal one change; raises JournalError (a StoreUnavailableError)."""
+        """Write one change to the journal (not waiting for its fsync: see :meth:`durable`);
+        raises JournalError (a StoreUnavailableError)."""
+        journal = self.journal
         if isinstance(event, Upload):
-            return self.journal.append("u", device_id, event.sent_at_ns, event.upload_time_ns, key)
+            upload_ns = event.upload_time_ns
+            return journal.append("u", device_id, event.sent_at_ns, upload_ns, key, wait=False)
         sent_at_ns = None if event is None else event.sent_at_ns
-        return self.journal.append(_LETTERS[kind], device_id, sent_at_ns, None, key)
+        return journal.append(_LETTERS[kind], device_id, sent_at_ns, None, key, wait=False)
+
+    def durable(self, lsn: int) -> None:
+        """Wait until change ``lsn`` is as durable as ``--fsync`` promises."""
+        self.journal.wait_durable(lsn)
+
+    def flush(self) -> None:
+        """Wait until every change written so far is as durable as ``--fsync`` promises."""
+        self.journal.wait_durable(self.journal.next_lsn - 1)
 
     def problem(self) -> str | None:
         """Why the journal cannot take writes now, or None (see JournalHealth)."""

@@ -128,9 +128,13 @@ class Journal:
         sent_at_ns: int | None = None,
         upload_ns: int | None = None,
         key: str | None = None,
+        *,
+        wait: bool = True,
     ) -> int:
         """Write one change; return its lsn. Raises :class:`JournalError` if it could not be
-        written (or, with ``always``, fsynced): the caller must then not apply it."""
+        written (or, with ``always`` and ``wait``, fsynced): the caller must then not apply it.
+        With ``wait=False`` the record is written to the OS and :meth:`wait_durable` waits for
+        its fsync, so a caller can release its locks first."""
         with self._lock:
             segment = self._segment
             if segment is None:
@@ -147,9 +151,16 @@ class Journal:
             self._next_lsn = lsn + 1
             segment.size += len(data)
         self.health.wrote()
+        if wait:
+            self.wait_durable(lsn)
+        return lsn
+
+    def wait_durable(self, lsn: int) -> None:
+        """Return once record ``lsn`` is as durable as the mode promises: with ``always``,
+        fsynced (sharing the next fsync with every waiting writer); otherwise at once. Raises
+        :class:`JournalError` if the fsync fails."""
         if self._fsync == "always":
             self._sync(lsn)
-        return lsn
 
     def _failed(self, what: str, error: OSError, *, sync: bool) -> JournalError:
         message = f"{what}: {error.strerror or error}"

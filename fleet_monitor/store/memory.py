@@ -32,6 +32,13 @@ class ChangeLog(Protocol):
         """Write one change (an event's kind, or REGISTERED/REMOVED); return its lsn. Raises
         StoreUnavailableError when it could not be written."""
 
+    def durable(self, lsn: int) -> None:
+        """Wait until change ``lsn`` is durable (called with no lock held); raises
+        StoreUnavailableError when it cannot be made so."""
+
+    def flush(self) -> None:
+        """Wait until every change written so far is durable (as :meth:`durable`)."""
+
     def problem(self) -> str | None:
         """Why changes cannot be written now, or None."""
 
@@ -98,7 +105,10 @@ class MemoryStore:
                 )
             if self._journal is not None:
                 self.registry_lsn = self._journal.append(REGISTERED, device_id, None, None)
-            return self.apply_registration(device_id)
+            self.apply_registration(device_id)
+            lsn = self.registry_lsn
+        self._durable(lsn)
+        return True
 
     def remove(self, device_id: str) -> None:
         """Remove ``device_id`` and its history; raises UnknownDeviceError."""
@@ -108,6 +118,8 @@ class MemoryStore:
             if self._journal is not None:
                 self.registry_lsn = self._journal.append(REMOVED, device_id, None, None)
             self.apply_removal(device_id)
+            lsn = self.registry_lsn
+        self._durable(lsn)
 
     def apply_registration(self, device_id: str) -> bool:
         """Add ``device_id`` unchecked (a journaled registration). Call under the fleet lock
@@ -176,12 +188,16 @@ class MemoryStore:
         with self._lock:
             self._journal = journal
 
-    def record(self, device_id: str, event: Event, key: str | None) -> bool:
+    def record(self, device_id: str, event: Event, key: str | None, *, wait: bool = True) -> bool:
         """Record ``event`` for the device; return False for a repeat of ``key``, and for a
-        heartbeat whose minute the device already had.
+        heartbeat whose minute the device already had. With ``wait=False`` the change is not
+        yet durable on return: :meth:`flush` waits for it (a batch waits once).
 
         Checked first (the device, the key, the history budget), then journaled, then applied:
-        any error leaves the device and the budget as they were.
+        any error before that leaves the device and the budget as they were. The answer waits
+        for the journal's fsync (``--fsync always``) after the device's lock is released, so
+        reads of the device never wait for a disk; a repeat waits for the device's latest
+        change, so its 204 promises what the first one did.
         """
         device = self.device(device_id)
         with device.lock:
@@ -189,18 +205,31 @@ class MemoryStore:
                 raise UnknownDeviceError(device_id)
             history = device.history
             if history.is_repeat(event, key):
-                return False
-            before, extra = history.cost(), history.growth(event)
-            self.budget.reserve(before, extra)
-            try:
-                if self._journal is not None:
-                    device.lsn = self._journal.append(event.kind, device_id, event, key)
-            except BaseException:
-                self.budget.adjust(-extra)
-                raise
-            new = history.apply(event, key)
-            self.budget.adjust(history.cost() - before - extra)
-            return new
+                new, lsn = False, device.lsn
+            else:
+                before, extra = history.cost(), history.growth(event)
+                self.budget.reserve(before, extra)
+                try:
+                    if self._journal is not None:
+                        device.lsn = self._journal.append(event.kind, device_id, event, key)
+                except BaseException:
+                    self.budget.adjust(-extra)
+                    raise
+                new, lsn = history.apply(event, key), device.lsn
+                self.budget.adjust(history.cost() - before - extra)
+        if wait:
+            self._durable(lsn)
+        return new
+
+    def flush(self) -> None:
+        """Wait until every change recorded so far is durable."""
+        if self._journal is not None:
+            self._journal.flush()
+
+    def _durable(self, lsn: int) -> None:
+        """Wait (holding no lock) until change ``lsn`` is durable, if journaling."""
+        if self._journal is not None and lsn:
+            self._journal.durable(lsn)
 
     def replay(self, lsn: int, device_id: str, event: Event, key: str | None) -> None:
         """Apply a journaled event once (counted in the budget, never refused): an event the

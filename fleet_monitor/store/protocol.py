@@ -34,9 +34,13 @@ class Store(FleetReads, Protocol):
     def remove(self, device_id: str) -> None:
         """Remove ``device_id`` and its whole history."""
 
-    def record(self, device_id: str, event: Event, key: str | None) -> bool:
+    def record(self, device_id: str, event: Event, key: str | None, *, wait: bool = True) -> bool:
         """Record ``event`` once per ``key``; return False for a repeat, and for a heartbeat
-        whose minute the device already had."""
+        whose minute the device already had. With ``wait=False`` the change may not be durable
+        yet on return; :meth:`flush` waits for every such change."""
+
+    def flush(self) -> None:
+        """Wait until every change recorded so far is durable."""
 
     def history_bytes(self) -> int:
         """Estimated bytes of history the fleet holds (see the history budget)."""

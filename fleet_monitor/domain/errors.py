@@ -53,3 +53,7 @@ class StoreUnavailableError(Exception):
 
     reason = "store_unavailable"
     retry_after: int | None = None
+
+    def sentence(self) -> str:
+        """What the client is told (``msg``)."""
+        return f"the change was not stored: {self}"

@@ -22,6 +22,14 @@ KEYS_PER_DEVICE = 1024
 Fingerprint = tuple[int, int | None]
 
 
+def key_conflict(kind: str, key: str) -> IdempotencyConflictError:
+    """The refusal of ``key`` reused for a different ``kind`` event of the same device."""
+    return IdempotencyConflictError(
+        f"Idempotency-Key {key} was already used for a different {kind} of this device; "
+        f"send each new {kind} with a new key"
+    )
+
+
 class KeyMemory:
     """The last :data:`KEYS_PER_DEVICE` keys one device used, oldest first. Not thread-safe:
     the owning record locks it."""
@@ -41,10 +49,7 @@ class KeyMemory:
             return False
         known = self._keys[scoped]
         if known is not None and known != fingerprint:
-            raise IdempotencyConflictError(
-                f"Idempotency-Key {key} was already used for a different {kind} of this "
-                f"device; send each new {kind} with a new key"
-            )
+            raise key_conflict(kind, key)
         return True
 
     @classmethod

@@ -17,6 +17,31 @@ UPLOAD_COST = 16  # bytes an upload holds: its minute and its time, two int64
 UNLIMITED = sys.maxsize
 
 
+def device_history_full(held: int, most: int) -> LimitExceededError:
+    """The refusal of a write past one device's history budget."""
+    return LimitExceededError(
+        f"this device's history is full: it holds about {held} bytes, and at most {most} are "
+        "allowed (--max-device-bytes)",
+        "device_budget",
+    )
+
+
+def fleet_history_full(held: int, most: int) -> LimitExceededError:
+    """The refusal of a write past the fleet's history budget."""
+    return LimitExceededError(
+        f"the fleet's history is full: it holds about {held} bytes, and at most {most} are "
+        "allowed (--max-fleet-bytes)",
+        "fleet_budget",
+    )
+
+
+def fleet_full(devices: int) -> LimitExceededError:
+    """The refusal of a registration past ``--max-devices``."""
+    return LimitExceededError(
+        f"the fleet holds {devices} devices, the most allowed (--max-devices)", "fleet_full"
+    )
+
+
 class HistoryBudget:
     """How many estimated bytes of history one device, and the fleet, may hold; safe across
     threads. Records :meth:`reserve` before a write and :meth:`adjust` after it."""
@@ -37,18 +62,10 @@ class HistoryBudget:
         if extra <= 0:
             return
         if device_cost + extra > self.per_device:
-            raise LimitExceededError(
-                f"this device's history is full: it holds about {device_cost} bytes, and at "
-                f"most {self.per_device} are allowed (--max-device-bytes)",
-                "device_budget",
-            )
+            raise device_history_full(device_cost, self.per_device)
         with self._lock:
             if self._used + extra > self.fleet:
-                raise LimitExceededError(
-                    f"the fleet's history is full: it holds about {self._used} bytes, and at "
-                    f"most {self.fleet} are allowed (--max-fleet-bytes)",
-                    "fleet_budget",
-                )
+                raise fleet_history_full(self._used, self.fleet)
             self._used += extra
 
     def adjust(self, delta: int) -> None:

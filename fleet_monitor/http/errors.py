@@ -63,7 +63,7 @@ def _retry_after(seconds: float) -> Headers:
 
 def _store_unavailable(error: StoreUnavailableError) -> ErrorReply:
     headers = () if error.retry_after is None else _retry_after(error.retry_after)
-    return ErrorReply(503, error.reason, f"the change was not stored: {error}", headers)
+    return ErrorReply(503, error.reason, error.sentence(), headers)
 
 
 # The first entry whose type matches answers (subclasses before their bases).

@@ -117,7 +117,7 @@ class DurableStore:
                 store.restore(*decode_device(state))
             store.removed, store.registry_lsn = set(snapshot.removed), snapshot.registry_lsn
             next_lsn = snapshot.next_lsn
-        store.add_all(device_id for device_id in csv_ids if device_id not in store.removed)
+        store.add_all(csv_ids)  # not those removed at run time
         replayed = 0
         found = segments(self.directory)
         for index, path in enumerate(found):

@@ -16,10 +16,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
 
 from fleet_monitor.domain.devices import check_device_id
-from fleet_monitor.domain.errors import LimitExceededError, UnknownDeviceError
+from fleet_monitor.domain.errors import UnknownDeviceError
 from fleet_monitor.domain.events import Event
 from fleet_monitor.domain.history import DeviceHistory, DeviceSnapshot
-from fleet_monitor.domain.limits import UNLIMITED, HistoryBudget
+from fleet_monitor.domain.limits import UNLIMITED, HistoryBudget, fleet_full
 from fleet_monitor.domain.uploads import UploadAggregate
 
 REGISTERED, REMOVED = "register", "remove"  # registry changes, as the journal names them
@@ -78,12 +78,13 @@ class MemoryStore:
     # --- the registry ---------------------------------------------------------------------
 
     def add_all(self, device_ids: Iterable[str]) -> int:
-        """Add each of ``device_ids`` not in the fleet (from a validated file, so unchecked
-        and not journaled: the file is read again at each start); return how many were new."""
+        """Add each of ``device_ids`` neither in the fleet nor removed at run time (from a
+        validated file, so unchecked and not journaled: the file is read again at each start);
+        return how many were new."""
         with self._lock:
             before = len(self._devices)
             for device_id in device_ids:
-                if device_id not in self._devices:
+                if device_id not in self._devices and device_id not in self.removed:
                     self._devices[device_id] = Device()
             added = len(self._devices) - before
             if added:
@@ -98,11 +99,7 @@ class MemoryStore:
             if device_id in self._devices:
                 return False
             if len(self._devices) >= self.max_devices:
-                raise LimitExceededError(
-                    f"the fleet holds {len(self._devices)} devices, the most allowed "
-                    "(--max-devices)",
-                    "fleet_full",
-                )
+                raise fleet_full(len(self._devices))
             if self._journal is not None:
                 self.registry_lsn = self._journal.append(REGISTERED, device_id, None, None)
             self.apply_registration(device_id)

@@ -7,6 +7,7 @@ this seam changes with the store.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
 from fleet_monitor.domain.events import Event
@@ -27,6 +28,10 @@ class Store(FleetReads, Protocol):
 
     def __len__(self) -> int:
         """How many devices the fleet holds."""
+
+    def add_all(self, device_ids: Iterable[str]) -> int:
+        """Add the devices of a devices file that the fleet neither holds nor removed at run
+        time (unchecked: the file was validated); return how many were new."""
 
     def register(self, device_id: str) -> bool:
         """Add ``device_id``; return False if it was there already."""

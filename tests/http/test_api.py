@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from fleet_monitor.store.memory import MemoryStore
-from tests.conftest import DEVICE, exported
+from tests.conftest import DEVICE, observed
 from tests.support.api import API, assert_error, heartbeat, post
 
 MAX_NS = 9_223_372_036_854_775_807
@@ -404,11 +404,11 @@ def test_a_key_reused_for_a_different_event_is_a_409(
     headers = {"Idempotency-Key": "k"}
     url = f"{API}/{DEVICE}/{path}"
     assert client.post(url, json=first, headers=headers).status_code == 204
-    before = exported(store, DEVICE)
+    before = observed(store, DEVICE)
     assert_error(client.post(url, json=second, headers=headers), 409, CONFLICT.format(kind=kind))
-    assert exported(store, DEVICE) == before  # nothing stored or changed
+    assert observed(store, DEVICE) == before  # nothing stored or changed
     assert client.post(url, json=first, headers=headers).status_code == 204  # a true retry
-    assert exported(store, DEVICE) == before
+    assert observed(store, DEVICE) == before
     rejected = client.get("/metrics").text
     assert 'fleet_monitor_rejected_requests_total{reason="idempotency_conflict"} 1.0' in rejected
 

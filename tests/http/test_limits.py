@@ -20,7 +20,7 @@ from fleet_monitor.http import api
 from fleet_monitor.http.app import create_app, new_memory_store
 from fleet_monitor.http.reads import ReadBudget
 from fleet_monitor.store.memory import MemoryStore
-from tests.conftest import DEVICE, SAMPLE_DEVICES, exported
+from tests.conftest import DEVICE, SAMPLE_DEVICES, observed
 
 API = "/api/v1/devices"
 MINUTE_NS = 60 * 10**9
@@ -51,13 +51,13 @@ def test_a_device_past_its_budget_gets_a_422_and_keeps_what_it_had() -> None:
     assert beat(client, BASE).status_code == 204
     assert beat(client, BASE + far).status_code == 204
     assert beat(client, BASE + MINUTE_NS).status_code == 204  # a chunk it has: free
-    before = exported(store, DEVICE)
+    before = observed(store, DEVICE)
     response = beat(client, BASE + 2 * far)
     assert (response.status_code, response.json) == (
         422,
         {"msg": DEVICE_FULL.format(held=2 * PARTIAL_CHUNK_COST, most=2 * PARTIAL_CHUNK_COST)},
     )
-    assert exported(store, DEVICE) == before
+    assert observed(store, DEVICE) == before
     assert beat(client, BASE + 2 * far, SAMPLE_DEVICES[1]).status_code == 204  # another device
     metrics = client.get("/metrics").text
     assert 'fleet_monitor_rejected_requests_total{reason="device_budget"} 1.0' in metrics

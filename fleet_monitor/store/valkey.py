@@ -1,0 +1,464 @@
+"""The Valkey store: the same Store, kept in Valkey 8+ (or Redis 7+), shared by many processes.
+
+Each write is one Lua script (:mod:`~fleet_monitor.store.valkey_scripts`): atomic, one round
+trip. Each read is one call or one pipeline. The layout (``docs/scale-out.md``) mirrors the
+memory store: per device a hash of counters (so ``snapshot`` is one HMGET), its minute bitmap
+in 4,096-bit chunks (offsets stay below 2^32 whatever the year), its uploads in a sorted set by
+minute, and its idempotency keys (``SET NX``-style, with an expiry, the latest 1,024 kept);
+fleet-wide, the registry (a sorted set, paged by id), the ids removed at run time, the fleet's
+history bytes, and each device's last heartbeat (a sorted set by time). The rules are the
+domain's: the same costs, messages and errors as the memory store.
+
+Every engine call has a timeout. An engine that cannot be reached, is loading or times out
+raises :class:`EngineUnavailableError` (503, retry in a second); ``problem`` (``/readyz``) says
+so until a PING works again (tried at most once a second). redis-py reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
+
+from fleet_monitor.domain.bitmaps import (
+    CHUNK_MINUTES,
+    FULL_CHUNK_COST,
+    PARTIAL_CHUNK_COST,
+)
+from fleet_monitor.domain.devices import check_device_id
+from fleet_monitor.domain.errors import StoreUnavailableError, UnknownDeviceError
+from fleet_monitor.domain.events import Event, Heartbeat, Upload
+from fleet_monitor.domain.history import DeviceSnapshot
+from fleet_monitor.domain.idempotency import KEYS_PER_DEVICE, key_conflict
+from fleet_monitor.domain.limits import (
+    UNLIMITED,
+    UPLOAD_COST,
+    device_history_full,
+    fleet_full,
+    fleet_history_full,
+)
+from fleet_monitor.domain.timestamps import MINUTE_NS
+from fleet_monitor.domain.uploads import UploadAggregate
+from fleet_monitor.store import valkey_scripts
+
+PREFIX = "fm:"
+KEY_TTL_S = 30 * 24 * 3600  # an idempotency key is kept 30 days (and among the latest 1,024)
+TIMEOUT_S = 2.0
+PROBE_INTERVAL_S = 1.0
+PIPELINE_BATCH = 1000
+_FIELDS = ("n", "f", "l", "fm", "fr", "lm", "lr", "uc", "uh", "ul", "mnh", "mnl", "mxh", "mxl")
+_ENGINE_ERRORS = (ConnectionError, TimeoutError, BusyLoadingError, OSError)
+T = TypeVar("T")
+
+
+class EngineUnavailableError(StoreUnavailableError):
+    """The engine cannot be reached, is loading its data, or did not answer in time (503)."""
+
+    retry_after = 1
+
+    def sentence(self) -> str:
+        """What the client is told."""
+        return f"the store is unavailable: {self}; nothing is lost, try again shortly"
+
+
+def engine_url(url: str) -> str:
+    """``url`` as redis-py takes it: ``valkey://`` and ``valkeys://`` mean ``redis://`` and
+    ``rediss://``."""
+    parts = urlsplit(url)
+    scheme = {"valkey": "redis", "valkeys": "rediss"}.get(parts.scheme, parts.scheme)
+    return urlunsplit(parts._replace(scheme=scheme))
+
+
+def safe_url(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class ValkeyStore:
+    """The fleet in Valkey; safe across threads and processes."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        per_device_bytes: int = UNLIMITED,
+        fleet_bytes: int = UNLIMITED,
+        max_devices: int = UNLIMITED,
+        timeout_s: float = TIMEOUT_S,
+    ) -> None:
+        self.url = safe_url(url)
+        self.per_device_bytes, self.fleet_bytes = per_device_bytes, fleet_bytes
+        self.max_devices = max_devices
+        self._engine = redis.Redis.from_url(
+            engine_url(url),
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            health_check_interval=30,
+            retry_on_timeout=False,
+        )
+        self._heartbeat = self._engine.register_script(valkey_scripts.HEARTBEAT)
+        self._upload = self._engine.register_script(valkey_scripts.UPLOAD)
+        self._register = self._engine.register_script(valkey_scripts.REGISTER)
+        self._remove = self._engine.register_script(valkey_scripts.REMOVE)
+        self._problem: str | None = None
+        self._probed_at = -float("inf")
+        self._lock = threading.Lock()
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _call(self, work: Callable[[], T]) -> T:
+        """Run one engine call; an engine fault becomes EngineUnavailableError (and the
+        store's problem until a PING works)."""
+        try:
+            result = work()
+        except _ENGINE_ERRORS as error:
+            message = f"{self.url} did not answer ({type(error).__name__}: {error})"
+            with self._lock:
+                self._problem, self._probed_at = message, time.monotonic()
+            raise EngineUnavailableError(message) from None
+        if self._problem is not None:
+            with self._lock:
+                self._problem = None
+        return result
+
+    @staticmethod
+    def _device_key(device_id: str) -> str:
+        return f"{PREFIX}{{{device_id}}}:d"
+
+    @staticmethod
+    def _keys_of(device_id: str) -> dict[str, str]:
+        tag = f"{PREFIX}{{{device_id}}}:"
+        return {
+            "device": tag + "d",
+            "chunks": tag + "cs",
+            "uploads": tag + "u",
+            "key_list": tag + "kq",
+            "chunk_prefix": tag + "c:",
+            "key_prefix": tag + "k:",
+        }
+
+    # --- the registry ---------------------------------------------------------------------
+
+    def add_all(self, device_ids: Iterable[str]) -> int:
+        """Register each id of a devices file that is not in the fleet and was not removed at
+        run time (unchecked, past ``max_devices`` too); return how many were new."""
+        found = self._call(lambda: self._engine.smembers(PREFIX + "removed"))
+        removed = {member.decode() for member in cast(set[bytes], found)}
+        wanted = [device_id for device_id in dict.fromkeys(device_ids) if device_id not in removed]
+        added = 0
+        for start in range(0, len(wanted), PIPELINE_BATCH):
+            batch = wanted[start : start + PIPELINE_BATCH]
+            pipe = self._engine.pipeline(transaction=False)
+            for device_id in batch:
+                self._register(
+                    keys=[self._device_key(device_id), PREFIX + "registry", PREFIX + "removed"],
+                    args=[device_id, 0],
+                    client=pipe,
+                )
+            added += sum(1 for answer in self._call(pipe.execute) if answer == 1)
+        return added
+
+    def register(self, device_id: str) -> bool:
+        """Add ``device_id``; return False if it was there. Raises LimitExceededError past
+        ``max_devices``."""
+        check_device_id(device_id)
+        most = 0 if self.max_devices == UNLIMITED else self.max_devices
+        answer = self._call(
+            lambda: self._register(
+                keys=[self._device_key(device_id), PREFIX + "registry", PREFIX + "removed"],
+                args=[device_id, most],
+            )
+        )
+        if isinstance(answer, list):
+            raise fleet_full(int(answer[1]))
+        return bool(answer == 1)
+
+    def remove(self, device_id: str) -> None:
+        """Remove ``device_id`` and its whole history; raises UnknownDeviceError."""
+        keys = self._keys_of(device_id)
+        done = self._call(
+            lambda: self._remove(
+                keys=[
+                    keys["device"],
+                    keys["chunks"],
+                    keys["uploads"],
+                    keys["key_list"],
+                    PREFIX + "bytes",
+                    PREFIX + "registry",
+                    PREFIX + "removed",
+                ],
+                args=[device_id, keys["chunk_prefix"], keys["key_prefix"]],
+            )
+        )
+        if done != 1:
+            raise UnknownDeviceError(device_id)
+        self._call(lambda: self._engine.zrem(PREFIX + "lastseen", device_id))
+
+    def __contains__(self, device_id: object) -> bool:
+        if not isinstance(device_id, str):
+            return False
+        return bool(self._call(lambda: self._engine.exists(self._device_key(device_id))))
+
+    def __len__(self) -> int:
+        return int(self._call(lambda: self._engine.zcard(PREFIX + "registry")))
+
+    def __iter__(self) -> Iterator[str]:
+        """The ids in id order."""
+        return iter(self.ids_after(None, UNLIMITED))
+
+    def ids_after(self, after: str | None, count: int) -> list[str]:
+        """Up to ``count`` ids in sorted order, each greater than ``after``."""
+        low = "-" if after is None else f"({after}"
+        found = self._call(
+            lambda: self._engine.zrangebylex(PREFIX + "registry", low, "+", start=0, num=count)
+        )
+        return [member.decode() for member in cast(list[bytes], found)]
+
+    # --- writes ---------------------------------------------------------------------------
+
+    def record(self, device_id: str, event: Event, key: str | None, *, wait: bool = True) -> bool:
+        """Record ``event`` once per ``key``; return False for a repeat, and for a heartbeat
+        whose minute the device already had. Durable as the engine's AOF promises once it
+        returns (``wait`` changes nothing here)."""
+        keys = self._keys_of(device_id)
+        entry = "" if key is None else f"{event.kind}:{key}"
+        fingerprint = "" if key is None else repr(event.fingerprint)
+        common = [
+            entry,
+            fingerprint,
+            self.per_device_bytes,
+            self.fleet_bytes,
+            KEY_TTL_S,
+            KEYS_PER_DEVICE,
+            keys["key_prefix"],
+        ]
+        key_string = keys["key_prefix"] + entry
+        if isinstance(event, Heartbeat):
+            answer = self._write_heartbeat(device_id, event, keys, key_string, common)
+        else:
+            answer = self._write_upload(event, keys, key_string, common)
+        verdict = answer[0].decode()
+        if verdict == "ok":
+            return bool(int(answer[1]))
+        if verdict == "repeat":
+            return False
+        self._refuse(verdict, answer, device_id, event, key)
+        raise AssertionError("unreachable")
+
+    def _write_heartbeat(
+        self,
+        device_id: str,
+        event: Heartbeat,
+        keys: dict[str, str],
+        key_string: str,
+        common: list[Any],
+    ) -> list[bytes]:
+        minute, remainder = divmod(event.sent_at_ns, MINUTE_NS)
+        index, bit = divmod(minute, CHUNK_MINUTES)
+        args = [
+            *common,
+            minute,
+            index,
+            bit,
+            minute,
+            remainder,
+            PARTIAL_CHUNK_COST,
+            FULL_CHUNK_COST,
+            CHUNK_MINUTES,
+            device_id,
+            repr(event.sent_at_ns / 1e9),
+        ]
+        return cast(
+            list[bytes],
+            self._call(
+                lambda: self._heartbeat(
+                    keys=[
+                        keys["device"],
+                        keys["chunk_prefix"] + str(index),
+                        key_string,
+                        keys["key_list"],
+                        PREFIX + "bytes",
+                        keys["chunks"],
+                        PREFIX + "lastseen",
+                    ],
+                    args=args,
+                )
+            ),
+        )
+
+    def _write_upload(
+        self, event: Upload, keys: dict[str, str], key_string: str, common: list[Any]
+    ) -> list[bytes]:
+        upload_ns = event.upload_time_ns
+        minute = event.sent_at_ns // MINUTE_NS
+        args = [*common, minute, upload_ns, upload_ns >> 32, upload_ns & 0xFFFFFFFF, UPLOAD_COST]
+        return cast(
+            list[bytes],
+            self._call(
+                lambda: self._upload(
+                    keys=[
+                        keys["device"],
+                        keys["uploads"],
+                        key_string,
+                        keys["key_list"],
+                        PREFIX + "bytes",
+                    ],
+                    args=args,
+                )
+            ),
+        )
+
+    def _refuse(
+        self, verdict: str, answer: list[bytes], device_id: str, event: Event, key: str | None
+    ) -> None:
+        if verdict == "unknown":
+            raise UnknownDeviceError(device_id)
+        if verdict == "conflict":
+            assert key is not None
+            raise key_conflict(event.kind, key)
+        if verdict == "device_budget":
+            raise device_history_full(int(answer[1]), self.per_device_bytes)
+        if verdict == "fleet_budget":
+            raise fleet_history_full(int(answer[1]), self.fleet_bytes)
+        raise RuntimeError(f"unexpected answer from the store: {answer!r}")
+
+    def flush(self) -> None:
+        """Nothing to wait for: every write returned once the engine had it."""
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def snapshot(self, device_id: str) -> DeviceSnapshot:
+        """One device's counters: one HMGET; raises UnknownDeviceError."""
+        values = self._call(
+            lambda: self._engine.hmget(self._device_key(device_id), ["cost", *_FIELDS])
+        )
+        return _snapshot(device_id, cast(list[bytes | None], values))
+
+    def snapshots(self) -> Iterator[DeviceSnapshot]:
+        """Every device's counters, a pipeline of HMGETs per thousand devices."""
+        ids = self.ids_after(None, UNLIMITED)
+        for start in range(0, len(ids), PIPELINE_BATCH):
+            batch = ids[start : start + PIPELINE_BATCH]
+            pipe = self._engine.pipeline(transaction=False)
+            for device_id in batch:
+                pipe.hmget(self._device_key(device_id), ["cost", *_FIELDS])
+            answers = self._call(pipe.execute)
+            for device_id, values in zip(batch, answers, strict=True):
+                if values[0] is not None:  # removed since the ids were read
+                    yield _snapshot(device_id, values)
+
+    def heartbeat_counts(self, device_id: str, ranges: Sequence[tuple[int, int]]) -> list[int]:
+        """For each ``(start, end)``, the heartbeat minutes ``start <= m < end``: the device's
+        chunk indices (one SMEMBERS), then one pipeline of BITCOUNTs over the chunks each range
+        meets (two round trips, whatever the number of ranges)."""
+        keys = self._keys_of(device_id)
+        found = self._call(lambda: self._engine.smembers(keys["chunks"]))
+        indices = sorted(int(index) for index in cast(set[bytes], found))
+        pipe = self._engine.pipeline(transaction=False)
+        pieces: list[int] = []
+        for start, end in ranges:
+            first = bisect.bisect_left(indices, start // CHUNK_MINUTES)
+            last = bisect.bisect_right(indices, (end - 1) // CHUNK_MINUTES)
+            for index in indices[first:last]:
+                base = index * CHUNK_MINUTES
+                low, high = max(start, base) - base, min(end, base + CHUNK_MINUTES) - base - 1
+                pipe.bitcount(keys["chunk_prefix"] + str(index), low, high, mode="BIT")
+            pieces.append(max(0, last - first))
+        counts = iter(cast(list[int], self._call(pipe.execute)) if sum(pieces) else [])
+        return [sum(next(counts) for _ in range(parts)) for parts in pieces]
+
+    def upload_aggregates(
+        self, device_id: str, ranges: Sequence[tuple[int, int]]
+    ) -> list[UploadAggregate]:
+        """For each ``(start, end)``, the uploads of minutes ``start <= m < end``: one read of
+        the uploads in the whole span, then bucketed here (exact sums beyond int64)."""
+        if not ranges:
+            return []
+        low, high = min(s for s, _ in ranges), max(e for _, e in ranges)
+        found = self._call(
+            lambda: self._engine.zrangebyscore(
+                self._keys_of(device_id)["uploads"], low, f"({high}", withscores=True
+            )
+        )
+        pairs = sorted(
+            (int(score), int(member.split(b":")[1]))
+            for member, score in cast(list[tuple[bytes, float]], found)
+        )
+        minutes = [minute for minute, _ in pairs]
+        result = []
+        for start, end in ranges:
+            times = [
+                t
+                for _, t in pairs[
+                    bisect.bisect_left(minutes, start) : bisect.bisect_left(minutes, end)
+                ]
+            ]
+            result.append(
+                UploadAggregate(len(times), sum(times), min(times), max(times))
+                if times
+                else UploadAggregate()
+            )
+        return result
+
+    def history_bytes(self) -> int:
+        """Estimated bytes of history the fleet holds (the same measure as the memory store)."""
+        return int(self._call(lambda: self._engine.get(PREFIX + "bytes")) or 0)
+
+    def problem(self) -> str | None:
+        """Why changes cannot be stored now (the engine unreachable), or None; while there is
+        a problem, a PING is tried at most once a second."""
+        if self._problem is None:
+            return None
+        with self._lock:
+            due = time.monotonic() - self._probed_at >= PROBE_INTERVAL_S
+            if due:
+                self._probed_at = time.monotonic()
+        if due:
+            try:
+                self._engine.ping()
+            except _ENGINE_ERRORS:
+                pass
+            else:
+                with self._lock:
+                    self._problem = None
+        problem = self._problem
+        return None if problem is None else f"cannot reach the store: {problem}"
+
+    def close(self) -> None:
+        """Close the engine's connections."""
+        self._engine.close()
+
+
+def _number(value: bytes | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _snapshot(device_id: str, values: list[bytes | None]) -> DeviceSnapshot:
+    """A snapshot from HMGET's ``cost`` and :data:`_FIELDS` values."""
+    if values[0] is None:
+        raise UnknownDeviceError(device_id)
+    n, f, last, fm, fr, lm, lr, uc, uh, ul, mnh, mnl, mxh, mxl = (_number(v) for v in values[1:])
+    count = uc or 0
+    return DeviceSnapshot(
+        device_id,
+        n or 0,
+        f,
+        last,
+        None if fm is None else fm * MINUTE_NS + (fr or 0),
+        None if lm is None else lm * MINUTE_NS + (lr or 0),
+        count,
+        ((uh or 0) << 32) + (ul or 0),
+        None if mnh is None else (mnh << 32) + (mnl or 0),
+        None if mxh is None else (mxh << 32) + (mxl or 0),
+    )

@@ -1,0 +1,151 @@
+"""The Lua scripts of the Valkey store: each write is one atomic script, one round trip.
+
+Every script touches only the keys of one device (one hash tag, so one cluster slot) plus the
+fleet-wide keys it names (the registry, the removed set, the fleet's byte count). Numbers stay
+below 2^53, where Lua's doubles are exact: minutes, nanoseconds within a minute, 32-bit limbs of
+upload times. The engine's own integers (HINCRBY, INCRBY) are exact int64. See
+``docs/scale-out.md`` for the key layout.
+"""
+
+from __future__ import annotations
+
+# Shared by the two write scripts: the device must exist, and an idempotency key already used
+# is a repeat (same fingerprint) or a conflict. KEYS[1] the device hash, KEYS[3] the key's
+# string; ARGV[1] the key's list entry ("" without a key), ARGV[2] the fingerprint.
+_CHECK = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'unknown'} end
+if ARGV[1] ~= '' then
+  local seen = redis.call('GET', KEYS[3])
+  if seen then
+    if seen == ARGV[2] then return {'repeat'} end
+    return {'conflict'}
+  end
+end
+"""
+
+# Budget check for ``extra`` bytes (a local), then the key remembered. KEYS[4] the key list,
+# KEYS[5] the fleet's byte count; ARGV[3] per-device budget, ARGV[4] fleet budget, ARGV[5] the
+# key's expiry (s), ARGV[6] how many keys a device keeps, ARGV[7] the keys' name prefix.
+_BUDGET_AND_KEY = """
+local cost = tonumber(redis.call('HGET', KEYS[1], 'cost') or '0')
+if extra > 0 then
+  if cost + extra > tonumber(ARGV[3]) then return {'device_budget', tostring(cost)} end
+  local used = tonumber(redis.call('GET', KEYS[5]) or '0')
+  if used + extra > tonumber(ARGV[4]) then return {'fleet_budget', tostring(used)} end
+end
+if ARGV[1] ~= '' then
+  redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[5])
+  redis.call('RPUSH', KEYS[4], ARGV[1])
+  if redis.call('LLEN', KEYS[4]) > tonumber(ARGV[6]) then
+    redis.call('DEL', ARGV[7] .. redis.call('LPOP', KEYS[4]))
+  end
+end
+"""
+
+_SETTLE = """
+if extra ~= 0 then
+  redis.call('HINCRBY', KEYS[1], 'cost', extra)
+  redis.call('INCRBY', KEYS[5], extra)
+end
+"""
+
+# A heartbeat. KEYS: 1 device hash, 2 chunk, 3 key string, 4 key list, 5 fleet bytes, 6 chunk
+# set, 7 last-seen index. ARGV 1-7 as above; 8 minute, 9 chunk index, 10 bit in the chunk,
+# 11 sent_at's minute, 12 its nanoseconds within the minute, 13 a partial chunk's cost, 14 a
+# full one's, 15 bits a chunk holds, 16 the device id, 17 sent_at in Unix seconds. Returns
+# {'ok', 1 if the minute was new else 0}, or a refusal.
+HEARTBEAT = (
+    _CHECK
+    + """
+local extra = 0
+if redis.call('EXISTS', KEYS[2]) == 0 then extra = tonumber(ARGV[13]) end
+"""
+    + _BUDGET_AND_KEY
+    + """
+local minute = tonumber(ARGV[8])
+local new = 0
+if redis.call('SETBIT', KEYS[2], ARGV[10], 1) == 0 then
+  new = 1
+  if extra > 0 then redis.call('SADD', KEYS[6], ARGV[9]) end
+  redis.call('HINCRBY', KEYS[1], 'n', 1)
+  local first = redis.call('HGET', KEYS[1], 'f')
+  if not first or minute < tonumber(first) then redis.call('HSET', KEYS[1], 'f', ARGV[8]) end
+  local last = redis.call('HGET', KEYS[1], 'l')
+  if not last or minute > tonumber(last) then redis.call('HSET', KEYS[1], 'l', ARGV[8]) end
+  if redis.call('BITCOUNT', KEYS[2]) == tonumber(ARGV[15]) then
+    redis.call('HINCRBY', KEYS[1], 'full', 1)
+    extra = extra - tonumber(ARGV[13]) + tonumber(ARGV[14])
+  end
+end
+local at_m, at_r = tonumber(ARGV[11]), tonumber(ARGV[12])
+local fm, fr = redis.call('HGET', KEYS[1], 'fm'), redis.call('HGET', KEYS[1], 'fr')
+if not fm or at_m < tonumber(fm) or (at_m == tonumber(fm) and at_r < tonumber(fr)) then
+  redis.call('HSET', KEYS[1], 'fm', ARGV[11], 'fr', ARGV[12])
+end
+local lm, lr = redis.call('HGET', KEYS[1], 'lm'), redis.call('HGET', KEYS[1], 'lr')
+if not lm or at_m > tonumber(lm) or (at_m == tonumber(lm) and at_r > tonumber(lr)) then
+  redis.call('HSET', KEYS[1], 'lm', ARGV[11], 'lr', ARGV[12])
+end
+redis.call('ZADD', KEYS[7], 'GT', ARGV[17], ARGV[16])
+"""
+    + _SETTLE
+    + "return {'ok', new}\n"
+)
+
+# An upload. KEYS: 1 device hash, 2 uploads (sorted set), 3 key string, 4 key list, 5 fleet
+# bytes. ARGV 1-7 as above; 8 minute, 9 upload time (decimal text), 10 its high 31 bits,
+# 11 its low 32 bits, 12 an upload's cost. Returns {'ok', 1} or a refusal.
+UPLOAD = (
+    _CHECK
+    + "local extra = tonumber(ARGV[12])\n"
+    + _BUDGET_AND_KEY
+    + """
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+redis.call('ZADD', KEYS[2], ARGV[8], seq .. ':' .. ARGV[9])
+redis.call('HINCRBY', KEYS[1], 'uc', 1)
+redis.call('HINCRBY', KEYS[1], 'uh', ARGV[10])
+redis.call('HINCRBY', KEYS[1], 'ul', ARGV[11])
+local hi, lo = tonumber(ARGV[10]), tonumber(ARGV[11])
+local mh, ml = redis.call('HGET', KEYS[1], 'mnh'), redis.call('HGET', KEYS[1], 'mnl')
+if not mh or hi < tonumber(mh) or (hi == tonumber(mh) and lo < tonumber(ml)) then
+  redis.call('HSET', KEYS[1], 'mnh', ARGV[10], 'mnl', ARGV[11])
+end
+mh, ml = redis.call('HGET', KEYS[1], 'mxh'), redis.call('HGET', KEYS[1], 'mxl')
+if not mh or hi > tonumber(mh) or (hi == tonumber(mh) and lo > tonumber(ml)) then
+  redis.call('HSET', KEYS[1], 'mxh', ARGV[10], 'mxl', ARGV[11])
+end
+"""
+    + _SETTLE
+    + "return {'ok', 1}\n"
+)
+
+# A registration. KEYS: 1 device hash, 2 registry, 3 removed set. ARGV: 1 id, 2 most devices
+# (0: no limit: a devices file at start). Returns 1 (new), 0 (there already) or {'full', n}.
+REGISTER = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local count = redis.call('ZCARD', KEYS[2])
+if tonumber(ARGV[2]) > 0 and count >= tonumber(ARGV[2]) then return {'full', count} end
+redis.call('HSET', KEYS[1], 'cost', 0)
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
+redis.call('SREM', KEYS[3], ARGV[1])
+return 1
+"""
+
+# A removal. KEYS: 1 device hash, 2 chunk set, 3 uploads, 4 key list, 5 fleet bytes,
+# 6 registry, 7 removed set. ARGV: 1 id, 2 the chunks' name prefix, 3 the keys' name prefix.
+# Returns 1, or 0 for an unknown device.
+REMOVE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local cost = tonumber(redis.call('HGET', KEYS[1], 'cost') or '0')
+for _, index in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  redis.call('DEL', ARGV[2] .. index)
+end
+for _, key in ipairs(redis.call('LRANGE', KEYS[4], 0, -1)) do
+  redis.call('DEL', ARGV[3] .. key)
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('ZREM', KEYS[6], ARGV[1])
+redis.call('SADD', KEYS[7], ARGV[1])
+redis.call('DECRBY', KEYS[5], cost)
+return 1
+"""

@@ -74,6 +74,20 @@ def parse_rate(text: str) -> float:
     return value / per
 
 
+STORE_SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys")
+
+
+def parse_store(text: str) -> str:
+    """``memory``, or the URL of a Valkey or Redis server: ``redis://[user:pass@]host:port/db``,
+    ``rediss://…`` (TLS), ``unix:///path/to.sock``, or the same with ``valkey``/``valkeys``."""
+    value = text.strip()
+    if value == "memory" or (value.split("://", 1)[0] in STORE_SCHEMES and "://" in value):
+        return value
+    raise ValueError(
+        f"must be memory or a URL like redis://host:6379/0 or unix:///run/valkey.sock, got {text!r}"
+    )
+
+
 def parse_switch(text: str) -> bool:
     """On or off: 1/true/yes/on or 0/false/no/off, in any case."""
     value = text.strip().lower()
@@ -145,6 +159,13 @@ class Settings:
         parse_switch,
         "also export each device's uptime and last heartbeat on /metrics (one series per device)",
         "",
+    )
+    store: str = _option(
+        "memory",
+        parse_store,
+        "where the fleet's state lives: memory (this process; with --data-dir for durability) "
+        "or a Valkey 8+/Redis 7+ URL shared by many processes (redis://, rediss://, unix://)",
+        "URL",
     )
     data_dir: Path | None = _option(
         None,

@@ -9,39 +9,82 @@ takes a last snapshot, so the next start replays nothing.
 from __future__ import annotations
 
 import logging
+import time
 
-from fleet_monitor.config import Settings
-from fleet_monitor.http.app import create_app, new_memory_store
+from fleet_monitor.config import ConfigError, Settings
+from fleet_monitor.domain.errors import StoreUnavailableError
+from fleet_monitor.domain.limits import HistoryBudget
+from fleet_monitor.http.app import create_app
 from fleet_monitor.http.readiness import Readiness
 from fleet_monitor.http.server import serve_app
 from fleet_monitor.store.devices_file import fleet_device_ids
 from fleet_monitor.store.durable import DurableStore
+from fleet_monitor.store.memory import MemoryStore
+from fleet_monitor.store.valkey import ValkeyStore
 
 log = logging.getLogger(__name__)
+RETRY_S = 1.0  # between two tries of an engine that cannot be reached at start
+
+
+def new_store(settings: Settings) -> MemoryStore | ValkeyStore:
+    """The empty store ``settings`` ask for, bounded by their limits (devices, history)."""
+    if settings.store != "memory":
+        return ValkeyStore(
+            settings.store,
+            per_device_bytes=settings.max_device_bytes,
+            fleet_bytes=settings.max_fleet_bytes,
+            max_devices=settings.max_devices,
+        )
+    budget = HistoryBudget(settings.max_device_bytes, settings.max_fleet_bytes)
+    return MemoryStore(budget=budget, max_devices=settings.max_devices)
 
 
 def serve(settings: Settings) -> None:
-    """Serve the fleet until a stop signal; raises DevicesFileError on a bad devices file,
-    StateError/CorruptJournalError/SnapshotError on a state directory that cannot be used."""
+    """Serve the fleet until a stop signal; raises ConfigError on settings that do not go
+    together, DevicesFileError on a bad devices file, StateError/CorruptJournalError/
+    SnapshotError on a state directory that cannot be used."""
+    if settings.store != "memory" and settings.data_dir is not None:
+        raise ConfigError(
+            "--data-dir keeps the memory store's state; with --store URL the engine keeps it "
+            "(its AOF): drop one of them (fleet-monitor migrate moves a data dir into the engine)"
+        )
     device_ids, source = fleet_device_ids(settings.devices)
     readiness = Readiness()
-    store = new_memory_store(settings)
+    store = new_store(settings)
     durable = None
-    if settings.data_dir is not None:
+    if isinstance(store, MemoryStore) and settings.data_dir is not None:
         durable = DurableStore(settings.data_dir, settings.fsync, settings.snapshot_every)
 
     def load() -> None:
-        if durable is None:
-            store.add_all(device_ids)
-        else:
+        if durable is not None and isinstance(store, MemoryStore):
             durable.open(store, device_ids, repair=settings.repair)
+        else:
+            _add_when_reachable(store, device_ids)
+        where = source if durable is None else f"{source} and {durable.directory}"
+        if isinstance(store, ValkeyStore):
+            where = f"{source} into {store.url}"
         log.info(
             "loaded %d devices from %s",
             len(store),
-            source if durable is None else f"{source} and {durable.directory}",
+            where,
             extra={"fields": {"devices": len(store)}},
         )
 
     serve_app(create_app(settings, store, readiness=readiness), settings, readiness, load)
     if durable is not None:
         durable.close()
+    if isinstance(store, ValkeyStore):
+        store.close()
+
+
+def _add_when_reachable(store: MemoryStore | ValkeyStore, device_ids: list[str]) -> None:
+    """Add the devices file's ids, waiting (``/readyz`` 503 meanwhile) for an engine that
+    cannot be reached yet: it may be starting too."""
+    while True:
+        try:
+            store.add_all(device_ids)
+        except StoreUnavailableError as error:
+            log.warning("waiting for the store: %s", error)  # throttled: one per 10 s
+            time.sleep(RETRY_S)
+        else:
+            return

@@ -50,7 +50,7 @@ def valkey_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-def new_store(kind: str, request: pytest.FixtureRequest, **limits: int) -> Store:
+def empty_store(kind: str, request: pytest.FixtureRequest, **limits: int) -> Store:
     """An empty store of ``kind`` (a Valkey one flushed first) with these limits."""
     if kind == "memory":
         return MemoryStore(
@@ -78,7 +78,7 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def store(store_kind: str, request: pytest.FixtureRequest) -> Store:
     """The sample fleet in each kind of store: shared behaviour runs against every one."""
-    new = new_store(store_kind, request)
+    new = empty_store(store_kind, request)
     new.add_all(SAMPLE_DEVICES)
     return new
 

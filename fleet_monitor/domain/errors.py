@@ -57,3 +57,19 @@ class StoreUnavailableError(Exception):
     def sentence(self) -> str:
         """What the client is told (``msg``)."""
         return f"the change was not stored: {self}"
+
+
+class NotConfirmedError(StoreUnavailableError):
+    """A change was recorded (and is kept) but could not be confirmed durable, e.g. an fsync
+    failed (503): the one error after which something *was* stored. A retry carrying the same
+    Idempotency-Key is safe; one without may record the change twice."""
+
+    reason = "not_confirmed"
+    retry_after = 1
+
+    def sentence(self) -> str:
+        """What the client is told."""
+        return (
+            f"the change was recorded but could not be confirmed on disk ({self}); a retry "
+            "records it again unless it carries the same Idempotency-Key"
+        )

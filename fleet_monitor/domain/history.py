@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from fleet_monitor.domain.bitmaps import MinuteSet
 from fleet_monitor.domain.events import Event, Heartbeat
-from fleet_monitor.domain.idempotency import KeyMemory
+from fleet_monitor.domain.idempotency import KeyMemory, key_cost
 from fleet_monitor.domain.limits import UPLOAD_COST
 from fleet_monitor.domain.timestamps import minute_of
 from fleet_monitor.domain.uploads import UploadAggregate, UploadLog
@@ -95,11 +95,12 @@ class DeviceHistory:
             and self.keys.is_repeat(event.kind, key, event.fingerprint)
         )
 
-    def growth(self, event: Event) -> int:
-        """How much :meth:`cost` grows at most when ``event`` is applied."""
+    def growth(self, event: Event, key: str | None) -> int:
+        """How much :meth:`cost` grows at most when ``event`` is applied with ``key``."""
+        grows = 0 if key is None else key_cost(event.kind, key)
         if isinstance(event, Heartbeat):
-            return self.minutes.cost_of_adding(minute_of(event.sent_at_ns))
-        return UPLOAD_COST
+            return grows + self.minutes.cost_of_adding(minute_of(event.sent_at_ns))
+        return grows + UPLOAD_COST
 
     def apply(self, event: Event, key: str | None) -> bool:
         """Record ``event`` (and its key); for a heartbeat, return whether its minute was new."""
@@ -133,8 +134,10 @@ class DeviceHistory:
             self.upload_max_ns = upload_ns
 
     def cost(self) -> int:
-        """Estimated bytes of memory this history holds (the history budget's measure)."""
-        return self.minutes.cost() + self.upload_count * UPLOAD_COST
+        """Estimated bytes of memory this history holds (the history budget's measure): its
+        bitmap chunks, its uploads and its remembered idempotency keys."""
+        keys = 0 if self.keys is None else self.keys.cost
+        return self.minutes.cost() + self.upload_count * UPLOAD_COST + keys
 
     def snapshot(self, device_id: str) -> DeviceSnapshot:
         """The history's counters, in O(1)."""

@@ -16,6 +16,13 @@ from fleet_monitor.domain.events import HEARTBEAT, UPLOAD
 
 KINDS = (HEARTBEAT, UPLOAD)
 KEYS_PER_DEVICE = 1024
+KEY_OVERHEAD = 100  # estimated bytes a remembered key holds beside its characters
+
+
+def key_cost(kind: str, key: str) -> int:
+    """Estimated bytes one remembered key holds (for the history budget)."""
+    return len(kind) + len(key) + KEY_OVERHEAD
+
 
 # What a key recorded: (sent_at ns, upload ns or None); None when that is not known (a key
 # restored from an older snapshot): such a key matches any event.
@@ -34,10 +41,11 @@ class KeyMemory:
     """The last :data:`KEYS_PER_DEVICE` keys one device used, oldest first. Not thread-safe:
     the owning record locks it."""
 
-    __slots__ = ("_keys",)
+    __slots__ = ("_keys", "cost")
 
     def __init__(self) -> None:
         self._keys: OrderedDict[tuple[str, str], Fingerprint | None] = OrderedDict()
+        self.cost = 0  # estimated bytes of the keys remembered (see key_cost)
 
     def is_repeat(self, kind: str, key: str, fingerprint: Fingerprint) -> bool:
         """Whether ``key`` already recorded this very event (then nothing is to change).
@@ -62,9 +70,12 @@ class KeyMemory:
 
     def remember(self, kind: str, key: str, fingerprint: Fingerprint | None) -> None:
         """Keep ``key`` for ``kind``, forgetting the oldest beyond :data:`KEYS_PER_DEVICE`."""
+        if (kind, key) not in self._keys:
+            self.cost += key_cost(kind, key)
         self._keys[(kind, key)] = fingerprint
         if len(self._keys) > KEYS_PER_DEVICE:
-            self._keys.popitem(last=False)
+            (old_kind, old_key), _ = self._keys.popitem(last=False)
+            self.cost -= key_cost(old_kind, old_key)
 
     def items(self) -> Iterator[tuple[str, str, Fingerprint | None]]:
         """Each remembered ``(kind, key, fingerprint)``, oldest first."""

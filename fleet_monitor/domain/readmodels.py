@@ -22,6 +22,7 @@ DEFAULT_STEP = "1h"
 DEFAULT_SPAN_NS = 24 * 60 * MINUTE_NS
 MAX_BUCKETS = 10_000
 STATUSES = ("online", "offline", "never")
+SCAN_LIMIT = 5_000  # devices one filtered page may look at
 
 
 class FleetReads(Protocol):
@@ -79,16 +80,19 @@ def device_page(
 ) -> tuple[list[DeviceView], str | None]:
     """Up to ``limit`` devices sorted by id after ``after``, filtered by ``status``.
 
-    Returns the page and the id to continue after, or None when no device follows it.
+    Returns the page and the id to continue after, or None when no device follows it. A
+    filtered page looks at no more than :data:`SCAN_LIMIT` devices: past that it is returned
+    as it is (perhaps empty) with its cursor, so a rare status never costs a scan of the fleet
+    in one request.
     """
     page: list[DeviceView] = []
-    cursor = after
-    while len(page) < limit:
-        ids = store.ids_after(cursor, limit)
+    cursor, scanned = after, 0
+    while len(page) < limit and scanned < SCAN_LIMIT:
+        ids = store.ids_after(cursor, min(max(limit, 100), SCAN_LIMIT - scanned))
         if not ids:
             return page, None
         for device_id in ids:
-            cursor = device_id
+            cursor, scanned = device_id, scanned + 1
             try:
                 view = device_view(store, device_id, now_ns, offline_after_ns)
             except UnknownDeviceError:  # removed since the ids were read

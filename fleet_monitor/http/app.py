@@ -8,7 +8,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from fleet_monitor.config import Settings
-from fleet_monitor.domain.limits import HistoryBudget, SentAtRange
+from fleet_monitor.domain.limits import SentAtRange
 from fleet_monitor.domain.timestamps import NS_PER_SECOND
 from fleet_monitor.http.api import api
 from fleet_monitor.http.context import Clock, Context
@@ -23,7 +23,6 @@ from fleet_monitor.http.reads import ReadBudget
 from fleet_monitor.http.rules import Admission
 from fleet_monitor.http.timing import timed
 from fleet_monitor.http.writes import ROLES, Ingest
-from fleet_monitor.store.memory import MemoryStore
 from fleet_monitor.store.protocol import Store
 
 METRICS_EXTENSION = "fleet_monitor.metrics"
@@ -35,12 +34,6 @@ _HTTP_REASONS = {404: "no_such_route", 405: "method_not_allowed", 413: "body_too
 def batch_body_bytes(settings: Settings) -> int:
     """The largest batch body accepted: ``max_batch`` events of up to 512 bytes each."""
     return settings.max_batch * BATCH_EVENT_BYTES
-
-
-def new_memory_store(settings: Settings) -> MemoryStore:
-    """An empty memory store bounded by ``settings`` (devices, history bytes)."""
-    budget = HistoryBudget(settings.max_device_bytes, settings.max_fleet_bytes)
-    return MemoryStore(budget=budget, max_devices=settings.max_devices)
 
 
 def system_clock() -> int:

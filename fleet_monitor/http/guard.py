@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
 READ, DEVICE, ADMIN = "read", "device", "admin"
-CHALLENGE = 'Bearer realm="fleet-monitor"'
 
 
 class Access:
@@ -56,13 +55,18 @@ class Access:
 
 
 class RateLimiter:
-    """A token bucket per key (a device, a client address): ``rate`` a second, up to
-    ``burst`` saved up; safe across threads."""
+    """A token bucket per key (a device, a client): ``rate`` a second, up to ``burst`` saved
+    up; safe across threads. At most ``max_keys`` buckets are kept: past that the oldest is
+    dropped (a key seen again starts full, as a new one would after a quiet spell)."""
 
     def __init__(
-        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+        self,
+        rate: float,
+        burst: int,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 100_000,
     ) -> None:
-        self.rate, self.burst = rate, burst
+        self.rate, self.burst, self.max_keys = rate, burst, max_keys
         self._clock = clock
         self._buckets: dict[str, TokenBucket] = {}
         self._lock = threading.Lock()
@@ -74,6 +78,8 @@ class RateLimiter:
         with self._lock:
             bucket = self._buckets.get(key)
             if bucket is None:
+                if len(self._buckets) >= self.max_keys:
+                    del self._buckets[next(iter(self._buckets))]  # the oldest
                 bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, now)
             return bucket.take(now)
 

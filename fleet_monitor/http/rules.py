@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fleet_monitor.domain.errors import RateLimitedError
+from fleet_monitor.http.connections import client_key
 from fleet_monitor.http.errors import BodyTooLargeError, NotLoadedError, TokenRequiredError
 from fleet_monitor.http.guard import READ, Access, RateLimiter
 from fleet_monitor.http.readiness import Readiness
@@ -32,7 +33,7 @@ class Admission:
         limiter = self.read_limiter
         if role != READ or limiter is None:
             return
-        if (wait := limiter.take(environ.get("REMOTE_ADDR") or "")) > 0:
+        if (wait := limiter.take(client_key(environ.get("REMOTE_ADDR") or ""))) > 0:
             raise RateLimitedError(
                 wait,
                 f"too many reads from this client: at most {limiter.rate:g} a second, "

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from fleet_monitor.domain.devices import DEVICE_ID_PATTERN
 from fleet_monitor.domain.errors import (
     InvalidInputError,
+    NotConfirmedError,
     RateLimitedError,
     StoreUnavailableError,
     UnknownDeviceError,
@@ -158,7 +159,8 @@ class Ingest:
                 self._record(device_id, event, None, wait=False)
             except _REFUSALS as error:
                 rejected.append(Rejection(index, _batch_message(error)))
-        self.store.flush()  # one wait for the whole batch's durability
+        if len(rejected) < len(events):
+            self.store.flush()  # one wait for the durability of the whole batch
         return sorted(rejected)
 
     def _validate_event(self, item: object) -> tuple[str, Event]:
@@ -189,13 +191,21 @@ class Ingest:
             )
         try:
             new = self.store.record(device_id, event, key, wait=wait)
+        except NotConfirmedError:
+            self._count(event, new=True)  # recorded, though not confirmed: it counts
+            raise
         except Exception:
             if limiter is not None:
                 limiter.refund(device_id)  # not accepted: its token comes back
             raise
+        self._count(event, new)
+
+    def _count(self, event: Event, new: bool) -> None:
+        """Count an accepted heartbeat (a duplicate when its minute was known) or a newly
+        recorded upload (a repeated key's is not counted again)."""
         if isinstance(event, Heartbeat):
             self.metrics.heartbeat_accepted(new)
-        else:
+        elif new:
             self.metrics.uploads.inc()
 
 

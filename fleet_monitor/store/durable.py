@@ -127,9 +127,10 @@ class DurableStore:
                 replay(store, entry)
                 replayed += 1
                 next_lsn = max(next_lsn, entry.lsn + 1)
-        self._journal = Journal(self.directory, next_lsn, self._fsync)
-        store.attach_journal(JournalChanges(self._journal))
+        journal = Journal(self.directory, next_lsn, self._fsync)
+        store.attach_journal(JournalChanges(journal))
         self._store = store
+        self._journal = journal  # last: close() snapshots only a store fully loaded
         log.info(
             "state loaded from %s: %d devices from the snapshot, %d journal records replayed "
             "in %.2f s",
@@ -202,7 +203,9 @@ class DurableStore:
 
 
 def _encoded(devices: list[tuple[str, Device]]) -> Iterator[dict[str, Any]]:
-    """Each device's snapshot values, copied under its own lock, one at a time."""
+    """Each device's snapshot values, copied under its own lock, one at a time; the lock is
+    released before the values are written (a slow disk never holds a device's writes)."""
     for device_id, device in devices:
         with device.lock:
-            yield encode_device(device_id, device.lsn, device.history)
+            state = encode_device(device_id, device.lsn, device.history)
+        yield state

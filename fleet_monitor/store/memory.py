@@ -16,7 +16,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
 
 from fleet_monitor.domain.devices import check_device_id
-from fleet_monitor.domain.errors import UnknownDeviceError
+from fleet_monitor.domain.errors import (
+    NotConfirmedError,
+    StoreUnavailableError,
+    UnknownDeviceError,
+)
 from fleet_monitor.domain.events import Event
 from fleet_monitor.domain.history import DeviceHistory, DeviceSnapshot
 from fleet_monitor.domain.limits import UNLIMITED, HistoryBudget, fleet_full
@@ -95,6 +99,11 @@ class MemoryStore:
         """Add ``device_id`` (checked against the id rule); return False if it was there.
         Raises LimitExceededError when the fleet already holds ``max_devices``."""
         check_device_id(device_id)
+        with self._lock:
+            known, lsn = device_id in self._devices, self.registry_lsn
+        if known:  # a retry's answer promises what the first one's did
+            self._durable(lsn)
+            return False
         with self._lock:
             if device_id in self._devices:
                 return False
@@ -204,7 +213,7 @@ class MemoryStore:
             if history.is_repeat(event, key):
                 new, lsn = False, device.lsn
             else:
-                before, extra = history.cost(), history.growth(event)
+                before, extra = history.cost(), history.growth(event, key)
                 self.budget.reserve(before, extra)
                 try:
                     if self._journal is not None:
@@ -219,14 +228,21 @@ class MemoryStore:
         return new
 
     def flush(self) -> None:
-        """Wait until every change recorded so far is durable."""
+        """Wait until every change recorded so far is durable; raises NotConfirmedError."""
         if self._journal is not None:
-            self._journal.flush()
+            try:
+                self._journal.flush()
+            except StoreUnavailableError as error:
+                raise NotConfirmedError(str(error)) from None
 
     def _durable(self, lsn: int) -> None:
-        """Wait (holding no lock) until change ``lsn`` is durable, if journaling."""
+        """Wait (holding no lock) until change ``lsn`` is durable, if journaling; raises
+        NotConfirmedError when it cannot be made so (the change stays applied)."""
         if self._journal is not None and lsn:
-            self._journal.durable(lsn)
+            try:
+                self._journal.durable(lsn)
+            except StoreUnavailableError as error:
+                raise NotConfirmedError(str(error)) from None
 
     def replay(self, lsn: int, device_id: str, event: Event, key: str | None) -> None:
         """Apply a journaled event once (counted in the budget, never refused): an event the
@@ -259,10 +275,12 @@ class MemoryStore:
             return device.history.snapshot(device_id)
 
     def snapshots(self) -> Iterator[DeviceSnapshot]:
-        """Every device's counters, one device lock at a time."""
+        """Every device's counters, one device lock at a time (released before each is
+        yielded: the caller's work never holds a device's lock)."""
         for device_id, device in self.devices():
             with device.lock:
-                yield device.history.snapshot(device_id)
+                snapshot = device.history.snapshot(device_id)
+            yield snapshot
 
     def heartbeat_counts(self, device_id: str, ranges: Sequence[tuple[int, int]]) -> list[int]:
         """For each ``(start, end)``, how many heartbeat minutes ``start <= m < end``."""

@@ -35,7 +35,7 @@ from fleet_monitor.domain.devices import check_device_id
 from fleet_monitor.domain.errors import StoreUnavailableError, UnknownDeviceError
 from fleet_monitor.domain.events import Event, Heartbeat, Upload
 from fleet_monitor.domain.history import DeviceSnapshot
-from fleet_monitor.domain.idempotency import KEYS_PER_DEVICE, key_conflict
+from fleet_monitor.domain.idempotency import KEY_OVERHEAD, KEYS_PER_DEVICE, key_conflict, key_cost
 from fleet_monitor.domain.limits import (
     UNLIMITED,
     UPLOAD_COST,
@@ -242,6 +242,8 @@ class ValkeyStore:
             KEY_TTL_S,
             KEYS_PER_DEVICE,
             keys["key_prefix"],
+            0 if key is None else key_cost(event.kind, key),
+            KEY_OVERHEAD - 1,  # an entry "kind:key" has one character more than kind and key
         ]
         key_string = keys["key_prefix"] + entry
         if isinstance(event, Heartbeat):

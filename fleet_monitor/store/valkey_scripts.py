@@ -23,10 +23,13 @@ if ARGV[1] ~= '' then
 end
 """
 
-# Budget check for ``extra`` bytes (a local), then the key remembered. KEYS[4] the key list,
+# Budget check for ``extra`` bytes (a local) and the key's own cost, then the key remembered
+# (the oldest beyond a device's count forgotten, its cost given back). KEYS[4] the key list,
 # KEYS[5] the fleet's byte count; ARGV[3] per-device budget, ARGV[4] fleet budget, ARGV[5] the
-# key's expiry (s), ARGV[6] how many keys a device keeps, ARGV[7] the keys' name prefix.
+# key's expiry (s), ARGV[6] how many keys a device keeps, ARGV[7] the keys' name prefix,
+# ARGV[8] the key's cost, ARGV[9] a key's cost beyond the characters of its list entry.
 _BUDGET_AND_KEY = """
+if ARGV[1] ~= '' then extra = extra + tonumber(ARGV[8]) end
 local cost = tonumber(redis.call('HGET', KEYS[1], 'cost') or '0')
 if extra > 0 then
   if cost + extra > tonumber(ARGV[3]) then return {'device_budget', tostring(cost)} end
@@ -37,7 +40,9 @@ if ARGV[1] ~= '' then
   redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[5])
   redis.call('RPUSH', KEYS[4], ARGV[1])
   if redis.call('LLEN', KEYS[4]) > tonumber(ARGV[6]) then
-    redis.call('DEL', ARGV[7] .. redis.call('LPOP', KEYS[4]))
+    local oldest = redis.call('LPOP', KEYS[4])
+    redis.call('DEL', ARGV[7] .. oldest)
+    extra = extra - #oldest - tonumber(ARGV[9])
   end
 end
 """
@@ -50,69 +55,70 @@ end
 """
 
 # A heartbeat. KEYS: 1 device hash, 2 chunk, 3 key string, 4 key list, 5 fleet bytes, 6 chunk
-# set, 7 last-seen index. ARGV 1-7 as above; 8 minute, 9 chunk index, 10 bit in the chunk,
-# 11 sent_at's minute, 12 its nanoseconds within the minute, 13 a partial chunk's cost, 14 a
-# full one's, 15 bits a chunk holds, 16 the device id, 17 sent_at in Unix seconds. Returns
+# set, 7 last-seen index. ARGV 1-9 as above; 10 minute, 11 chunk index, 12 bit in the chunk,
+# 13 sent_at's minute, 14 its nanoseconds within the minute, 15 a partial chunk's cost, 16 a
+# full one's, 17 bits a chunk holds, 18 the device id, 19 sent_at in Unix seconds. Returns
 # {'ok', 1 if the minute was new else 0}, or a refusal.
 HEARTBEAT = (
     _CHECK
     + """
+local new_chunk = redis.call('EXISTS', KEYS[2]) == 0
 local extra = 0
-if redis.call('EXISTS', KEYS[2]) == 0 then extra = tonumber(ARGV[13]) end
+if new_chunk then extra = tonumber(ARGV[15]) end
 """
     + _BUDGET_AND_KEY
     + """
-local minute = tonumber(ARGV[8])
+local minute = tonumber(ARGV[10])
 local new = 0
-if redis.call('SETBIT', KEYS[2], ARGV[10], 1) == 0 then
+if redis.call('SETBIT', KEYS[2], ARGV[12], 1) == 0 then
   new = 1
-  if extra > 0 then redis.call('SADD', KEYS[6], ARGV[9]) end
+  if new_chunk then redis.call('SADD', KEYS[6], ARGV[11]) end
   redis.call('HINCRBY', KEYS[1], 'n', 1)
   local first = redis.call('HGET', KEYS[1], 'f')
-  if not first or minute < tonumber(first) then redis.call('HSET', KEYS[1], 'f', ARGV[8]) end
+  if not first or minute < tonumber(first) then redis.call('HSET', KEYS[1], 'f', ARGV[10]) end
   local last = redis.call('HGET', KEYS[1], 'l')
-  if not last or minute > tonumber(last) then redis.call('HSET', KEYS[1], 'l', ARGV[8]) end
-  if redis.call('BITCOUNT', KEYS[2]) == tonumber(ARGV[15]) then
+  if not last or minute > tonumber(last) then redis.call('HSET', KEYS[1], 'l', ARGV[10]) end
+  if redis.call('BITCOUNT', KEYS[2]) == tonumber(ARGV[17]) then
     redis.call('HINCRBY', KEYS[1], 'full', 1)
-    extra = extra - tonumber(ARGV[13]) + tonumber(ARGV[14])
+    extra = extra - tonumber(ARGV[15]) + tonumber(ARGV[16])
   end
 end
-local at_m, at_r = tonumber(ARGV[11]), tonumber(ARGV[12])
+local at_m, at_r = tonumber(ARGV[13]), tonumber(ARGV[14])
 local fm, fr = redis.call('HGET', KEYS[1], 'fm'), redis.call('HGET', KEYS[1], 'fr')
 if not fm or at_m < tonumber(fm) or (at_m == tonumber(fm) and at_r < tonumber(fr)) then
-  redis.call('HSET', KEYS[1], 'fm', ARGV[11], 'fr', ARGV[12])
+  redis.call('HSET', KEYS[1], 'fm', ARGV[13], 'fr', ARGV[14])
 end
 local lm, lr = redis.call('HGET', KEYS[1], 'lm'), redis.call('HGET', KEYS[1], 'lr')
 if not lm or at_m > tonumber(lm) or (at_m == tonumber(lm) and at_r > tonumber(lr)) then
-  redis.call('HSET', KEYS[1], 'lm', ARGV[11], 'lr', ARGV[12])
+  redis.call('HSET', KEYS[1], 'lm', ARGV[13], 'lr', ARGV[14])
 end
-redis.call('ZADD', KEYS[7], 'GT', ARGV[17], ARGV[16])
+redis.call('ZADD', KEYS[7], 'GT', ARGV[19], ARGV[18])
 """
     + _SETTLE
     + "return {'ok', new}\n"
 )
 
 # An upload. KEYS: 1 device hash, 2 uploads (sorted set), 3 key string, 4 key list, 5 fleet
-# bytes. ARGV 1-7 as above; 8 minute, 9 upload time (decimal text), 10 its high 31 bits,
-# 11 its low 32 bits, 12 an upload's cost. Returns {'ok', 1} or a refusal.
+# bytes. ARGV 1-9 as above; 10 minute, 11 upload time (decimal text), 12 its high 31 bits,
+# 13 its low 32 bits, 14 an upload's cost. Returns {'ok', 1} or a refusal.
 UPLOAD = (
     _CHECK
-    + "local extra = tonumber(ARGV[12])\n"
+    + "local extra = tonumber(ARGV[14])\n"
     + _BUDGET_AND_KEY
     + """
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-redis.call('ZADD', KEYS[2], ARGV[8], seq .. ':' .. ARGV[9])
+redis.call('ZADD', KEYS[2], ARGV[10], seq .. ':' .. ARGV[11])
 redis.call('HINCRBY', KEYS[1], 'uc', 1)
-redis.call('HINCRBY', KEYS[1], 'uh', ARGV[10])
-redis.call('HINCRBY', KEYS[1], 'ul', ARGV[11])
-local hi, lo = tonumber(ARGV[10]), tonumber(ARGV[11])
+redis.call('HINCRBY', KEYS[1], 'uh', ARGV[12])
+redis.call('HINCRBY', KEYS[1], 'ul', ARGV[13])
+local hi, lo = tonumber(ARGV[12]), tonumber(ARGV[13])
 local mh, ml = redis.call('HGET', KEYS[1], 'mnh'), redis.call('HGET', KEYS[1], 'mnl')
 if not mh or hi < tonumber(mh) or (hi == tonumber(mh) and lo < tonumber(ml)) then
-  redis.call('HSET', KEYS[1], 'mnh', ARGV[10], 'mnl', ARGV[11])
+  redis.call('HSET', KEYS[1], 'mnh', ARGV[12], 'mnl', ARGV[13])
 end
 mh, ml = redis.call('HGET', KEYS[1], 'mxh'), redis.call('HGET', KEYS[1], 'mxl')
 if not mh or hi > tonumber(mh) or (hi == tonumber(mh) and lo > tonumber(ml)) then
-  redis.call('HSET', KEYS[1], 'mxh', ARGV[10], 'mxl', ARGV[11])
+  redis.call('HSET', KEYS[1], 'mxh', ARGV[12], 'mxl', ARGV[13])
 end
 """
     + _SETTLE

@@ -14,13 +14,16 @@ from fleet_monitor.config import Settings
 from fleet_monitor.domain import readmodels
 from fleet_monitor.domain.bitmaps import CHUNK_MINUTES, PARTIAL_CHUNK_COST
 from fleet_monitor.domain.errors import LimitExceededError, RateLimitedError
+from fleet_monitor.domain.events import Heartbeat
+from fleet_monitor.domain.idempotency import KEYS_PER_DEVICE, key_cost
 from fleet_monitor.domain.limits import UPLOAD_COST, SentAtRange
 from fleet_monitor.domain.timestamps import format_rfc3339, parse_rfc3339
 from fleet_monitor.http import api
-from fleet_monitor.http.app import create_app, new_memory_store
+from fleet_monitor.http.app import create_app
 from fleet_monitor.http.reads import ReadBudget
+from fleet_monitor.service import new_store
 from fleet_monitor.store.memory import MemoryStore
-from tests.conftest import DEVICE, SAMPLE_DEVICES, observed
+from tests.conftest import DEVICE, SAMPLE_DEVICES, empty_store, observed
 
 API = "/api/v1/devices"
 MINUTE_NS = 60 * 10**9
@@ -32,7 +35,8 @@ DEVICE_FULL = (
 
 
 def client_for(settings: Settings) -> tuple[FlaskClient, MemoryStore]:
-    store = new_memory_store(settings)
+    store = new_store(settings)
+    assert isinstance(store, MemoryStore)
     store.add_all(SAMPLE_DEVICES)
     return create_app(settings, store).test_client(), store
 
@@ -115,7 +119,7 @@ def test_registering_past_max_devices_is_a_422() -> None:
 
 def test_sent_at_outside_the_range_is_a_422_on_every_door() -> None:
     settings = Settings(max_sent_at_age=3600, max_sent_at_lead=60)
-    store = new_memory_store(settings)
+    store = new_store(settings)
     store.add_all(SAMPLE_DEVICES)
     now = BASE + 10 * MINUTE_NS
     client = create_app(settings, store, clock=lambda: now).test_client()
@@ -208,3 +212,32 @@ def test_reads_per_client_are_rate_limited() -> None:
 def test_limit_errors_are_invalid_input_with_their_own_status() -> None:
     error = LimitExceededError("x", "device_budget")
     assert (error.status, error.reason) == (422, "device_budget")
+
+
+def test_idempotency_keys_count_in_the_device_budget(
+    store_kind: str, request: pytest.FixtureRequest
+) -> None:
+    """Fresh keys on a minute the device has cost their bytes: they cannot grow a device's
+    memory past its budget either."""
+    budget = PARTIAL_CHUNK_COST + 3 * key_cost("heartbeat", "k-000")
+    store = empty_store(store_kind, request, per_device_bytes=budget)
+    store.add_all([DEVICE])
+    assert store.record(DEVICE, Heartbeat(BASE), None) is True
+    for n in range(3):
+        assert store.record(DEVICE, Heartbeat(BASE), f"k-{n:03d}") is False  # the same minute
+    with pytest.raises(LimitExceededError) as refused:
+        store.record(DEVICE, Heartbeat(BASE), "k-003")
+    assert str(refused.value) == DEVICE_FULL.format(held=budget, most=budget)
+    assert store.history_bytes() == budget
+
+
+def test_forgotten_keys_give_their_bytes_back(
+    store_kind: str, request: pytest.FixtureRequest
+) -> None:
+    store = empty_store(store_kind, request)
+    store.add_all([DEVICE])
+    for n in range(KEYS_PER_DEVICE + 10):
+        store.record(DEVICE, Heartbeat(BASE), f"k-{n:05d}")
+    each = key_cost("heartbeat", "k-00000")
+    assert store.history_bytes() == PARTIAL_CHUNK_COST + KEYS_PER_DEVICE * each
+    assert store.record(DEVICE, Heartbeat(BASE + MINUTE_NS), "k-00000") is True  # forgotten

@@ -17,9 +17,10 @@ from schemathesis.specs.openapi.checks import negative_data_rejection, positive_
 from fleet_monitor import __version__
 from fleet_monitor.config import Settings
 from fleet_monitor.http.api import _encode_cursor
-from fleet_monitor.http.app import create_app, new_memory_store
+from fleet_monitor.http.app import create_app
 from fleet_monitor.http.openapi import openapi_document
 from fleet_monitor.http.readiness import Readiness
+from fleet_monitor.service import new_store
 from fleet_monitor.store.memory import MemoryStore
 from tests.conftest import DEVICE, SAMPLE_DEVICES
 
@@ -274,7 +275,7 @@ def test_each_documented_status_is_reachable_and_matches_its_schema(
     path, method, status = key
     probe = PROBES[key]
     readiness = Readiness() if probe.starting else None
-    store = new_memory_store(probe.settings)
+    store = new_store(probe.settings)
     store.add_all(SAMPLE_DEVICES)
     client = create_app(probe.settings, store, readiness=readiness).test_client()
     for method_first, path_first, body_first in probe.before:

@@ -361,3 +361,20 @@ def test_batch_events_over_the_rate_are_reported() -> None:
         "accepted": 3,
         "rejected": [{"index": 2, "msg": "too many writes for this device"}],
     }
+
+
+def test_the_limiter_keeps_a_bounded_number_of_buckets() -> None:
+    limiter = RateLimiter(1 / 3600, 1, clock=lambda: 0.0, max_keys=3)
+    assert [limiter.take(key) for key in ("a", "b", "c")] == [0.0, 0.0, 0.0]
+    assert limiter.take("a") > 0  # spent
+    assert limiter.take("d") == 0.0  # the fourth key drops the oldest bucket, "a"'s
+    assert limiter.take("a") == 0.0  # seen again: a fresh bucket (and "b" is dropped)
+    assert limiter.take("c") > 0
+
+
+def test_reads_from_one_ipv6_network_share_one_bucket() -> None:
+    client = create_app(Settings(read_rate_limit=1 / 3600, burst=1), MemoryStore()).test_client()
+    first = client.get("/api/v1/fleet", environ_base={"REMOTE_ADDR": "2001:db8::1"})
+    same_net = client.get("/api/v1/fleet", environ_base={"REMOTE_ADDR": "2001:db8::ffff"})
+    other = client.get("/api/v1/fleet", environ_base={"REMOTE_ADDR": "2001:db8:0:1::1"})
+    assert (first.status_code, same_net.status_code, other.status_code) == (200, 429, 200)

@@ -12,6 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from fleet_monitor.config import Settings
+from fleet_monitor.domain import readmodels
 from fleet_monitor.domain.readmodels import Window, make_window
 from fleet_monitor.domain.timestamps import parse_rfc3339
 from fleet_monitor.http.app import create_app
@@ -581,3 +582,15 @@ def test_readers_and_writers_concurrently(client: FlaskClient, store: MemoryStor
         thread.join()
     assert errors == []
     assert store.snapshot(A).heartbeat_minutes == writers * per_writer
+
+
+def test_a_filtered_page_looks_at_a_bounded_number_of_devices(
+    client: FlaskClient, store: MemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(readmodels, "SCAN_LIMIT", 3)
+    heartbeat(client, "2024-04-02T11:59:00Z", E)  # the only online device: the last id
+    body = get(client, f"{API}?status=online&limit=5")
+    assert (body["devices"], body["next"]) == ([], "MzgtNGUtNzMtZTAtMzMtNTk")  # after C
+    body = get(client, f"{API}?status=online&limit=5&cursor={body['next']}")
+    assert [d["device_id"] for d in body["devices"]] == [E]
+    assert body["next"] is None

@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
@@ -15,6 +16,7 @@ from fleet_monitor.config import Settings
 from fleet_monitor.domain.errors import IdempotencyConflictError
 from fleet_monitor.domain.events import Heartbeat, Upload
 from fleet_monitor.http.app import create_app
+from fleet_monitor.store import snapshot as snapshot_module
 from fleet_monitor.store.durable import DurableStore, StateError
 from fleet_monitor.store.journal import (
     MAGIC,
@@ -327,3 +329,26 @@ def test_a_failed_last_snapshot_keeps_the_journal(
     monkeypatch.undo()
     assert "the last snapshot failed" in caplog.text
     assert state(open_memory(tmp_path)) == state(store)
+
+
+def test_a_snapshot_writes_each_device_with_no_device_lock_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = MemoryStore()
+    durable = DurableStore(tmp_path, "no", 0)
+    durable.open(store, SAMPLE_DEVICES)
+    held: list[bool] = []
+
+    class Watching:
+        """json as snapshot.py uses it, noting whether each device's lock is held."""
+
+        @staticmethod
+        def dumps(value: dict[str, object], **kwargs: Any) -> str:
+            if "lsn" in value:
+                held.append(store.device(str(value["id"])).lock.locked())
+            return json.dumps(value, **kwargs)
+
+    monkeypatch.setattr(snapshot_module, "json", Watching)
+    durable.snapshot()
+    assert held == [False] * len(SAMPLE_DEVICES)
+    durable.close()

@@ -146,3 +146,9 @@ def test_uploads_in_one_minute_keep_every_value() -> None:
         store.record("a", Upload(60 * 10**9, upload_ns), None)
     [total] = store.upload_aggregates("a", [(1, 2)])
     assert (total.count, total.sum_ns, total.min_ns, total.max_ns) == (4, 2**64 + 8, 3, 2**63 - 1)
+
+
+def test_snapshots_are_handed_out_with_no_device_lock_held() -> None:
+    store = MemoryStore(["a", "b"])
+    for snapshot in store.snapshots():
+        assert not store.device(snapshot.device_id).lock.locked()

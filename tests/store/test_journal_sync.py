@@ -3,6 +3,7 @@ rotations, and a snapshot that never holds a write up for longer than its own co
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from fleet_monitor.config import Settings
 from fleet_monitor.domain.events import Heartbeat
+from fleet_monitor.http.app import create_app
 from fleet_monitor.store.durable import DurableStore
 from fleet_monitor.store.journal import Journal, JournalError, read_segment, segments
 from fleet_monitor.store.memory import MemoryStore
@@ -310,3 +313,66 @@ def test_an_always_batch_waits_for_one_fsync_not_one_per_event(
     store.flush()
     assert len([e for e in disk.events if e.startswith("fsync journal")]) == 1
     durable.close()
+
+
+def test_an_always_batch_through_the_app_waits_for_one_fsync(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    store, durable = open_always(tmp_path)
+    disk = FrozenDisk(monkeypatch, tmp_path)
+    client = create_app(Settings(), store).test_client()
+    events = [
+        {
+            "device_id": SAMPLE_DEVICES[n % 5],
+            "type": "heartbeat",
+            "sent_at": f"2024-04-02T09:{n:02d}:00Z",
+        }
+        for n in range(20)
+    ]
+    response = client.post("/api/v1/events", data=json.dumps({"events": events}))
+    assert response.json == {"accepted": 20, "rejected": []}
+    assert len([e for e in disk.events if e.startswith("fsync journal")]) == 1
+    durable.close()
+
+
+class FailingSync:
+    """A journal whose writes work and whose fsyncs fail (after the change was written)."""
+
+    def append(self, *args: object) -> int:
+        return 1
+
+    def durable(self, lsn: int) -> None:
+        raise JournalError("cannot fsync the journal: Input/output error")
+
+    def flush(self) -> None:
+        self.durable(0)
+
+    def problem(self) -> str | None:
+        return None
+
+
+NOT_CONFIRMED = (
+    "the change was recorded but could not be confirmed on disk (cannot fsync the journal: "
+    "Input/output error); a retry records it again unless it carries the same Idempotency-Key"
+)
+
+
+def test_a_failed_fsync_after_the_change_says_it_was_recorded_not_confirmed() -> None:
+    store = MemoryStore(SAMPLE_DEVICES)
+    store.attach_journal(FailingSync())
+    app = create_app(Settings(rate_limit=1 / 3600, burst=2), store)
+    client = app.test_client()
+    device = SAMPLE_DEVICES[0]
+    body = {"sent_at": "2024-04-02T09:00:00Z", "upload_time": 5}
+    response = client.post(f"/api/v1/devices/{device}/stats", json=body)
+    assert (response.status_code, response.json) == (503, {"msg": NOT_CONFIRMED})
+    assert response.headers["Retry-After"] == "1"
+    assert store.snapshot(device).upload_count == 1  # recorded, and kept
+    assert "fleet_monitor_uploads_total 1.0" in client.get("/metrics").text
+    batch = {"events": [{"device_id": device, "type": "upload", **body}]}
+    assert client.post("/api/v1/events", json=batch).json == {"msg": NOT_CONFIRMED}
+    # the rate's two tokens were spent by the two recorded uploads: none came back
+    assert client.post(f"/api/v1/devices/{device}/stats", json=body).status_code == 429
+    refused = {"events": [{"device_id": "nope", "type": "heartbeat", "sent_at": body["sent_at"]}]}
+    response = client.post("/api/v1/events", json=refused)  # nothing recorded: nothing to wait
+    assert response.json == {"accepted": 0, "rejected": [{"index": 0, "msg": "device not found"}]}

@@ -196,7 +196,10 @@ class Settings:
         1000, parse_positive_int, "most events in one POST /api/v1/events (else 413)", "N"
     )
     read_token: str | None = _option(
-        None, str, "when set, GETs under /api/v1 need Authorization: Bearer <it>", "TOKEN"
+        None,
+        str,
+        "when set, GETs under /api/v1 (but the OpenAPI document) need Authorization: Bearer <it>",
+        "TOKEN",
     )
     device_token: str | None = _option(
         None, str, "when set, device POSTs and batches need it as a bearer token", "TOKEN"
@@ -216,7 +219,8 @@ class Settings:
     read_rate_limit: float | None = _option(
         None,
         parse_rate,
-        "GETs under /api/v1 per client address a second; over it: 429 with Retry-After",
+        "GETs under /api/v1 (but the OpenAPI document) per client (an IPv4 address or an IPv6 "
+        "/64) a second; over it: 429 with Retry-After",
         "RATE",
     )
     read_budget: int = _option(

@@ -26,7 +26,8 @@ SCAN_LIMIT = 5_000  # devices one filtered page may look at
 
 
 class FleetReads(Protocol):
-    """The reads the read models make of a store (see :class:`~fleet_monitor.store.Store`)."""
+    """The reads the read models make of a store (see
+    :class:`~fleet_monitor.store.protocol.Store`)."""
 
     def ids_after(self, after: str | None, count: int) -> list[str]:
         """Up to ``count`` ids in sorted order, each greater than ``after``."""

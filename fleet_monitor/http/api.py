@@ -35,7 +35,12 @@ from fleet_monitor.http.replies import (
     window_fields,
 )
 from fleet_monitor.http.rules import read_body
-from fleet_monitor.http.writes import API_PREFIX, DEVICE_WRITES, idempotency_key, require_device
+from fleet_monitor.http.writes import (
+    API_PREFIX,
+    DEVICE_WRITES,
+    require_device,
+    write_from_request,
+)
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
@@ -99,9 +104,7 @@ def _window() -> Window:
 def device_write(kind: str, device_id: str) -> Response:
     """One device write through the ingest; 204."""
     ctx = context()
-    require_device(ctx.store, device_id)
-    key = idempotency_key(request.environ)
-    ctx.ingest.write(kind, device_id, read_body(request.environ, ctx.max_body_bytes), key)
+    write_from_request(ctx.ingest, kind, device_id, request.environ, ctx.max_body_bytes)
     return no_content()
 
 

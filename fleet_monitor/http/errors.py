@@ -26,6 +26,7 @@ from fleet_monitor.domain.errors import (
 log = logging.getLogger(__name__)
 CHALLENGE = 'Bearer realm="fleet-monitor"'
 JSON = "application/json"
+RETRY_SOON = "1"  # Retry-After, in seconds, of every refusal that passes by itself
 Headers = tuple[tuple[str, str], ...]
 
 
@@ -57,8 +58,13 @@ class BodyTooLargeError(Exception):
     """A body larger than allowed (413); str() says the limit."""
 
 
+def body_too_large(limit: int) -> BodyTooLargeError:
+    """The refusal of a body of more than ``limit`` bytes."""
+    return BodyTooLargeError(f"request body is larger than {limit} bytes")
+
+
 def _retry_after(seconds: float) -> Headers:
-    return (("Retry-After", str(max(1, math.ceil(seconds)))),)
+    return (("Retry-After", str(max(int(RETRY_SOON), math.ceil(seconds)))),)
 
 
 def _store_unavailable(error: StoreUnavailableError) -> ErrorReply:

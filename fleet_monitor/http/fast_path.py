@@ -17,13 +17,12 @@ from typing import TYPE_CHECKING
 
 from fleet_monitor.http.errors import INTERNAL_ERROR, render, reply_for
 from fleet_monitor.http.observe import REQUEST_ID_HEADER, RequestObserver
-from fleet_monitor.http.rules import Admission, read_body
+from fleet_monitor.http.rules import Admission
 from fleet_monitor.http.writes import (
     DEVICE_WRITE_PATH,
     WRITES_BY_ACTION,
     Ingest,
-    idempotency_key,
-    require_device,
+    write_from_request,
 )
 
 if TYPE_CHECKING:
@@ -52,9 +51,7 @@ def fast_device_writes(
         device_id, write = match[1], WRITES_BY_ACTION[match[2]]
         try:
             admission.admit(environ, write.role)
-            require_device(ingest.store, device_id)  # 404 before the body is read
-            key = idempotency_key(environ)
-            ingest.write(write.kind, device_id, read_body(environ, max_body_bytes), key)
+            write_from_request(ingest, write.kind, device_id, environ, max_body_bytes)
         except Exception as error:
             reply = reply_for(error, f"POST {path}")
             if reply.status != INTERNAL_ERROR.status:

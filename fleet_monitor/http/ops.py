@@ -5,11 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from fleet_monitor.http.context import context
+from fleet_monitor.http.errors import RETRY_SOON
 from fleet_monitor.http.metrics import CONTENT_TYPE
 from fleet_monitor.http.openapi import openapi_document
 from fleet_monitor.http.readiness import READY
-
-READYZ_RETRY_AFTER = "1"
 
 ops = Blueprint("ops", __name__)
 
@@ -30,7 +29,7 @@ def readyz() -> Response:
     response = jsonify(body)
     if state != READY:
         response.status_code = 503
-        response.headers["Retry-After"] = READYZ_RETRY_AFTER
+        response.headers["Retry-After"] = RETRY_SOON
     return response
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from fleet_monitor.domain.errors import RateLimitedError
 from fleet_monitor.http.connections import client_key
-from fleet_monitor.http.errors import BodyTooLargeError, NotLoadedError, TokenRequiredError
+from fleet_monitor.http.errors import NotLoadedError, TokenRequiredError, body_too_large
 from fleet_monitor.http.guard import READ, Access, RateLimiter
 from fleet_monitor.http.readiness import Readiness
 
@@ -47,9 +47,9 @@ def read_body(environ: WSGIEnvironment, limit: int) -> bytes:
     stream = environ["wsgi.input"]
     if length.isascii() and length.isdigit():
         if int(length) > limit:
-            raise BodyTooLargeError(f"request body is larger than {limit} bytes")
+            raise body_too_large(limit)
         return bytes(stream.read(int(length)))
     body = bytes(stream.read(limit + 1))  # no length given: read just past the limit
     if len(body) > limit:
-        raise BodyTooLargeError(f"request body is larger than {limit} bytes")
+        raise body_too_large(limit)
     return body

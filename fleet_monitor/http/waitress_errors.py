@@ -24,7 +24,7 @@ from waitress.utilities import (
     ServerNotImplemented,
 )
 
-from fleet_monitor.http.errors import json_bytes
+from fleet_monitor.http.errors import JSON, RETRY_SOON, body_too_large, json_bytes
 from fleet_monitor.http.observe import REQUEST_ID_HEADER, log_access, request_id
 from fleet_monitor.logs import ACCESS_LOGGER
 
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from waitress.parser import HTTPRequestParser
 
 access_log = logging.getLogger(ACCESS_LOGGER)
-RETRY_AFTER = "1"
 
 # waitress's reasons for a 400 (the start of its message) and the sentence a client gets.
 _BAD_REQUEST = {
@@ -70,7 +69,7 @@ def describe(error: Error, adj: Adjustments) -> str:
     if isinstance(error, RequestHeaderFieldsTooLarge):
         return f"the request line and headers are larger than {adj.max_request_header_size} bytes"
     if isinstance(error, RequestEntityTooLarge):  # waitress refuses a body of max or more bytes
-        return f"request body is larger than {adj.max_request_body_size - 1} bytes"
+        return str(body_too_large(adj.max_request_body_size - 1))
     if isinstance(error, BadRequest):
         return _bad_request(str(error.body))
     if isinstance(error, ServerNotImplemented):
@@ -98,9 +97,9 @@ class JsonErrorTask(ErrorTask):
         body = json_bytes({"msg": msg})
         rid = request_id({"HTTP_X_REQUEST_ID": request.headers.get("X_REQUEST_ID")})
         self.status = f"{error.code} {error.reason}"
-        headers = [("Content-Type", "application/json"), (REQUEST_ID_HEADER, rid)]
+        headers = [("Content-Type", JSON), (REQUEST_ID_HEADER, rid)]
         if error.code == NoSlotError.code:
-            headers.append(("Retry-After", RETRY_AFTER))
+            headers.append(("Retry-After", RETRY_SOON))
         self.response_headers = [*self.response_headers, *headers]
         self.set_close_on_finish()
         self.content_length = len(body)

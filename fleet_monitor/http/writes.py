@@ -35,6 +35,7 @@ from fleet_monitor.domain.events import (
 from fleet_monitor.domain.limits import SentAtRange
 from fleet_monitor.http.guard import ADMIN, DEVICE
 from fleet_monitor.http.metrics import Metrics
+from fleet_monitor.http.rules import read_body
 from fleet_monitor.store.protocol import Store
 
 if TYPE_CHECKING:
@@ -89,6 +90,16 @@ def require_device(store: Store, device_id: str) -> None:
     """Raise UnknownDeviceError (404) unless ``device_id`` is in the fleet."""
     if device_id not in store:
         raise UnknownDeviceError(device_id)
+
+
+def write_from_request(
+    ingest: Ingest, kind: str, device_id: str, environ: WSGIEnvironment, max_body_bytes: int
+) -> None:
+    """One device write from a request, for the Flask views and the fast path alike: the
+    device (404) before the key (400) and the body (413, then the ingest's checks)."""
+    require_device(ingest.store, device_id)
+    key = idempotency_key(environ)
+    ingest.write(kind, device_id, read_body(environ, max_body_bytes), key)
 
 
 def idempotency_key(environ: WSGIEnvironment) -> str | None:

@@ -1,11 +1,13 @@
-"""waitress as the service runs it (docs/connections.md tells the why of each part).
+"""waitress as the service runs it (docs/operations.md, "Connections and the reverse proxy",
+tells the why of each part).
 
 - The event loop uses ``poll()``: ``select()`` cannot watch a descriptor above 1023.
 - At start, the soft open-file limit is raised to what ``--connection-limit`` needs, or the
   start is refused when the hard limit cannot hold it.
 - Every connection goes through the :class:`~fleet_monitor.http.connections.ConnectionGuard`;
   waitress's own connection limit sits above ours and only catches what is still closing.
-- ``/healthz``, ``/readyz`` and error answers run on a reserved thread.
+- ``/healthz``, ``/readyz`` and the error answers that need no app run on a reserved thread
+  (the header deadline's 408 is written by the event loop itself).
 - What waitress refuses itself (400, 413, 431, 501) is answered in the service's JSON.
 """
 

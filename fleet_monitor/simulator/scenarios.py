@@ -16,13 +16,13 @@ from typing import Any
 
 from fleet_monitor.domain.durations import MINUTE, SECOND, format_duration
 from fleet_monitor.domain.errors import InvalidInputError
-from fleet_monitor.domain.events import Heartbeat, Upload, parse_timestamp
+from fleet_monitor.domain.events import HEARTBEAT, UPLOAD, Heartbeat, Upload, parse_timestamp
 from fleet_monitor.domain.timestamps import format_rfc3339, parse_rfc3339
 from fleet_monitor.store.memory import MemoryStore
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 DEFAULT_START = "2024-04-02T09:00:00Z"
-KINDS = ("heartbeat", "upload")
+KINDS = (HEARTBEAT, UPLOAD)
 
 # The closed simulator's fleet: heartbeat minutes over a 480-minute span, and the truncated
 # average (ns) of its 100 uploads, as the SPEC's table gives them.

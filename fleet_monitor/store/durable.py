@@ -45,12 +45,11 @@ class JournalChanges:
     def append(self, kind: str, device_id: str, event: Event | None, key: str | None) -> int:
         """Write one change to the journal (not waiting for its fsync: see :meth:`durable`);
         raises JournalError (a StoreUnavailableError)."""
-        journal = self.journal
-        if isinstance(event, Upload):
-            upload_ns = event.upload_time_ns
-            return journal.append("u", device_id, event.sent_at_ns, upload_ns, key, wait=False)
         sent_at_ns = None if event is None else event.sent_at_ns
-        return journal.append(_LETTERS[kind], device_id, sent_at_ns, None, key, wait=False)
+        upload_ns = event.upload_time_ns if isinstance(event, Upload) else None
+        return self.journal.append(
+            _LETTERS[kind], device_id, sent_at_ns, upload_ns, key, wait=False
+        )
 
     def durable(self, lsn: int) -> None:
         """Wait until change ``lsn`` is as durable as ``--fsync`` promises."""

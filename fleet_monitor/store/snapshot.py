@@ -2,7 +2,7 @@
 
 ``snapshot.jsonl`` holds JSON lines: a header ``{"format": "fleet-monitor-snapshot",
 "version": 1, "next_lsn", "registry_lsn", "removed": [ids]}``, one line per device (its
-state, see :meth:`fleet_monitor.store.memory.DeviceRecord.export`), and a trailer ``{"end": true,
+state, see :func:`fleet_monitor.store.codec.encode_device`), and a trailer ``{"end": true,
 "devices": n}``. It is written to a temporary file, fsynced and renamed over the old one.
 """
 

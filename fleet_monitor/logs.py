@@ -12,6 +12,8 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 ACCESS_LOGGER = "fleet_monitor.access"
+# C0 control characters and DEL, written as \xNN in text lines (a URL may carry %0a).
+_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(32), 127)}
 THROTTLE_SECONDS = 10.0
 
 
@@ -48,7 +50,8 @@ class TextFormatter(logging.Formatter):
     """``<UTC time> <LEVEL> <logger>: <message>``, the traceback on following lines."""
 
     def format(self, record: logging.LogRecord) -> str:
-        text = f"{_utc_time(record)} {record.levelname} {record.name}: {record.getMessage()}"
+        message = record.getMessage().translate(_CONTROLS)  # one event, one line: no forging
+        text = f"{_utc_time(record)} {record.levelname} {record.name}: {message}"
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         return text

@@ -44,3 +44,16 @@ def test_configured_handler_throttles_a_flood_to_one_line() -> None:
         configure_logging(logging.WARNING, "text")
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [line["msg"] for line in lines] == ["Task queue depth is 0"]
+
+
+def test_a_text_line_cannot_be_split_by_what_a_client_sent() -> None:
+    stream = io.StringIO()
+    configure_logging(logging.INFO, "text", stream)
+    try:
+        logging.getLogger("fleet_monitor.access").info(
+            '%s "%s %s"', "127.0.0.1", "GET", "/x\n2026-11-24T00:00:00.000Z ERROR forged\r"
+        )
+    finally:
+        configure_logging(logging.WARNING, "text")
+    [line] = stream.getvalue().splitlines()
+    assert line.endswith('"GET /x\\x0a2026-11-24T00:00:00.000Z ERROR forged\\x0d"')

@@ -89,14 +89,16 @@ class SentAtRange:
         return not (self.max_age_s or self.max_lead_s)
 
     def check(self, sent_at_ns: int, now_ns: int) -> None:
-        """Raise LimitExceededError when ``sent_at_ns`` is outside the range around ``now_ns``."""
-        for off_s, most_s, side, flag in (
-            ((now_ns - sent_at_ns) // NS_PER_SECOND, self.max_age_s, "before", "age"),
-            ((sent_at_ns - now_ns) // NS_PER_SECOND, self.max_lead_s, "after", "lead"),
+        """Raise LimitExceededError when ``sent_at_ns`` is outside the range around ``now_ns``
+        (to the nanosecond: 3600.5 s is more than 3600 s)."""
+        for off_ns, most_s, side, flag in (
+            (now_ns - sent_at_ns, self.max_age_s, "before", "age"),
+            (sent_at_ns - now_ns, self.max_lead_s, "after", "lead"),
         ):
-            if most_s and off_s > most_s:
+            if most_s and off_ns > most_s * NS_PER_SECOND:
+                off = f"{off_ns / NS_PER_SECOND:.3f}".rstrip("0").rstrip(".")
                 raise LimitExceededError(
-                    f"sent_at is {off_s} s {side} the server's clock; at most {most_s} s is "
+                    f"sent_at is {off} s {side} the server's clock; at most {most_s} s is "
                     f"accepted (--max-sent-at-{flag})",
                     "sent_at_out_of_range",
                 )

@@ -74,7 +74,8 @@ def _decode_cursor(cursor: str) -> str:
 def _limit(text: str | None) -> int:
     if text is None:
         return DEFAULT_PAGE
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_PAGE:
+    digits = text.isascii() and text.isdigit() and len(text) <= len(str(MAX_PAGE))
+    if not digits or not 1 <= int(text) <= MAX_PAGE:
         raise InvalidInputError(
             f"limit must be a whole number from 1 to {MAX_PAGE}", "invalid_query"
         )

@@ -87,6 +87,7 @@ def create_app(
     )
     observer = RequestObserver(context.metrics)
     app = Flask(__name__)
+    app.url_map.merge_slashes = False  # "//" is an unknown path (404 JSON), not a redirect
     app.extensions[METRICS_EXTENSION] = context.metrics
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.ensure_ascii = False  # type: ignore[attr-defined]  # "µs" as UTF-8, as Go sends it

@@ -221,4 +221,6 @@ class Ingest:
 
 
 def _batch_message(error: Exception) -> str:
+    if isinstance(error, StoreUnavailableError):
+        return error.sentence()  # as the single endpoints say it
     return _BATCH_MESSAGES.get(type(error), str(error))

@@ -70,7 +70,7 @@ def replay(store: MemoryStore, entry: Entry) -> None:
         if entry.lsn > store.registry_lsn:
             store.registry_lsn = entry.lsn
             if entry.kind == "r":
-                store.apply_registration(entry.device_id)
+                store.apply_registration(entry.device_id, entry.lsn)
             else:
                 store.apply_removal(entry.device_id)
         return

@@ -111,8 +111,8 @@ class MemoryStore:
                 raise fleet_full(len(self._devices))
             if self._journal is not None:
                 self.registry_lsn = self._journal.append(REGISTERED, device_id, None, None)
-            self.apply_registration(device_id)
             lsn = self.registry_lsn
+            self.apply_registration(device_id, lsn)
         self._durable(lsn)
         return True
 
@@ -127,12 +127,13 @@ class MemoryStore:
             lsn = self.registry_lsn
         self._durable(lsn)
 
-    def apply_registration(self, device_id: str) -> bool:
-        """Add ``device_id`` unchecked (a journaled registration). Call under the fleet lock
-        (or before serving)."""
+    def apply_registration(self, device_id: str, lsn: int = 0) -> bool:
+        """Add ``device_id`` unchecked (a journaled registration at ``lsn``). Call under the
+        fleet lock (or before serving). The device starts at its registration's lsn, so a
+        replayed event of an earlier device of the same id is never applied to it."""
         if device_id in self._devices:
             return False
-        self._devices[device_id] = Device()
+        self._devices[device_id] = Device(lsn=lsn)
         insort(self._sorted_ids, device_id)
         self.removed.discard(device_id)
         return True

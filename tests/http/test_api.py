@@ -272,7 +272,16 @@ def test_get_on_heartbeat_is_405(client: FlaskClient) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/", "/api/v1", "/api/v2/devices", f"{API}/{DEVICE}/stats/", f"{API}/{DEVICE}/x"]
+    "path",
+    [
+        "/",
+        "/api/v1",
+        "/api/v2/devices",
+        f"{API}/{DEVICE}/stats/",
+        f"{API}/{DEVICE}/x",
+        "/api/v1//fleet",  # no redirect (werkzeug would answer 308 with an HTML page)
+        f"{API}//{DEVICE}/stats",
+    ],
 )
 def test_unknown_path_is_404_json(client: FlaskClient, path: str) -> None:
     assert_error(client.get(path), 404, f"no such endpoint: {path}")

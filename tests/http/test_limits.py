@@ -140,6 +140,11 @@ def test_sent_at_outside_the_range_is_a_422_on_every_door() -> None:
         event = {"device_id": DEVICE, "type": "heartbeat", "sent_at": format_rfc3339(sent_at_ns)}
         response = client.post("/api/v1/events", data=json.dumps({"events": [event]}))
         assert response.json == {"accepted": 0, "rejected": [{"index": 0, "msg": msg}]}
+    response = beat(client, now - 3600 * 10**9 - 5 * 10**8)  # half a second past: refused
+    assert response.json == {
+        "msg": "sent_at is 3600.5 s before the server's clock; at most 3600 s is accepted "
+        "(--max-sent-at-age)"
+    }
     assert beat(client, now - 3600 * 10**9).status_code == 204  # the edges are inside
     assert beat(client, now + 60 * 10**9).status_code == 204
     assert store.snapshot(DEVICE).upload_count == 0

@@ -15,7 +15,7 @@ from fleet_monitor.domain import events
 from fleet_monitor.http.app import create_app
 from fleet_monitor.http.guard import Access, RateLimiter
 from fleet_monitor.store.durable import DurableStore
-from fleet_monitor.store.journal import read_segment, segments
+from fleet_monitor.store.journal import JournalError, read_segment, segments
 from fleet_monitor.store.memory import MemoryStore
 from tests.conftest import DEVICE, SAMPLE_DEVICES
 
@@ -378,3 +378,29 @@ def test_reads_from_one_ipv6_network_share_one_bucket() -> None:
     same_net = client.get("/api/v1/fleet", environ_base={"REMOTE_ADDR": "2001:db8::ffff"})
     other = client.get("/api/v1/fleet", environ_base={"REMOTE_ADDR": "2001:db8:0:1::1"})
     assert (first.status_code, same_net.status_code, other.status_code) == (200, 429, 200)
+
+
+def test_a_batch_event_the_journal_refuses_says_what_the_single_endpoint_says() -> None:
+    class FullDisk:
+        def append(self, *args: object) -> int:
+            raise JournalError("cannot write the journal: No space left on device")
+
+        def durable(self, lsn: int) -> None:
+            pass
+
+        def flush(self) -> None:
+            pass
+
+        def problem(self) -> str | None:
+            return None
+
+    store = MemoryStore(SAMPLE_DEVICES)
+    store.attach_journal(FullDisk())
+    client = create_app(Settings(), store).test_client()
+    single = client.post(HEARTBEAT, data=json.dumps({"sent_at": AT})).json
+    response = batch(client, [{"device_id": DEVICE, "type": "heartbeat", "sent_at": AT}])
+    assert single is not None
+    assert response.json == {"accepted": 0, "rejected": [{"index": 0, "msg": single["msg"]}]}
+    assert single == {
+        "msg": "the change was not stored: cannot write the journal: No space left on device"
+    }

@@ -205,6 +205,8 @@ def test_pages_with_concurrent_inserts_and_removals(
             "limit must be a whole number from 1 to 1000",
         ),  # full-width digits "10"
         ("limit=%D9%A1", "limit must be a whole number from 1 to 1000"),  # Arabic-Indic "1"
+        ("limit=" + "9" * 4301, "limit must be a whole number from 1 to 1000"),  # int() refuses
+        ("limit=" + "0" * 4300 + "1", "limit must be a whole number from 1 to 1000"),
     ],
 )
 def test_bad_list_queries(client: FlaskClient, query: str, msg: str) -> None:

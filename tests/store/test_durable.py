@@ -352,3 +352,27 @@ def test_a_snapshot_writes_each_device_with_no_device_lock_held(
     durable.snapshot()
     assert held == [False] * len(SAMPLE_DEVICES)
     durable.close()
+
+
+def test_a_device_removed_and_registered_during_a_snapshot_starts_empty_after_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its old heartbeat, journaled before the snapshot's rotation, is replayed after the
+    snapshot that holds the new device: the new device's lsn (its registration's) skips it."""
+    store = MemoryStore()
+    durable = DurableStore(tmp_path, "no", 0)
+    durable.open(store, SAMPLE_DEVICES)
+    assert durable._journal is not None
+    rotate = durable._journal.rotate
+
+    def rotate_then_race() -> list[Path]:
+        older = rotate()
+        store.record(DEVICE, Heartbeat(BASE), None)  # in the new segment
+        store.remove(DEVICE)
+        store.register(DEVICE)
+        return older
+
+    monkeypatch.setattr(durable._journal, "rotate", rotate_then_race)
+    durable.snapshot()
+    assert store.snapshot(DEVICE).heartbeat_minutes == 0
+    assert open_memory(tmp_path).snapshot(DEVICE).heartbeat_minutes == 0  # as after kill -9

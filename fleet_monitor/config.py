@@ -278,6 +278,13 @@ class Settings:
         "request's first byte (else 408)",
         "SECONDS",
     )
+    request_timeout: int = _option(
+        30,
+        parse_positive_int,
+        "seconds a request's body may take to arrive after its headers (else 408), and its "
+        "answer to be read by the client (else the connection is closed)",
+        "SECONDS",
+    )
     shutdown_grace: int = _option(
         0,
         parse_seconds,

@@ -20,9 +20,12 @@ newcomer; only when every spare's request is being answered is a newcomer closed
 At the global limit, the longest-waiting 1 % go together (at least one), so that a flood of
 new connections costs one scan of all connections per 1 % of them rather than per connection.
 
-Every slot is also bound in time: a connection whose request headers are incomplete
-``header_timeout`` seconds after it connected (first request) or after the request's first
-byte (later ones) is answered 408 and closed by :meth:`ConnectionGuard.sweep`.
+Every slot is also bound in time, by :meth:`ConnectionGuard.sweep`: a connection whose request
+headers are incomplete ``header_timeout`` seconds after it connected (first request) or after
+the request's first byte (later ones), or whose request body is incomplete ``request_timeout``
+seconds after its headers, is answered 408 and closed; one whose answer has been waiting to
+leave for ``request_timeout`` seconds (a client that does not read) is closed, which frees the
+worker blocked on it.
 
 All of this runs on waitress's event-loop thread; a lock guards against the rare close from a
 worker thread.
@@ -45,8 +48,17 @@ OVERFLOW = 32  # spare slots whose requests get a 503 (or a health answer)
 _OVERFLOW_KEY = ""
 
 
+HEADERS, BODY, ANSWER = "headers", "body", "answer"  # what a late connection is late with
+
+
 class Connection(Protocol):
     """What the guard needs of a client connection (a waitress channel)."""
+
+    def late_since(self) -> tuple[str, float] | None:
+        """(HEADERS/BODY/ANSWER, since when) for what the client owes now, else None."""
+
+    def abandon(self) -> None:
+        """Close now, without an answer (the client is not reading)."""
 
     def eviction_rank(self) -> tuple[int, float] | None:
         """(0, idle since) or (1, headers awaited since) when it waits on its client; else None."""
@@ -57,8 +69,8 @@ class Connection(Protocol):
     def evict(self, force: bool = False) -> bool:
         """Close it soon, unless data arrived meanwhile and not ``force`` (then False)."""
 
-    def time_out(self) -> None:
-        """Answer 408 and close."""
+    def time_out(self, sentence: str) -> None:
+        """Answer 408 with ``sentence`` and close."""
 
 
 def client_key(address: Any) -> str:
@@ -83,11 +95,12 @@ class ConnectionGuard:
         limit: int,
         per_client: int,
         header_timeout: float,
+        request_timeout: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limit = limit
         self.per_client = per_client
-        self.header_timeout = header_timeout
+        self.header_timeout, self.request_timeout = header_timeout, request_timeout
         self._clock = clock
         self._lock = threading.Lock()
         self._groups: dict[str, set[Connection]] = {}  # client key -> its connections
@@ -134,7 +147,8 @@ class ConnectionGuard:
             self._forget(conn)
 
     def sweep(self) -> int:
-        """Time out connections whose headers are late; returns how many.
+        """Time out the connections late with their headers, body or reading (see the module's
+        docstring); returns how many.
 
         waitress calls it from each listener's cleanup, once a second: a second call within
         half a second (another listener's) does nothing.
@@ -144,19 +158,25 @@ class ConnectionGuard:
             return 0
         self._next_sweep = now + 0.5
         with self._lock:
-            late = [
-                conn
-                for conn in self._slot
-                if (since := conn.headers_awaited_since()) is not None
-                and now - since >= self.header_timeout
-            ]
-        for conn in late:
-            conn.time_out()
+            owed = [(conn, owing) for conn in self._slot if (owing := conn.late_since())]
+        late = [
+            (conn, what)
+            for conn, (what, since) in owed
+            if now - since >= (self.header_timeout if what == HEADERS else self.request_timeout)
+        ]
+        for conn, what in late:
+            if what == ANSWER:
+                conn.abandon()
+            else:
+                limit = self.header_timeout if what == HEADERS else self.request_timeout
+                conn.time_out(f"the request {what} did not arrive within {limit:g} s")
         if late:
             log.warning(
-                "answered 408 to %d connections whose request headers took over %g s",
+                "timed out %d connections late with their request headers (over %g s), body "
+                "or reading of the answer (over %g s)",
                 len(late),
                 self.header_timeout,
+                self.request_timeout,
             )
         return len(late)
 

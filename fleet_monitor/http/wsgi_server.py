@@ -28,7 +28,14 @@ from waitress.task import Task, ThreadedTaskDispatcher, WSGITask
 
 from fleet_monitor.config import ConfigError, Settings
 from fleet_monitor.http.app import batch_body_bytes
-from fleet_monitor.http.connections import OVERFLOW, ConnectionGuard, client_key
+from fleet_monitor.http.connections import (
+    ANSWER,
+    BODY,
+    HEADERS,
+    OVERFLOW,
+    ConnectionGuard,
+    client_key,
+)
 from fleet_monitor.http.waitress_errors import HeaderTimeoutError, JsonErrorTask, NoSlotError
 
 if TYPE_CHECKING:
@@ -115,11 +122,20 @@ class BodylessKeepAliveTask(WSGITask):
 
 
 class TimedRequestParser(HTTPRequestParser):
-    """waitress's request parser, noting when the request's first byte arrived."""
+    """waitress's request parser, noting when the request's first byte and its last header
+    arrived."""
 
     def __init__(self, adj: Adjustments) -> None:
         super().__init__(adj)
         self.started = time.monotonic()
+        self.headers_at: float | None = None
+
+    def received(self, data: bytes) -> int:
+        """Parse ``data`` (as waitress does); note when the headers were complete."""
+        consumed: int = super().received(data)
+        if self.headers_at is None and self.headers_finished:
+            self.headers_at = time.monotonic()
+        return consumed
 
 
 class GuardedChannel(HTTPChannel):
@@ -139,6 +155,7 @@ class GuardedChannel(HTTPChannel):
     ) -> None:
         self.connected_at = self.served_at = time.monotonic()
         self.first_pending = True  # no request has been served yet
+        self.answer_since: float | None = None  # since when an answer waits to leave
         self.refusal: str | None = None
         super().__init__(server, sock, addr, adj, map)
         self.guard = server.guard
@@ -186,19 +203,37 @@ class GuardedChannel(HTTPChannel):
         self.will_close = True
         return True
 
-    def time_out(self) -> None:
-        """Answer 408 (JSON) and close once it is sent."""
+    def late_since(self) -> tuple[str, float] | None:
+        """What the client owes now (see :class:`~fleet_monitor.http.connections.Connection`):
+        an answer to read, request headers, or the rest of a request body; since when."""
+        if self.total_outbufs_len:
+            if self.answer_since is None:
+                self.answer_since = time.monotonic()
+            return (ANSWER, self.answer_since)
+        self.answer_since = None
+        if (since := self.headers_awaited_since()) is not None:
+            return (HEADERS, since)
+        request = cast(TimedRequestParser | None, self.request)
+        if request is not None and request.headers_at is not None and not request.completed:
+            return (BODY, request.headers_at)
+        return None
+
+    def abandon(self) -> None:
+        """Close now (on the event loop's thread), waking a worker blocked on the answer."""
+        log.warning("closed a connection that did not read its answer: %s", self.addr)
+        self.handle_close()
+
+    def time_out(self, sentence: str) -> None:
+        """Answer 408 (JSON, ``sentence``) and close once it is sent."""
         with self.requests_lock:  # type: ignore[attr-defined]  # the stubs miss it
             if self.requests or self.will_close or self.close_when_flushed:
-                return
+                return  # a request is being answered: the next sweep looks again
             if self.request is not None:
                 self.request.close()
                 self.request = None
             self.close_when_flushed = True  # no more reading
         request = self.parser_class(self.adj)
-        request.error = HeaderTimeoutError(
-            f"the request headers did not arrive within {self.guard.header_timeout:g} s"
-        )
+        request.error = HeaderTimeoutError(sentence)
         request.version = "1.1"
         with contextlib.suppress(ClientDisconnected):  # gone already: nothing to answer
             self.error_task_class(self, request).service()  # type: ignore[arg-type]
@@ -286,7 +321,10 @@ def create_wsgi_server(
     """Listeners for ``app`` (one per address ``settings.host`` names), not yet running."""
     adj = Adjustments(**waitress_options(settings))
     guard = ConnectionGuard(
-        settings.connection_limit, settings.connections_per_client, settings.header_timeout
+        settings.connection_limit,
+        settings.connections_per_client,
+        settings.header_timeout,
+        settings.request_timeout,
     )
     dispatcher = TwoLaneDispatcher()
     dispatcher.set_thread_count(adj.threads)

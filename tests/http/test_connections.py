@@ -178,3 +178,40 @@ def test_a_full_server_refuses_with_503_and_keeps_spare_slots_for_probes(tmp_pat
         for sock in spares[1:]:
             assert read_answer(sock).status_line == "HTTP/1.1 408 Request Timeout"
         assert not any(is_closed(sock) for sock in held[:4])
+
+
+def test_a_body_that_stops_arriving_gets_a_408_and_frees_its_slot(tmp_path: Path) -> None:
+    args = ["--connection-limit", "4", "--request-timeout", "2", "--header-timeout", "60"]
+    with sockets() as slow, live_server(tmp_path, args) as server:
+        for n in range(4):  # every slot: a body promised and never sent
+            sock = connect(server.url, f"127.0.0.{10 + n}")
+            sock.sendall(
+                f"POST /api/v1/devices/{DEVICE}/heartbeat HTTP/1.1\r\nHost: f\r\n"
+                "Content-Length: 100\r\n\r\n{".encode()
+            )
+            slow.append(sock)
+        assert wait_closed(slow, deadline_s=8) == []
+        answers = [read_all(sock) for sock in slow]
+        assert_stats_answer(exchange(server.url, get(STATS), "127.0.0.2"))
+    for data in answers:
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.split(b"\r\n")[0] == b"HTTP/1.1 408 Request Timeout"
+        assert body == b'{"msg":"the request body did not arrive within 2 s"}\n'
+
+
+def test_a_client_that_never_reads_its_answers_cannot_hold_the_workers(tmp_path: Path) -> None:
+    """Pipelined requests for big answers, never read: every worker would block on a full
+    output buffer for as long as the client stays; the answer deadline closes it instead."""
+    devices = tmp_path / "fleet.csv"
+    devices.write_text("device_id\n" + "".join(f"{n:06d}{'x' * 120}\n" for n in range(2000)))
+    args = ["--devices", str(devices), "--threads", "2", "--request-timeout", "2"]
+    request = b"GET /api/v1/devices?limit=1000 HTTP/1.1\r\nHost: f\r\n\r\n" * 400
+    with sockets() as greedy, live_server(tmp_path, args) as server:
+        for n in range(2):  # as many as the workers
+            sock = connect(server.url, f"127.0.0.{20 + n}")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(request)
+            greedy.append(sock)
+        assert wait_closed(greedy, deadline_s=15) == []  # closed: it was not reading
+        answer = exchange(server.url, get("/api/v1/fleet"), "127.0.0.2")
+        assert (answer.status_line, answer.json()["devices"]) == ("HTTP/1.1 200 OK", 2000)

@@ -37,6 +37,9 @@ class Conn:
     pending_input: bool = False
     evicted: bool = False
     timed_out: bool = False
+    owes: tuple[str, float] | None = None  # what the client owes beside headers, since when
+    abandoned: bool = False
+    sentence: str = ""
 
     def eviction_rank(self) -> tuple[int, float] | None:
         return None if self.evicted else self.rank
@@ -50,8 +53,14 @@ class Conn:
         self.evicted = True
         return True
 
-    def time_out(self) -> None:
-        self.timed_out = True
+    def late_since(self) -> tuple[str, float] | None:
+        return ("headers", self.since) if self.since is not None else self.owes
+
+    def abandon(self) -> None:
+        self.abandoned = True
+
+    def time_out(self, sentence: str) -> None:
+        self.timed_out, self.sentence = True, sentence
 
 
 def test_idle_go_first_then_the_slowest_headers_never_the_busy() -> None:
@@ -129,3 +138,24 @@ def test_an_error_while_accepting_is_logged_and_the_listener_stays(
     finally:
         server.task_dispatcher.shutdown()
         server.close()
+
+
+def test_a_late_body_gets_a_408_and_an_unread_answer_closes_its_connection() -> None:
+    now = [100.0]
+    guard = ConnectionGuard(
+        limit=100, per_client=10, header_timeout=5, request_timeout=30, clock=lambda: now[0]
+    )
+    body_late = Conn(owes=("body", 70.0))  # headers at 70 s: 30 s ago
+    body_ok = Conn(owes=("body", 71.0))
+    unread = Conn(owes=("answer", 70.0))
+    headers_late = Conn(since=95.0)  # 5 s ago
+    for conn in (body_late, body_ok, unread, headers_late):
+        guard.admit(conn, "a")
+    assert guard.sweep() == 3
+    assert (body_late.timed_out, body_late.sentence) == (
+        True,
+        "the request body did not arrive within 30 s",
+    )
+    assert headers_late.sentence == "the request headers did not arrive within 5 s"
+    assert (body_ok.timed_out, body_ok.abandoned) == (False, False)
+    assert (unread.abandoned, unread.timed_out) == (True, False)

@@ -17,7 +17,6 @@ from fleet_monitor.domain.readmodels import (
     Window,
     device_page,
     device_view,
-    fleet_summary,
     make_window,
     upload_series,
     uptime_series,
@@ -203,8 +202,7 @@ def delete_device(device_id: str) -> Response:
 @api.get("/fleet")
 def get_fleet() -> Response:
     """Counts by status, mean uptime, the fleet's average upload time."""
-    ctx = context()
-    return jsonify(fleet_reply(fleet_summary(ctx.store, ctx.clock(), ctx.offline_after_ns)))
+    return jsonify(fleet_reply(context().summaries.get()))
 
 
 def _windowed(device_id: str, reply: Callable[[Window], dict[str, object]]) -> Response:

@@ -19,7 +19,7 @@ from fleet_monitor.http.metrics import Metrics
 from fleet_monitor.http.observe import REQUEST_ID_HEADER, RequestObserver
 from fleet_monitor.http.ops import ops
 from fleet_monitor.http.readiness import READY, Readiness
-from fleet_monitor.http.reads import ReadBudget
+from fleet_monitor.http.reads import FleetSummaries, ReadBudget
 from fleet_monitor.http.rules import Admission
 from fleet_monitor.http.timing import timed
 from fleet_monitor.http.writes import ROLES, Ingest
@@ -109,7 +109,8 @@ def create_app(
 
 def _context(settings: Settings, store: Store, clock: Clock, readiness: Readiness) -> Context:
     offline_after_ns = settings.offline_after * NS_PER_SECOND
-    metrics = Metrics(store, clock, offline_after_ns, per_device=settings.metrics_per_device)
+    summaries = FleetSummaries(store, clock, offline_after_ns)
+    metrics = Metrics(store, summaries, per_device=settings.metrics_per_device)
     ingest = Ingest(
         store,
         metrics,
@@ -125,6 +126,7 @@ def _context(settings: Settings, store: Store, clock: Clock, readiness: Readines
         metrics=metrics,
         readiness=readiness,
         reads=ReadBudget(settings.read_budget),
+        summaries=summaries,
         max_body_bytes=settings.max_body_bytes,
         max_batch=settings.max_batch,
         batch_bytes=batch_body_bytes(settings),

@@ -9,7 +9,7 @@ from flask import Flask, current_app
 
 from fleet_monitor.http.metrics import Metrics
 from fleet_monitor.http.readiness import Readiness
-from fleet_monitor.http.reads import ReadBudget
+from fleet_monitor.http.reads import FleetSummaries, ReadBudget
 from fleet_monitor.http.writes import Ingest
 from fleet_monitor.store.protocol import Store
 
@@ -28,6 +28,7 @@ class Context:
     metrics: Metrics
     readiness: Readiness
     reads: ReadBudget
+    summaries: FleetSummaries
     max_body_bytes: int
     max_batch: int
     batch_bytes: int

@@ -6,7 +6,7 @@ process, platform and GC collectors beside ours, so two apps in one process neve
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -21,8 +21,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from fleet_monitor.domain.readmodels import fleet_summary
 from fleet_monitor.domain.timestamps import NS_PER_SECOND
+from fleet_monitor.http.reads import FleetSummaries
 from fleet_monitor.store.protocol import Store
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -39,12 +39,9 @@ class FleetCollector(Collector):
     only to copy the list of devices), so writes go on during a scrape of any size.
     """
 
-    def __init__(
-        self, store: Store, clock: Callable[[], int], offline_after_ns: int, per_device: bool
-    ) -> None:
+    def __init__(self, store: Store, summaries: FleetSummaries, per_device: bool) -> None:
         self._store = store
-        self._clock = clock
-        self._offline_after_ns = offline_after_ns
+        self._summaries = summaries
         self._per_device = per_device
 
     def describe(self) -> list[Metric]:
@@ -53,7 +50,7 @@ class FleetCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """The fleet's gauges now, and each device's when ``per_device`` is on."""
-        summary = fleet_summary(self._store, self._clock(), self._offline_after_ns)
+        summary = self._summaries.get()
         for name, help_text, value in (
             ("devices_registered", "Devices in the fleet.", summary.devices),
             ("devices_online", "Devices whose latest heartbeat is recent.", summary.online),
@@ -99,8 +96,7 @@ class Metrics:
     def __init__(
         self,
         store: Store,
-        clock: Callable[[], int],
-        offline_after_ns: int,
+        summaries: FleetSummaries,
         *,
         per_device: bool = False,
     ) -> None:
@@ -143,7 +139,7 @@ class Metrics:
             namespace=NAMESPACE,
             registry=registry,
         )
-        registry.register(FleetCollector(store, clock, offline_after_ns, per_device))
+        registry.register(FleetCollector(store, summaries, per_device))
         # Labelled children by label values: .labels() costs a lock and a dict build each call.
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 

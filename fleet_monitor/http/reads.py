@@ -1,12 +1,14 @@
-"""The read budget: how much windowed-read work may run at once in this process."""
+"""Costly reads: how much windowed-read work may run at once, and one fleet summary at a time."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from fleet_monitor.domain import readmodels
 from fleet_monitor.domain.errors import RateLimitedError
+from fleet_monitor.domain.readmodels import FleetReads, FleetSummary
 
 
 class ReadBudget:
@@ -39,3 +41,47 @@ class ReadBudget:
         finally:
             with self._lock:
                 self._in_flight -= steps
+
+
+class FleetSummaries:
+    """The fleet summary, computed by one thread at a time: callers that come while it is
+    being computed wait for that computation and share its result.
+
+    A summary reads every device, so it costs time in proportion to the fleet; however many
+    clients ask at once (``/fleet``, ``/metrics``), the service spends one thread on it.
+    """
+
+    def __init__(self, store: FleetReads, clock: Callable[[], int], offline_after_ns: int) -> None:
+        self._store, self._clock, self._offline_after_ns = store, clock, offline_after_ns
+        self._lock = threading.Lock()
+        self._running: _Computation | None = None
+
+    def get(self) -> FleetSummary:
+        """The summary now (or as of a computation that began after this call's caller's
+        request arrived at most one computation ago)."""
+        with self._lock:
+            running, leader = self._running, self._running is None
+            if running is None:
+                running = self._running = _Computation()
+        if not leader:
+            running.done.wait()
+            if running.result is None:
+                raise RuntimeError("the fleet summary failed in another request")
+            return running.result
+        try:
+            running.result = readmodels.fleet_summary(
+                self._store, self._clock(), self._offline_after_ns
+            )
+        finally:
+            with self._lock:
+                self._running = None
+            running.done.set()
+        return running.result
+
+
+class _Computation:
+    """One summary being computed, and its result once done."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: FleetSummary | None = None

@@ -7,13 +7,16 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from fleet_monitor.config import Settings
+from fleet_monitor.domain import readmodels
 from fleet_monitor.domain.history import DeviceHistory, DeviceSnapshot
 from fleet_monitor.domain.timestamps import parse_rfc3339
 from fleet_monitor.http.app import create_app
@@ -374,3 +377,36 @@ def test_credentials_in_the_query_are_redacted_from_the_log(
     assert str(line["msg"]).startswith(f'127.0.0.1 "GET /api/v1/devices?{logged}" ')
     if "=" in query:
         assert "s3cr3t" not in log_stream.getvalue()
+
+
+def test_concurrent_summaries_share_one_computation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clients asking for /fleet (or /metrics) while a summary is being computed wait for it
+    and share its result: the service spends one thread on it, however many ask."""
+    store = MemoryStore(SAMPLE_DEVICES)
+    client = create_app(Settings(), store).test_client()
+    started, release, computed = threading.Event(), threading.Event(), []
+    real = readmodels.fleet_summary
+
+    def slow_summary(*args: Any) -> Any:
+        computed.append(1)
+        started.set()
+        release.wait(10)
+        return real(*args)
+
+    monkeypatch.setattr(readmodels, "fleet_summary", slow_summary)
+    answers: list[Any] = []
+    first = threading.Thread(target=lambda: answers.append(client.get("/api/v1/fleet").json))
+    first.start()
+    assert started.wait(10)
+    others = [
+        threading.Thread(target=lambda: answers.append(client.get("/api/v1/fleet").json))
+        for _ in range(3)
+    ]
+    for thread in others:
+        thread.start()
+    time.sleep(0.1)  # let them find the computation running
+    release.set()
+    for thread in [first, *others]:
+        thread.join(10)
+    assert len(computed) == 1
+    assert len(answers) == 4 and all(answer == answers[0] for answer in answers)

@@ -188,8 +188,8 @@ class Settings:
     repair: bool = _option(
         False,
         parse_switch,
-        "at start, skip damaged journal records (each skipped range is logged) instead of "
-        "refusing to start",
+        "at start, skip damaged journal records (each skipped range is logged) and replace a "
+        "damaged snapshot by the previous one, instead of refusing to start",
         "",
     )
     max_batch: int = _option(

@@ -166,3 +166,30 @@ def test_a_corrupt_journal_stops_the_start_unless_repair_which_skips_only_the_da
     assert "--repair skipped" in str(warning["msg"])
     with live_server(tmp_path, args) as server:
         assert heartbeats.stored(server.url, [device], 60) == kept
+
+
+def test_a_damaged_snapshot_stops_the_start_in_one_line_unless_repair(tmp_path: Path) -> None:
+    data = tmp_path / "state"
+    args = ["--data-dir", str(data), "--snapshot-every", "0"]
+    device = DEVICES[0]
+    for minutes in (range(0, 30), range(30, 60)):  # two runs: two snapshots
+        with live_server(tmp_path, args) as server:
+            for minute in minutes:
+                response = requests.post(
+                    f"{server.url}/api/v1/devices/{device}/heartbeat",
+                    json={"sent_at": sent_at(minute)},
+                    timeout=10,
+                )
+                assert response.status_code == 204
+            server.process.send_signal(signal.SIGTERM)
+            server.process.wait(timeout=10)
+    snapshot = data / "snapshot.jsonl"
+    snapshot.write_bytes(snapshot.read_bytes().replace(b'"count":', b'"count":1', 1))
+    result = run_cli("serve", "--port", "0", *args)
+    assert result.returncode == 2
+    assert result.stderr.endswith(
+        f"fleet-monitor: error: {snapshot}: the snapshot is damaged (its checksum does not "
+        "match) (start with --repair to fall back)\n"
+    )
+    with live_server(tmp_path, [*args, "--repair"]) as server:
+        assert heartbeats.stored(server.url, [device], 60) == {(device, m) for m in range(60)}

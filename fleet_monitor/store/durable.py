@@ -11,6 +11,7 @@ this module's concern: the store speaks of events and registry changes.
 
 from __future__ import annotations
 
+import binascii
 import logging
 import threading
 import time
@@ -19,11 +20,19 @@ from pathlib import Path
 from typing import Any
 
 from fleet_monitor.domain.events import HEARTBEAT, UPLOAD, Event, Heartbeat, Upload
+from fleet_monitor.domain.history import DeviceHistory
 from fleet_monitor.store.codec import decode_device, encode_device
 from fleet_monitor.store.journal import Entry, Journal, JournalError, read_segment, segments
 from fleet_monitor.store.journal_format import first_lsn
 from fleet_monitor.store.memory import REGISTERED, REMOVED, Device, MemoryStore
-from fleet_monitor.store.snapshot import read_snapshot, write_snapshot
+from fleet_monitor.store.snapshot import (
+    PREVIOUS_FILE,
+    Snapshot,
+    SnapshotError,
+    read_snapshot,
+    set_aside_damaged,
+    write_snapshot,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +105,7 @@ class DurableStore:
         self._snapshot_lock = threading.Lock()
         self._stop = threading.Event()
         self._closed = False
+        self._covered = 1  # the lsn the previous snapshot on disk (or none) starts replay at
 
     def open(self, store: MemoryStore, csv_ids: Iterable[str], *, repair: bool = False) -> None:
         """Fill ``store`` from the directory and the CSV, then journal its changes."""
@@ -109,20 +119,27 @@ class DurableStore:
 
     def _open(self, store: MemoryStore, csv_ids: Iterable[str], *, repair: bool) -> None:
         started = time.perf_counter()
-        snapshot = read_snapshot(self.directory)
+        snapshot, decoded = self._load_snapshot(repair=repair)
         next_lsn = 1
+        for device in decoded:
+            store.restore(*device)
         if snapshot is not None:
-            for state in snapshot.devices:
-                store.restore(*decode_device(state))
             store.removed, store.registry_lsn = set(snapshot.removed), snapshot.registry_lsn
-            next_lsn = snapshot.next_lsn
+            next_lsn = self._covered = snapshot.next_lsn
+        found = segments(self.directory)
+        if found and first_lsn(found[0]) > next_lsn:
+            raise StateError(
+                f"{self.directory}: the journal starts at lsn {first_lsn(found[0])} but the "
+                f"snapshot needs it from lsn {next_lsn}: changes are missing"
+            )
         store.add_all(csv_ids)  # not those removed at run time
         replayed = 0
-        found = segments(self.directory)
         for index, path in enumerate(found):
             last = index == len(found) - 1
             following = None if last else first_lsn(found[index + 1])
             for entry in read_segment(path, last=last, repair=repair, next_lsn=following):
+                if entry.lsn < self._covered:
+                    continue  # the snapshot holds it (the journal before it is kept)
                 replay(store, entry)
                 replayed += 1
                 next_lsn = max(next_lsn, entry.lsn + 1)
@@ -143,6 +160,34 @@ class DurableStore:
             thread = threading.Thread(target=self._snapshot_loop, name="snapshot", daemon=True)
             thread.start()
 
+    def _load_snapshot(
+        self, *, repair: bool
+    ) -> tuple[Snapshot | None, list[tuple[str, int, DeviceHistory]]]:
+        """The newest snapshot and its devices decoded; with ``repair``, a damaged one is set
+        aside for the previous one (the journal after it is kept for that). Raises
+        SnapshotError."""
+        try:
+            snapshot = read_snapshot(self.directory)
+            return snapshot, _decoded(snapshot)
+        except SnapshotError as error:
+            if not repair:
+                raise SnapshotError(f"{error} (start with --repair to fall back)") from None
+            fallback = read_snapshot(self.directory, PREVIOUS_FILE)
+            found = segments(self.directory)
+            if fallback is None and (not found or first_lsn(found[0]) != 1):
+                raise SnapshotError(
+                    f"{error}; there is no previous snapshot and the journal does not reach back "
+                    "to the first change"
+                ) from None
+            damaged = set_aside_damaged(self.directory)
+            log.warning(
+                "%s; set aside as %s, starting from %s and the journal",
+                error,
+                damaged.name,
+                PREVIOUS_FILE if fallback else "nothing",
+            )
+            return fallback, _decoded(fallback)
+
     def snapshot(self) -> int:
         """Write a snapshot of the fleet and drop the journal segments it covers.
 
@@ -160,13 +205,15 @@ class DurableStore:
             count = write_snapshot(
                 self.directory, next_lsn, registry_lsn, removed, _encoded(devices)
             )
-            for path in older:
+            dropped = _covered_by(older, next_lsn, self._covered)
+            for path in dropped:
                 path.unlink()
+            self._covered = next_lsn
             log.info(
                 "snapshot of %d devices written in %.2f s; %d journal segments dropped",
                 count,
                 time.perf_counter() - started,
-                len(older),
+                len(dropped),
                 extra={"fields": {"snapshot_devices": count}},
             )
             return count
@@ -199,6 +246,25 @@ class DurableStore:
             self._journal.close()
         except JournalError as error:
             log.error("%s on close; a power cut could lose the last second of changes", error)
+
+
+def _decoded(snapshot: Snapshot | None) -> list[tuple[str, int, DeviceHistory]]:
+    """Every device of ``snapshot`` decoded; raises SnapshotError naming the bad one."""
+    decoded = []
+    for number, state in enumerate(snapshot.devices if snapshot else [], start=2):
+        try:
+            decoded.append(decode_device(state))
+        except (ValueError, TypeError, KeyError, AttributeError, binascii.Error) as error:
+            raise SnapshotError(f"snapshot line {number}: not a device ({error!r})") from None
+    return decoded
+
+
+def _covered_by(older: list[Path], current: int, covered: int) -> list[Path]:
+    """The segments (oldest first; the current one starts at lsn ``current``) that hold only
+    changes before lsn ``covered``: the previous snapshot holds them too, so a fall back to it
+    still finds the journal it needs."""
+    following = [first_lsn(path) for path in older[1:]] + [current]
+    return [path for path, after in zip(older, following, strict=False) if after <= covered]
 
 
 def _encoded(devices: list[tuple[str, Device]]) -> Iterator[dict[str, Any]]:

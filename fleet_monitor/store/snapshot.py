@@ -3,11 +3,15 @@
 ``snapshot.jsonl`` holds JSON lines: a header ``{"format": "fleet-monitor-snapshot",
 "version": 1, "next_lsn", "registry_lsn", "removed": [ids]}``, one line per device (its
 state, see :func:`fleet_monitor.store.codec.encode_device`), and a trailer ``{"end": true,
-"devices": n}``. It is written to a temporary file, fsynced and renamed over the old one.
+"devices": n, "sha256": hex}`` (the digest of every line before it; snapshots written before
+it existed have none and are read unchecked). It is written to a temporary file, fsynced and
+renamed over the old one, which is kept as ``snapshot.prev.jsonl``: a start with ``--repair``
+falls back to it (and the journal after it) when the newest one is damaged.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -20,6 +24,7 @@ from fleet_monitor.store.journal_format import fsync_directory
 FORMAT = "fleet-monitor-snapshot"
 VERSION = 1
 SNAPSHOT_FILE = "snapshot.jsonl"
+PREVIOUS_FILE = "snapshot.prev.jsonl"
 
 
 class SnapshotError(Exception):
@@ -43,18 +48,44 @@ def write_snapshot(
     removed: list[str],
     devices: Iterator[dict[str, Any]],
 ) -> int:
-    """Write a snapshot atomically; return how many devices it holds. On failure the old
-    snapshot stays and the partial new one is deleted (on a full disk, it is what fills it)."""
+    """Write a snapshot atomically; return how many devices it holds. The one it replaces
+    becomes the previous snapshot. On failure the old snapshot stays and the partial new one
+    is deleted (on a full disk, it is what fills it)."""
     final = directory / SNAPSHOT_FILE
     temporary = directory / (SNAPSHOT_FILE + ".tmp")
     try:
         count = _write(temporary, next_lsn, registry_lsn, removed, devices)
+        if final.exists():
+            _keep_as_previous(directory, final)
         os.replace(temporary, final)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
     fsync_directory(directory)
     return count
+
+
+def _keep_as_previous(directory: Path, final: Path) -> None:
+    """Hard-link the current snapshot as the previous one (a snapshot is always in place)."""
+    _link(final, directory / PREVIOUS_FILE)
+
+
+def _link(source: Path, target: Path) -> None:
+    linked = target.with_name(target.name + ".tmp")
+    linked.unlink(missing_ok=True)
+    os.link(source, linked)
+    os.replace(linked, target)
+
+
+def set_aside_damaged(directory: Path) -> Path:
+    """Rename a damaged snapshot out of the way (kept for inspection) and put the previous
+    one, if any, in its place; return the damaged one's new path."""
+    damaged = directory / (SNAPSHOT_FILE + ".damaged")
+    os.replace(directory / SNAPSHOT_FILE, damaged)
+    if (directory / PREVIOUS_FILE).exists():
+        _link(directory / PREVIOUS_FILE, directory / SNAPSHOT_FILE)
+    fsync_directory(directory)
+    return damaged
 
 
 def _write(
@@ -65,7 +96,14 @@ def _write(
     devices: Iterator[dict[str, Any]],
 ) -> int:
     count = 0
-    with temporary.open("w", encoding="utf-8") as out:
+    digest = hashlib.sha256()
+
+    def line(record: dict[str, Any]) -> None:
+        data = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        digest.update(data)
+        out.write(data)
+
+    with temporary.open("wb") as out:
         header = {
             "format": FORMAT,
             "version": VERSION,
@@ -73,29 +111,38 @@ def _write(
             "registry_lsn": registry_lsn,
             "removed": removed,
         }
-        out.write(json.dumps(header) + "\n")
+        line(header)
         for state in devices:
-            out.write(json.dumps(state, separators=(",", ":")) + "\n")
+            line(state)
             count += 1
-        out.write(json.dumps({"end": True, "devices": count}) + "\n")
+        trailer = {"end": True, "devices": count, "sha256": digest.hexdigest()}
+        out.write((json.dumps(trailer) + "\n").encode())
         out.flush()
         os.fsync(out.fileno())
     return count
 
 
-def read_snapshot(directory: Path) -> Snapshot | None:
-    """The directory's snapshot, or None when it has none."""
-    path = directory / SNAPSHOT_FILE
+def read_snapshot(directory: Path, name: str = SNAPSHOT_FILE) -> Snapshot | None:
+    """The directory's snapshot (or its previous one), or None when it has none; raises
+    :class:`SnapshotError` with one line naming what is wrong."""
+    path = directory / name
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        data = path.read_bytes()
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError) as error:
-        raise SnapshotError(f"{path}: cannot read the snapshot: {error}") from None
+    except OSError as error:
+        raise SnapshotError(f"{path}: cannot read the snapshot: {error.strerror}") from None
     try:
-        records = [json.loads(line) for line in lines]
-    except ValueError as error:
-        raise SnapshotError(f"{path}: not a snapshot: {error}") from None
+        return _parse(path, data)
+    except SnapshotError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise SnapshotError(f"{path}: not a fleet-monitor snapshot ({error!r})") from None
+
+
+def _parse(path: Path, data: bytes) -> Snapshot:
+    lines = data.splitlines(keepends=True)
+    records = [json.loads(line) for line in lines]
     if not records or records[0].get("format") != FORMAT:
         raise SnapshotError(f"{path}:1: not a fleet-monitor snapshot")
     header = records[0]
@@ -105,4 +152,9 @@ def read_snapshot(directory: Path) -> Snapshot | None:
     devices = records[1:-1]
     if trailer.get("end") is not True or trailer.get("devices") != len(devices):
         raise SnapshotError(f"{path}: the snapshot is incomplete (no matching end line)")
-    return Snapshot(header["next_lsn"], header["registry_lsn"], header["removed"], devices)
+    expected = trailer.get("sha256")
+    if expected is not None and hashlib.sha256(b"".join(lines[:-1])).hexdigest() != expected:
+        raise SnapshotError(f"{path}: the snapshot is damaged (its checksum does not match)")
+    return Snapshot(
+        int(header["next_lsn"]), int(header["registry_lsn"]), list(header["removed"]), devices
+    )

@@ -243,7 +243,8 @@ def test_close_snapshots_and_the_next_start_replays_nothing(
     durable.open(store, SAMPLE_DEVICES)
     fill(store)
     durable.close()
-    assert [p.stat().st_size for p in segments(tmp_path)] == [len(MAGIC)]
+    kept, current = segments(tmp_path)  # the journal a fall back to no snapshot needs
+    assert kept.stat().st_size > len(MAGIC) and current.stat().st_size == len(MAGIC)
     with caplog.at_level(logging.INFO):
         again = open_memory(tmp_path)
     assert "0 journal records replayed" in caplog.text
@@ -311,6 +312,118 @@ def test_a_snapshot_of_another_version_or_cut_short_is_refused(tmp_path: Path) -
     path.write_text(json.dumps({**header, "version": 2}) + "\n" + "\n".join(lines[1:]) + "\n")
     with pytest.raises(SnapshotError, match="snapshot version 2 is not 1"):
         read_snapshot(tmp_path)
+
+
+def _two_snapshots(directory: Path) -> MemoryStore:
+    """A store snapshotted twice (the second holds ``fill``'s later half); return it."""
+    store = MemoryStore()
+    durable = DurableStore(directory, "no", 0)
+    durable.open(store, SAMPLE_DEVICES)
+    store.record(DEVICE, Heartbeat(BASE - 100 * MINUTE_NS), None)
+    durable.snapshot()
+    fill(store)
+    durable.close()
+    return store
+
+
+def _damage_a_device_line(path: Path) -> None:
+    """Change one minute's count in the snapshot: valid JSON, wrong checksum."""
+    lines = path.read_text().splitlines(keepends=True)
+    lines[1] = lines[1].replace('"count":', '"count":1', 1)
+    path.write_text("".join(lines))
+
+
+def test_a_damaged_snapshot_is_refused_in_one_line_unless_repair_uses_the_previous_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = _two_snapshots(tmp_path)
+    snapshot = tmp_path / SNAPSHOT_FILE
+    _damage_a_device_line(snapshot)
+    with pytest.raises(SnapshotError) as refused:
+        open_memory(tmp_path)
+    assert str(refused.value) == (
+        f"{snapshot}: the snapshot is damaged (its checksum does not match) (start with "
+        "--repair to fall back)"
+    )
+    damaged = snapshot.read_bytes()
+    with caplog.at_level(logging.WARNING):
+        assert state(open_memory(tmp_path, repair=True)) == state(store)
+    assert "starting from snapshot.prev.jsonl and the journal" in caplog.text
+    assert (tmp_path / (SNAPSHOT_FILE + ".damaged")).read_bytes() == damaged
+    assert state(open_memory(tmp_path)) == state(store)  # as after a crash: no --repair
+
+
+def test_a_damaged_first_snapshot_falls_back_to_the_whole_journal(tmp_path: Path) -> None:
+    store = MemoryStore()
+    durable = DurableStore(tmp_path, "no", 0)
+    durable.open(store, SAMPLE_DEVICES)
+    fill(store)
+    durable.close()
+    _damage_a_device_line(tmp_path / SNAPSHOT_FILE)
+    assert state(open_memory(tmp_path, repair=True)) == state(store)
+
+
+def test_with_no_previous_snapshot_nor_the_first_change_repair_refuses(tmp_path: Path) -> None:
+    _two_snapshots(tmp_path)
+    (tmp_path / "snapshot.prev.jsonl").unlink()
+    _damage_a_device_line(tmp_path / SNAPSHOT_FILE)
+    with pytest.raises(SnapshotError, match="there is no previous snapshot and the journal"):
+        open_memory(tmp_path, repair=True)
+    assert (tmp_path / SNAPSHOT_FILE).exists()  # nothing moved
+
+
+def test_a_snapshot_drops_only_the_journal_the_previous_snapshot_holds(tmp_path: Path) -> None:
+    store = MemoryStore()
+    durable = DurableStore(tmp_path, "no", 0)
+    durable.open(store, SAMPLE_DEVICES)
+    firsts = []
+    for minute in range(4):
+        store.record(DEVICE, Heartbeat(BASE + minute * MINUTE_NS), None)
+        durable.snapshot()
+        firsts.append([int(p.name[8:-4]) for p in segments(tmp_path)])
+    durable.close()
+    # each snapshot keeps the segments from the one before it (from lsn 1 for the first)
+    assert firsts == [[1, 2], [2, 3], [3, 4], [4, 5]]
+    assert read_snapshot(tmp_path, "snapshot.prev.jsonl") is not None
+
+
+def test_a_journal_that_starts_after_the_snapshot_is_refused(tmp_path: Path) -> None:
+    _two_snapshots(tmp_path)
+    first = segments(tmp_path)[0]
+    for path in segments(tmp_path)[:-1]:
+        path.unlink()
+    (tmp_path / SNAPSHOT_FILE).unlink()
+    os.rename(tmp_path / "snapshot.prev.jsonl", tmp_path / SNAPSHOT_FILE)
+    with pytest.raises(StateError, match="changes are missing"):
+        open_memory(tmp_path)
+    assert first.name.startswith("journal-")
+
+
+@pytest.mark.parametrize(
+    ("header", "device", "message"),
+    [
+        ({"next_lsn": None}, None, "not a fleet-monitor snapshot"),
+        ({}, {"id": "x"}, "snapshot line 2: not a device (KeyError('first'))"),
+        ({}, "[1, 2]", "snapshot line 2: not a device"),
+        ({"removed": 5}, None, "not a fleet-monitor snapshot"),
+    ],
+)
+def test_a_wrong_snapshot_without_a_checksum_is_a_one_line_error(
+    tmp_path: Path, header: dict[str, Any], device: Any, message: str
+) -> None:
+    """Snapshots written before the checksum are read unchecked; their damage still reads as
+    one line (the CLI prints it, exit 2), never a traceback."""
+    lines = [
+        {"format": "fleet-monitor-snapshot", "version": 1, "next_lsn": 1, "registry_lsn": 0}
+        | {"removed": []}
+        | header
+    ]
+    if device is not None:
+        lines.append(json.loads(device) if isinstance(device, str) else device)
+    lines.append({"end": True, "devices": len(lines) - 1})
+    (tmp_path / SNAPSHOT_FILE).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with pytest.raises(SnapshotError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        open_memory(tmp_path)
 
 
 def test_a_failed_last_snapshot_keeps_the_journal(

@@ -129,9 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fleet_monitor.store.snapshot import SnapshotError
 
     try:
-        serve(settings)
+        return serve(settings, list(sys.argv[1:] if argv is None else argv))
     except (ConfigError, DevicesFileError, CorruptJournalError, SnapshotError, StateError) as error:
         return _fail(str(error))  # ConfigError here: a setting this host cannot hold
     except OSError as error:  # e.g. the port is taken
         return _fail(f"cannot listen: {error}")
-    return 0

@@ -136,6 +136,13 @@ class Settings:
         "CSV",
     )
     threads: int = _option(8, parse_positive_int, "worker threads serving requests", "N")
+    workers: int = _option(
+        1,
+        parse_positive_int,
+        "processes serving the port, each with its threads (one per core); more than 1 needs "
+        "a shared --store URL",
+        "N",
+    )
     log_level: str = _option(
         "info", _choice("debug", "info", "warning", "error"), "least severe level logged", "LEVEL"
     )

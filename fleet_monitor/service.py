@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 from fleet_monitor.config import ConfigError, Settings
 from fleet_monitor.domain.errors import StoreUnavailableError
@@ -21,6 +22,7 @@ from fleet_monitor.store.devices_file import fleet_device_ids
 from fleet_monitor.store.durable import DurableStore
 from fleet_monitor.store.memory import MemoryStore
 from fleet_monitor.store.valkey import ValkeyStore
+from fleet_monitor.workers import check_workers, inherited_sockets, supervise
 
 log = logging.getLogger(__name__)
 RETRY_S = 1.0  # between two tries of an engine that cannot be reached at start
@@ -39,16 +41,22 @@ def new_store(settings: Settings) -> MemoryStore | ValkeyStore:
     return MemoryStore(budget=budget, max_devices=settings.max_devices)
 
 
-def serve(settings: Settings) -> None:
-    """Serve the fleet until a stop signal; raises ConfigError on settings that do not go
-    together, DevicesFileError on a bad devices file, StateError/CorruptJournalError/
-    SnapshotError on a state directory that cannot be used."""
+def serve(settings: Settings, command: Sequence[str] = ()) -> int:
+    """Serve the fleet until a stop signal; return the exit status. With ``--workers`` above
+    1, supervise that many workers, each running ``command`` (this process's arguments).
+    Raises ConfigError on settings that do not go together, DevicesFileError on a bad devices
+    file, StateError/CorruptJournalError/SnapshotError on a state directory that cannot be
+    used, OSError when the port cannot be bound."""
     if settings.store != "memory" and settings.data_dir is not None:
         raise ConfigError(
             "--data-dir keeps the memory store's state; with --store URL the engine keeps it "
             "(its AOF): drop one of them (fleet-monitor migrate moves a data dir into the engine)"
         )
+    check_workers(settings)
     device_ids, source = fleet_device_ids(settings.devices)
+    sockets = inherited_sockets()
+    if settings.workers > 1 and sockets is None:
+        return supervise(settings, command)
     readiness = Readiness()
     store = new_store(settings)
     durable = None
@@ -70,11 +78,13 @@ def serve(settings: Settings) -> None:
             extra={"fields": {"devices": len(store)}},
         )
 
-    serve_app(create_app(settings, store, readiness=readiness), settings, readiness, load)
+    app = create_app(settings, store, readiness=readiness)
+    serve_app(app, settings, readiness, load, sockets)
     if durable is not None:
         durable.close()
     if isinstance(store, ValkeyStore):
         store.close()
+    return 0
 
 
 def _add_when_reachable(store: MemoryStore | ValkeyStore, device_ids: list[str]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -33,20 +34,22 @@ def serve_app(
     settings: Settings,
     readiness: Readiness | None = None,
     load: Callable[[], None] | None = None,
+    sockets: list[socket.socket] | None = None,
 ) -> None:
     """Serve ``app`` with the service's waitress settings until SIGTERM or SIGINT.
 
     ``load`` runs in a thread once the port is open; ``readiness`` turns ready when it returns.
     If it raises, the server stops and the error is raised here. After a stop signal,
     ``readiness`` turns to stopping, and the server keeps serving for
-    ``settings.shutdown_grace`` seconds (a second signal ends that at once). Raises
+    ``settings.shutdown_grace`` seconds (a second signal ends that at once). ``sockets`` are
+    listening sockets to serve instead of binding ``settings``' address. Raises
     :class:`DescriptorLimitError` before listening when the open-file limit (raised towards
     its hard limit as needed) cannot hold ``settings.connection_limit`` connections.
     """
     readiness = readiness or Readiness()
     ensure_descriptors(settings)
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
-    server = create_wsgi_server(app, settings)
+    server = create_wsgi_server(app, settings, sockets)
     stopper = _Stopper(readiness, settings.shutdown_grace)
     listening = [f"http://{host}:{port}" for host, port in _addresses(server)]
     log.info("listening on %s", ", ".join(listening), extra={"fields": {"listen": listening}})

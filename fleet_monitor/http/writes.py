@@ -96,10 +96,18 @@ def write_from_request(
     ingest: Ingest, kind: str, device_id: str, environ: WSGIEnvironment, max_body_bytes: int
 ) -> None:
     """One device write from a request, for the Flask views and the fast path alike: the
-    device (404) before the key (400) and the body (413, then the ingest's checks)."""
-    require_device(ingest.store, device_id)
-    key = idempotency_key(environ)
-    ingest.write(kind, device_id, read_body(environ, max_body_bytes), key)
+    device (404) before the key (400) and the body (413, then the ingest's checks).
+
+    The device is looked up only for a request refused on its way in: an accepted one is
+    refused by the store itself when the device is unknown, so a write is one store call (one
+    engine round trip on Valkey)."""
+    try:
+        key = idempotency_key(environ)
+        event = ingest.event(kind, read_body(environ, max_body_bytes))
+    except Exception:
+        require_device(ingest.store, device_id)
+        raise
+    ingest.record(device_id, event, key)
 
 
 def idempotency_key(environ: WSGIEnvironment) -> str | None:
@@ -145,11 +153,15 @@ class Ingest:
         self.sent_at_range = sent_at_range or SentAtRange()
         self.limiter = limiter
 
-    def write(self, kind: str, device_id: str, body: bytes, key: str | None) -> None:
-        """Record one ``kind`` (heartbeat or upload) write of ``body`` for ``device_id``;
-        raises (see the module's docstring) before storing anything."""
-        require_device(self.store, device_id)
-        self._record(device_id, self._validate(kind, parse_json_object(body)), key)
+    def event(self, kind: str, body: bytes) -> Event:
+        """The ``kind`` (heartbeat or upload) event ``body`` describes; raises
+        InvalidInputError."""
+        return self._validate(kind, parse_json_object(body))
+
+    def record(self, device_id: str, event: Event, key: str | None) -> None:
+        """Record ``event`` for ``device_id`` once per ``key``; raises (see the module's
+        docstring) before storing anything, UnknownDeviceError first."""
+        self._record(device_id, event, key)
 
     def batch(self, events: list[Any]) -> list[Rejection]:
         """Record a batch's valid events; return the others with why, in index order.
@@ -195,6 +207,7 @@ class Ingest:
     def _record(self, device_id: str, event: Event, key: str | None, *, wait: bool = True) -> None:
         limiter = self.limiter
         if limiter is not None and (retry_after := limiter.take(device_id)) > 0:
+            require_device(self.store, device_id)  # an unknown device is a 404, not a 429
             raise RateLimitedError(
                 retry_after,
                 f"too many writes for this device: at most {limiter.rate:g} a second, "

@@ -316,9 +316,10 @@ class TwoLaneDispatcher(ThreadedTaskDispatcher):
 
 
 def create_wsgi_server(
-    app: WSGIApplication, settings: Settings
+    app: WSGIApplication, settings: Settings, sockets: list[socket.socket] | None = None
 ) -> GuardedServer | MultiSocketServer:
-    """Listeners for ``app`` (one per address ``settings.host`` names), not yet running."""
+    """Listeners for ``app``, not yet running: on ``sockets`` (already listening, e.g. handed
+    down by a supervisor), else one per address ``settings.host`` names."""
     adj = Adjustments(**waitress_options(settings))
     guard = ConnectionGuard(
         settings.connection_limit,
@@ -329,10 +330,23 @@ def create_wsgi_server(
     dispatcher = TwoLaneDispatcher()
     dispatcher.set_thread_count(adj.threads)
     socket_map: dict[int, Any] = {}
-    listeners = [
-        GuardedServer(app, socket_map, dispatcher=dispatcher, adj=adj, sockinfo=info, guard=guard)
-        for info in adj.listen
-    ]
+    common: dict[str, Any] = {"dispatcher": dispatcher, "adj": adj, "guard": guard}
+    listeners = (
+        [
+            GuardedServer(
+                app,
+                socket_map,
+                True,
+                sock,
+                sockinfo=(sock.family, sock.type, sock.proto, sock.getsockname()),
+                bind_socket=False,
+                **common,
+            )
+            for sock in sockets
+        ]
+        if sockets
+        else [GuardedServer(app, socket_map, sockinfo=info, **common) for info in adj.listen]
+    )
     if len(listeners) == 1:
         return listeners[0]
     effective = [(str(s.effective_host), int(s.effective_port)) for s in listeners]  # type: ignore[attr-defined]

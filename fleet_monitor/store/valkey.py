@@ -24,7 +24,10 @@ from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
-from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
+from redis.backoff import NoBackoff
+from redis.commands.core import Script
+from redis.exceptions import BusyLoadingError, ConnectionError, NoScriptError, TimeoutError
+from redis.retry import Retry
 
 from fleet_monitor.domain.bitmaps import (
     CHUNK_MINUTES,
@@ -100,13 +103,17 @@ class ValkeyStore:
         self.url = safe_url(url)
         self.per_device_bytes, self.fleet_bytes = per_device_bytes, fleet_bytes
         self.max_devices = max_devices
+        # No retries: a write whose reply was lost may have been applied, and a retry could
+        # apply an upload twice, or answer 404 to a removal that worked. The client is told
+        # 503 instead (a retry with the same Idempotency-Key is harmless).
         self._engine = redis.Redis.from_url(
             engine_url(url),
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             health_check_interval=30,
-            retry_on_timeout=False,
+            retry=Retry(NoBackoff(), 0),
         )
+        self._writes = _ThreadConnections(self._engine.connection_pool)
         self._heartbeat = self._engine.register_script(valkey_scripts.HEARTBEAT)
         self._upload = self._engine.register_script(valkey_scripts.UPLOAD)
         self._register = self._engine.register_script(valkey_scripts.REGISTER)
@@ -175,9 +182,10 @@ class ValkeyStore:
         check_device_id(device_id)
         most = 0 if self.max_devices == UNLIMITED else self.max_devices
         answer = self._call(
-            lambda: self._register(
-                keys=[self._device_key(device_id), PREFIX + "registry", PREFIX + "removed"],
-                args=[device_id, most],
+            lambda: self._writes.run(
+                self._register,
+                [self._device_key(device_id), PREFIX + "registry", PREFIX + "removed"],
+                [device_id, most],
             )
         )
         if isinstance(answer, list):
@@ -188,8 +196,9 @@ class ValkeyStore:
         """Remove ``device_id`` and its whole history; raises UnknownDeviceError."""
         keys = self._keys_of(device_id)
         done = self._call(
-            lambda: self._remove(
-                keys=[
+            lambda: self._writes.run(
+                self._remove,
+                [
                     keys["device"],
                     keys["chunks"],
                     keys["uploads"],
@@ -198,7 +207,7 @@ class ValkeyStore:
                     PREFIX + "registry",
                     PREFIX + "removed",
                 ],
-                args=[device_id, keys["chunk_prefix"], keys["key_prefix"]],
+                [device_id, keys["chunk_prefix"], keys["key_prefix"]],
             )
         )
         if done != 1:
@@ -284,8 +293,9 @@ class ValkeyStore:
         return cast(
             list[bytes],
             self._call(
-                lambda: self._heartbeat(
-                    keys=[
+                lambda: self._writes.run(
+                    self._heartbeat,
+                    [
                         keys["device"],
                         keys["chunk_prefix"] + str(index),
                         key_string,
@@ -294,7 +304,7 @@ class ValkeyStore:
                         keys["chunks"],
                         PREFIX + "lastseen",
                     ],
-                    args=args,
+                    args,
                 )
             ),
         )
@@ -308,15 +318,16 @@ class ValkeyStore:
         return cast(
             list[bytes],
             self._call(
-                lambda: self._upload(
-                    keys=[
+                lambda: self._writes.run(
+                    self._upload,
+                    [
                         keys["device"],
                         keys["uploads"],
                         key_string,
                         keys["key_list"],
                         PREFIX + "bytes",
                     ],
-                    args=args,
+                    args,
                 )
             ),
         )
@@ -440,6 +451,49 @@ class ValkeyStore:
     def close(self) -> None:
         """Close the engine's connections."""
         self._engine.close()
+
+
+class _ThreadConnections:
+    """One engine connection per thread for the write scripts, kept for the thread's life:
+    no pool to go through and no health-check PING (a write costs about half the client CPU
+    of a pooled call). A connection the engine has closed (a restart) is opened again before
+    it is used; one that fails is closed, so the next call reconnects."""
+
+    def __init__(self, pool: redis.ConnectionPool) -> None:
+        self._pool = pool
+        self._local = threading.local()
+
+    def run(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        """EVALSHA ``script`` (loaded first if the engine has lost it: NOSCRIPT is never run)."""
+        connection = self._connection()
+        try:
+            try:
+                return self._send(connection, "EVALSHA", script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                self._send(connection, "SCRIPT", "LOAD", script.script)
+                return self._send(connection, "EVALSHA", script.sha, len(keys), *keys, *args)
+        except _ENGINE_ERRORS:
+            connection.disconnect()  # type: ignore[no-untyped-call]
+            raise
+
+    def _connection(self) -> redis.connection.AbstractConnection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            pool = self._pool
+            connection = pool.connection_class(**pool.connection_kwargs)
+            self._local.connection = connection
+        try:
+            stale = connection._sock is not None and connection.can_read(0)
+        except _ENGINE_ERRORS:  # closed by the engine
+            stale = True
+        if stale:  # a reply nobody asked for, or the engine closed it: start afresh
+            connection.disconnect()
+        return cast(redis.connection.AbstractConnection, connection)
+
+    @staticmethod
+    def _send(connection: redis.connection.AbstractConnection, *command: Any) -> Any:
+        connection.send_command(*command, check_health=False)  # type: ignore[no-untyped-call]
+        return connection.read_response()
 
 
 def _number(value: bytes | None) -> int | None:

@@ -9,19 +9,26 @@ upload times. The engine's own integers (HINCRBY, INCRBY) are exact int64. See
 
 from __future__ import annotations
 
-# Shared by the two write scripts: the device must exist, and an idempotency key already used
-# is a repeat (same fingerprint) or a conflict. KEYS[1] the device hash, KEYS[3] the key's
-# string; ARGV[1] the key's list entry ("" without a key), ARGV[2] the fingerprint.
-_CHECK = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'unknown'} end
+
+# Shared by the two write scripts: the device's fields are read at once (``h``, ``cost``
+# first: nil for an unknown device), and an idempotency key already used is a repeat (same
+# fingerprint) or a conflict. KEYS[1] the device hash, KEYS[3] the key's string; ARGV[1] the
+# key's list entry ("" without a key), ARGV[2] the fingerprint.
+def _check(*fields: str) -> str:
+    names = ", ".join(f"'{field}'" for field in ("cost", *fields))
+    return f"""
+local h = redis.call('HMGET', KEYS[1], {names})
+if not h[1] then return {{'unknown'}} end
 if ARGV[1] ~= '' then
   local seen = redis.call('GET', KEYS[3])
   if seen then
-    if seen == ARGV[2] then return {'repeat'} end
-    return {'conflict'}
+    if seen == ARGV[2] then return {{'repeat'}} end
+    return {{'conflict'}}
   end
 end
+local set = {{}}
 """
+
 
 # Budget check for ``extra`` bytes (a local) and the key's own cost, then the key remembered
 # (the oldest beyond a device's count forgotten, its cost given back). KEYS[4] the key list,
@@ -30,7 +37,7 @@ end
 # ARGV[8] the key's cost, ARGV[9] a key's cost beyond the characters of its list entry.
 _BUDGET_AND_KEY = """
 if ARGV[1] ~= '' then extra = extra + tonumber(ARGV[8]) end
-local cost = tonumber(redis.call('HGET', KEYS[1], 'cost') or '0')
+local cost = tonumber(h[1])
 if extra > 0 then
   if cost + extra > tonumber(ARGV[3]) then return {'device_budget', tostring(cost)} end
   local used = tonumber(redis.call('GET', KEYS[5]) or '0')
@@ -47,7 +54,9 @@ if ARGV[1] ~= '' then
 end
 """
 
+# The fields changed (``set``, name/value pairs) in one HSET; the cost in exact integers.
 _SETTLE = """
+if #set > 0 then redis.call('HSET', KEYS[1], unpack(set)) end
 if extra ~= 0 then
   redis.call('HINCRBY', KEYS[1], 'cost', extra)
   redis.call('INCRBY', KEYS[5], extra)
@@ -58,9 +67,9 @@ end
 # set, 7 last-seen index. ARGV 1-9 as above; 10 minute, 11 chunk index, 12 bit in the chunk,
 # 13 sent_at's minute, 14 its nanoseconds within the minute, 15 a partial chunk's cost, 16 a
 # full one's, 17 bits a chunk holds, 18 the device id, 19 sent_at in Unix seconds. Returns
-# {'ok', 1 if the minute was new else 0}, or a refusal.
+# {'ok', 1 if the minute was new else 0}, or a refusal. h: cost, f, l, fm, fr, lm, lr.
 HEARTBEAT = (
-    _CHECK
+    _check("f", "l", "fm", "fr", "lm", "lr")
     + """
 local new_chunk = redis.call('EXISTS', KEYS[2]) == 0
 local extra = 0
@@ -74,23 +83,19 @@ if redis.call('SETBIT', KEYS[2], ARGV[12], 1) == 0 then
   new = 1
   if new_chunk then redis.call('SADD', KEYS[6], ARGV[11]) end
   redis.call('HINCRBY', KEYS[1], 'n', 1)
-  local first = redis.call('HGET', KEYS[1], 'f')
-  if not first or minute < tonumber(first) then redis.call('HSET', KEYS[1], 'f', ARGV[10]) end
-  local last = redis.call('HGET', KEYS[1], 'l')
-  if not last or minute > tonumber(last) then redis.call('HSET', KEYS[1], 'l', ARGV[10]) end
-  if redis.call('BITCOUNT', KEYS[2]) == tonumber(ARGV[17]) then
+  if not h[2] or minute < tonumber(h[2]) then set[#set + 1] = 'f'; set[#set + 1] = ARGV[10] end
+  if not h[3] or minute > tonumber(h[3]) then set[#set + 1] = 'l'; set[#set + 1] = ARGV[10] end
+  if not new_chunk and redis.call('BITCOUNT', KEYS[2]) == tonumber(ARGV[17]) then
     redis.call('HINCRBY', KEYS[1], 'full', 1)
     extra = extra - tonumber(ARGV[15]) + tonumber(ARGV[16])
   end
 end
 local at_m, at_r = tonumber(ARGV[13]), tonumber(ARGV[14])
-local fm, fr = redis.call('HGET', KEYS[1], 'fm'), redis.call('HGET', KEYS[1], 'fr')
-if not fm or at_m < tonumber(fm) or (at_m == tonumber(fm) and at_r < tonumber(fr)) then
-  redis.call('HSET', KEYS[1], 'fm', ARGV[13], 'fr', ARGV[14])
+if not h[4] or at_m < tonumber(h[4]) or (at_m == tonumber(h[4]) and at_r < tonumber(h[5])) then
+  set[#set + 1] = 'fm'; set[#set + 1] = ARGV[13]; set[#set + 1] = 'fr'; set[#set + 1] = ARGV[14]
 end
-local lm, lr = redis.call('HGET', KEYS[1], 'lm'), redis.call('HGET', KEYS[1], 'lr')
-if not lm or at_m > tonumber(lm) or (at_m == tonumber(lm) and at_r > tonumber(lr)) then
-  redis.call('HSET', KEYS[1], 'lm', ARGV[13], 'lr', ARGV[14])
+if not h[6] or at_m > tonumber(h[6]) or (at_m == tonumber(h[6]) and at_r > tonumber(h[7])) then
+  set[#set + 1] = 'lm'; set[#set + 1] = ARGV[13]; set[#set + 1] = 'lr'; set[#set + 1] = ARGV[14]
 end
 redis.call('ZADD', KEYS[7], 'GT', ARGV[19], ARGV[18])
 """
@@ -100,25 +105,25 @@ redis.call('ZADD', KEYS[7], 'GT', ARGV[19], ARGV[18])
 
 # An upload. KEYS: 1 device hash, 2 uploads (sorted set), 3 key string, 4 key list, 5 fleet
 # bytes. ARGV 1-9 as above; 10 minute, 11 upload time (decimal text), 12 its high 31 bits,
-# 13 its low 32 bits, 14 an upload's cost. Returns {'ok', 1} or a refusal.
+# 13 its low 32 bits, 14 an upload's cost. Returns {'ok', 1} or a refusal. h: cost, seq,
+# mnh, mnl, mxh, mxl.
 UPLOAD = (
-    _CHECK
+    _check("seq", "mnh", "mnl", "mxh", "mxl")
     + "local extra = tonumber(ARGV[14])\n"
     + _BUDGET_AND_KEY
     + """
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local seq = tonumber(h[2] or '0') + 1
+set[#set + 1] = 'seq'; set[#set + 1] = tostring(seq)
 redis.call('ZADD', KEYS[2], ARGV[10], seq .. ':' .. ARGV[11])
 redis.call('HINCRBY', KEYS[1], 'uc', 1)
 redis.call('HINCRBY', KEYS[1], 'uh', ARGV[12])
 redis.call('HINCRBY', KEYS[1], 'ul', ARGV[13])
 local hi, lo = tonumber(ARGV[12]), tonumber(ARGV[13])
-local mh, ml = redis.call('HGET', KEYS[1], 'mnh'), redis.call('HGET', KEYS[1], 'mnl')
-if not mh or hi < tonumber(mh) or (hi == tonumber(mh) and lo < tonumber(ml)) then
-  redis.call('HSET', KEYS[1], 'mnh', ARGV[12], 'mnl', ARGV[13])
+if not h[3] or hi < tonumber(h[3]) or (hi == tonumber(h[3]) and lo < tonumber(h[4])) then
+  set[#set + 1] = 'mnh'; set[#set + 1] = ARGV[12]; set[#set + 1] = 'mnl'; set[#set + 1] = ARGV[13]
 end
-mh, ml = redis.call('HGET', KEYS[1], 'mxh'), redis.call('HGET', KEYS[1], 'mxl')
-if not mh or hi > tonumber(mh) or (hi == tonumber(mh) and lo > tonumber(ml)) then
-  redis.call('HSET', KEYS[1], 'mxh', ARGV[12], 'mxl', ARGV[13])
+if not h[5] or hi > tonumber(h[5]) or (hi == tonumber(h[5]) and lo > tonumber(h[6])) then
+  set[#set + 1] = 'mxh'; set[#set + 1] = ARGV[12]; set[#set + 1] = 'mxl'; set[#set + 1] = ARGV[13]
 end
 """
     + _SETTLE

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 import threading
 import time
@@ -30,8 +31,12 @@ def _utc_time(record: logging.LogRecord) -> str:
     return f"{text}.{int(record.msecs):03d}Z"
 
 
+_PID = os.getpid()  # logging's own look-up per record is turned off (speed)
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object a line: time, level, logger, msg, then the record's ``fields``."""
+    """One JSON object a line: time, level, logger, msg, pid (which worker of ``--workers``),
+    then the record's ``fields``."""
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
@@ -39,6 +44,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            "pid": _PID,
         }
         line.update(getattr(record, "fields", {}))
         if record.exc_info:

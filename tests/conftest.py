@@ -68,6 +68,18 @@ def empty_store(kind: str, request: pytest.FixtureRequest, **limits: int) -> Sto
     return store
 
 
+@pytest.fixture
+def store_args(store_kind: str, request: pytest.FixtureRequest) -> list[str]:
+    """``serve`` flags for each kind of store (a Valkey one flushed first)."""
+    if store_kind == "memory":
+        return []
+    url: str = request.getfixturevalue("valkey_url")
+    engine = redis.Redis.from_url(url)
+    engine.flushall()
+    engine.close()
+    return ["--store", url]
+
+
 @pytest.fixture(params=STORE_KINDS)
 def store_kind(request: pytest.FixtureRequest) -> str:
     """Each kind of store, by name."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from flask import Blueprint, Response, jsonify
 
+from fleet_monitor.domain.errors import StoreUnavailableError
 from fleet_monitor.http.context import context
 from fleet_monitor.http.errors import RETRY_SOON
 from fleet_monitor.http.metrics import CONTENT_TYPE
@@ -15,8 +18,13 @@ ops = Blueprint("ops", __name__)
 
 @ops.get("/healthz")
 def healthz() -> Response:
-    """Liveness: 200 whenever the process serves."""
-    return jsonify({"status": "ok", "devices": len(context().store)})
+    """Liveness: 200 whenever the process serves, even when its store cannot be reached
+    (then without the device count): restarting the process would not bring the engine
+    back."""
+    body: dict[str, object] = {"status": "ok"}
+    with contextlib.suppress(StoreUnavailableError):
+        body["devices"] = len(context().store)
+    return jsonify(body)
 
 
 @ops.get("/readyz")

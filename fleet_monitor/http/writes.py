@@ -168,7 +168,8 @@ class Ingest:
 
         Every event is validated before any is recorded, so a batch whose validation fails
         (whatever its content) stores nothing; events then refused by the rate limit, a
-        budget or the store are reported like invalid ones.
+        budget or the store are reported like invalid ones. The valid events go to the store
+        together (one pipeline on Valkey), and the batch waits once for their durability.
         """
         rejected: list[Rejection] = []
         valid: list[tuple[int, str, Event]] = []
@@ -177,14 +178,39 @@ class Ingest:
                 valid.append((index, *self._validate_event(item)))
             except (InvalidInputError, UnknownDeviceError) as error:
                 rejected.append(Rejection(index, _batch_message(error)))
+        admitted: list[tuple[int, str, Event]] = []
         for index, device_id, event in valid:
             try:
-                self._record(device_id, event, None, wait=False)
-            except _REFUSALS as error:
+                self._take_token(device_id)
+            except (UnknownDeviceError, RateLimitedError) as error:
                 rejected.append(Rejection(index, _batch_message(error)))
+            else:
+                admitted.append((index, device_id, event))
+        outcomes = self._record_many([(device_id, event) for _, device_id, event in admitted])
+        for (index, device_id, event), outcome in zip(admitted, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                if not isinstance(outcome, _REFUSALS):
+                    raise outcome
+                rejected.append(Rejection(index, _batch_message(outcome)))
+                if self.limiter is not None:
+                    self.limiter.refund(device_id)
+            else:
+                self._count(event, outcome)
         if len(rejected) < len(events):
             self.store.flush()  # one wait for the durability of the whole batch
         return sorted(rejected)
+
+    def _record_many(self, events: list[tuple[str, Event]]) -> list[bool | Exception]:
+        """The store's outcomes; its tokens come back to every device if the store fails."""
+        if not events:
+            return []
+        try:
+            return self.store.record_many(events)
+        except StoreUnavailableError:
+            if self.limiter is not None:
+                for device_id, _ in events:
+                    self.limiter.refund(device_id)
+            raise
 
     def _validate_event(self, item: object) -> tuple[str, Event]:
         if not isinstance(item, dict):
@@ -192,11 +218,14 @@ class Ingest:
         device_id = item.get("device_id")
         if not isinstance(device_id, str):
             raise InvalidInputError("device_id is required: a string", "invalid_field")
-        require_device(self.store, device_id)
-        kind = item.get("type")
-        if not isinstance(kind, str) or kind not in PARSERS:  # a list is not hashable
-            raise InvalidInputError("type must be heartbeat or upload", "invalid_field")
-        return device_id, self._validate(kind, item)
+        try:
+            kind = item.get("type")
+            if not isinstance(kind, str) or kind not in PARSERS:  # a list is not hashable
+                raise InvalidInputError("type must be heartbeat or upload", "invalid_field")
+            return device_id, self._validate(kind, item)
+        except InvalidInputError:
+            require_device(self.store, device_id)  # an unknown device says so first
+            raise
 
     def _validate(self, kind: str, fields: dict[str, Any]) -> Event:
         event = PARSERS[kind](fields)
@@ -204,25 +233,30 @@ class Ingest:
             self.sent_at_range.check(event.sent_at_ns, self.clock())
         return event
 
-    def _record(self, device_id: str, event: Event, key: str | None, *, wait: bool = True) -> None:
+    def _record(self, device_id: str, event: Event, key: str | None) -> None:
+        self._take_token(device_id)
+        try:
+            new = self.store.record(device_id, event, key)
+        except NotConfirmedError:
+            self._count(event, new=True)  # recorded, though not confirmed: it counts
+            raise
+        except Exception:
+            if self.limiter is not None:
+                self.limiter.refund(device_id)  # not accepted: its token comes back
+            raise
+        self._count(event, new)
+
+    def _take_token(self, device_id: str) -> None:
+        """Spend one of the device's write tokens; raises RateLimitedError when it has none
+        (UnknownDeviceError first for a device not in the fleet)."""
         limiter = self.limiter
         if limiter is not None and (retry_after := limiter.take(device_id)) > 0:
-            require_device(self.store, device_id)  # an unknown device is a 404, not a 429
+            require_device(self.store, device_id)
             raise RateLimitedError(
                 retry_after,
                 f"too many writes for this device: at most {limiter.rate:g} a second, "
                 f"{limiter.burst} at once",
             )
-        try:
-            new = self.store.record(device_id, event, key, wait=wait)
-        except NotConfirmedError:
-            self._count(event, new=True)  # recorded, though not confirmed: it counts
-            raise
-        except Exception:
-            if limiter is not None:
-                limiter.refund(device_id)  # not accepted: its token comes back
-            raise
-        self._count(event, new)
 
     def _count(self, event: Event, new: bool) -> None:
         """Count an accepted heartbeat (a duplicate when its minute was known) or a newly

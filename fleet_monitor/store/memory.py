@@ -17,6 +17,7 @@ from typing import Protocol
 
 from fleet_monitor.domain.devices import check_device_id
 from fleet_monitor.domain.errors import (
+    InvalidInputError,
     NotConfirmedError,
     StoreUnavailableError,
     UnknownDeviceError,
@@ -194,6 +195,17 @@ class MemoryStore:
         """Journal every change from now on."""
         with self._lock:
             self._journal = journal
+
+    def record_many(self, events: Sequence[tuple[str, Event]]) -> list[bool | Exception]:
+        """Each event recorded (not waiting for durability: :meth:`flush`), in order; for
+        each, what :meth:`record` returns or the refusal it raised."""
+        outcomes: list[bool | Exception] = []
+        for device_id, event in events:
+            try:
+                outcomes.append(self.record(device_id, event, None, wait=False))
+            except (UnknownDeviceError, InvalidInputError, StoreUnavailableError) as error:
+                outcomes.append(error)
+        return outcomes
 
     def record(self, device_id: str, event: Event, key: str | None, *, wait: bool = True) -> bool:
         """Record ``event`` for the device; return False for a repeat of ``key``, and for a

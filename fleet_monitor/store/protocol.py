@@ -7,7 +7,7 @@ this seam changes with the store.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from fleet_monitor.domain.events import Event
@@ -43,6 +43,12 @@ class Store(FleetReads, Protocol):
         """Record ``event`` once per ``key``; return False for a repeat, and for a heartbeat
         whose minute the device already had. With ``wait=False`` the change may not be durable
         yet on return; :meth:`flush` waits for every such change."""
+
+    def record_many(self, events: Sequence[tuple[str, Event]]) -> list[bool | Exception]:
+        """Record each ``(device id, event)``, without keys, not waiting for durability (see
+        :meth:`flush`); for each, what :meth:`record` returns or the refusal it raised
+        (UnknownDeviceError, LimitExceededError, StoreUnavailableError). A store that sends
+        them together may raise StoreUnavailableError for all of them."""
 
     def flush(self) -> None:
         """Wait until every change recorded so far is durable."""

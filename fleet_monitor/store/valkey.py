@@ -26,7 +26,13 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 from redis.backoff import NoBackoff
 from redis.commands.core import Script
-from redis.exceptions import BusyLoadingError, ConnectionError, NoScriptError, TimeoutError
+from redis.exceptions import (
+    BusyLoadingError,
+    ConnectionError,
+    NoScriptError,
+    ResponseError,
+    TimeoutError,
+)
 from redis.retry import Retry
 
 from fleet_monitor.domain.bitmaps import (
@@ -35,7 +41,12 @@ from fleet_monitor.domain.bitmaps import (
     PARTIAL_CHUNK_COST,
 )
 from fleet_monitor.domain.devices import check_device_id
-from fleet_monitor.domain.errors import StoreUnavailableError, UnknownDeviceError
+from fleet_monitor.domain.errors import (
+    IdempotencyConflictError,
+    LimitExceededError,
+    StoreUnavailableError,
+    UnknownDeviceError,
+)
 from fleet_monitor.domain.events import Event, Heartbeat, Upload
 from fleet_monitor.domain.history import DeviceSnapshot
 from fleet_monitor.domain.idempotency import KEY_OVERHEAD, KEYS_PER_DEVICE, key_conflict, key_cost
@@ -240,25 +251,90 @@ class ValkeyStore:
         """Record ``event`` once per ``key``; return False for a repeat, and for a heartbeat
         whose minute the device already had. Durable as the engine's AOF promises once it
         returns (``wait`` changes nothing here)."""
-        keys = self._keys_of(device_id)
+        script, keys, args = self._write(device_id, event, key)
+        answer = self._call(lambda: self._writes.run(script, keys, args))
+        return self._verdict(answer, device_id, event, key)
+
+    def record_many(self, events: Sequence[tuple[str, Event]]) -> list[bool | Exception]:
+        """Record each ``(device id, event)`` (no keys) in one pipeline, one round trip; for
+        each, what :meth:`record` returns or the refusal it raises (an unknown device, a full
+        budget). Raises EngineUnavailableError when the engine fails: which events were
+        recorded is then unknown, and a retry is harmless for heartbeats only."""
+        writes = [self._write(device_id, event, None) for device_id, event in events]
+        answers = self._call(lambda: self._writes.run_many(writes))
+        outcomes: list[bool | Exception] = []
+        for (device_id, event), answer in zip(events, answers, strict=True):
+            try:
+                outcomes.append(self._verdict(answer, device_id, event, None))
+            except (UnknownDeviceError, LimitExceededError, IdempotencyConflictError) as error:
+                outcomes.append(error)
+        return outcomes
+
+    def _write(
+        self, device_id: str, event: Event, key: str | None
+    ) -> tuple[Script, list[str], list[Any]]:
+        """The script, keys and arguments that record ``event``."""
+        names = self._keys_of(device_id)
         entry = "" if key is None else f"{event.kind}:{key}"
-        fingerprint = "" if key is None else repr(event.fingerprint)
         common = [
             entry,
-            fingerprint,
+            "" if key is None else repr(event.fingerprint),
             self.per_device_bytes,
             self.fleet_bytes,
             KEY_TTL_S,
             KEYS_PER_DEVICE,
-            keys["key_prefix"],
+            names["key_prefix"],
             0 if key is None else key_cost(event.kind, key),
             KEY_OVERHEAD - 1,  # an entry "kind:key" has one character more than kind and key
         ]
-        key_string = keys["key_prefix"] + entry
+        key_string = names["key_prefix"] + entry
         if isinstance(event, Heartbeat):
-            answer = self._write_heartbeat(device_id, event, keys, key_string, common)
-        else:
-            answer = self._write_upload(event, keys, key_string, common)
+            minute, remainder = divmod(event.sent_at_ns, MINUTE_NS)
+            index, bit = divmod(minute, CHUNK_MINUTES)
+            keys = [
+                names["device"],
+                names["chunk_prefix"] + str(index),
+                key_string,
+                names["key_list"],
+                PREFIX + "bytes",
+                names["chunks"],
+                PREFIX + "lastseen",
+            ]
+            args = [
+                *common,
+                minute,
+                index,
+                bit,
+                minute,
+                remainder,
+                PARTIAL_CHUNK_COST,
+                FULL_CHUNK_COST,
+                CHUNK_MINUTES,
+                device_id,
+                repr(event.sent_at_ns / 1e9),
+            ]
+            return self._heartbeat, keys, args
+        assert isinstance(event, Upload)
+        upload_ns = event.upload_time_ns
+        keys = [
+            names["device"],
+            names["uploads"],
+            key_string,
+            names["key_list"],
+            PREFIX + "bytes",
+        ]
+        args = [
+            *common,
+            event.sent_at_ns // MINUTE_NS,
+            upload_ns,
+            upload_ns >> 32,
+            upload_ns & 0xFFFFFFFF,
+            UPLOAD_COST,
+        ]
+        return self._upload, keys, args
+
+    def _verdict(self, answer: Any, device_id: str, event: Event, key: str | None) -> bool:
+        """A write script's answer as :meth:`record` returns it, or the refusal it raises."""
         verdict = answer[0].decode()
         if verdict == "ok":
             return bool(int(answer[1]))
@@ -266,71 +342,6 @@ class ValkeyStore:
             return False
         self._refuse(verdict, answer, device_id, event, key)
         raise AssertionError("unreachable")
-
-    def _write_heartbeat(
-        self,
-        device_id: str,
-        event: Heartbeat,
-        keys: dict[str, str],
-        key_string: str,
-        common: list[Any],
-    ) -> list[bytes]:
-        minute, remainder = divmod(event.sent_at_ns, MINUTE_NS)
-        index, bit = divmod(minute, CHUNK_MINUTES)
-        args = [
-            *common,
-            minute,
-            index,
-            bit,
-            minute,
-            remainder,
-            PARTIAL_CHUNK_COST,
-            FULL_CHUNK_COST,
-            CHUNK_MINUTES,
-            device_id,
-            repr(event.sent_at_ns / 1e9),
-        ]
-        return cast(
-            list[bytes],
-            self._call(
-                lambda: self._writes.run(
-                    self._heartbeat,
-                    [
-                        keys["device"],
-                        keys["chunk_prefix"] + str(index),
-                        key_string,
-                        keys["key_list"],
-                        PREFIX + "bytes",
-                        keys["chunks"],
-                        PREFIX + "lastseen",
-                    ],
-                    args,
-                )
-            ),
-        )
-
-    def _write_upload(
-        self, event: Upload, keys: dict[str, str], key_string: str, common: list[Any]
-    ) -> list[bytes]:
-        upload_ns = event.upload_time_ns
-        minute = event.sent_at_ns // MINUTE_NS
-        args = [*common, minute, upload_ns, upload_ns >> 32, upload_ns & 0xFFFFFFFF, UPLOAD_COST]
-        return cast(
-            list[bytes],
-            self._call(
-                lambda: self._writes.run(
-                    self._upload,
-                    [
-                        keys["device"],
-                        keys["uploads"],
-                        key_string,
-                        keys["key_list"],
-                        PREFIX + "bytes",
-                    ],
-                    args,
-                )
-            ),
-        )
 
     def _refuse(
         self, verdict: str, answer: list[bytes], device_id: str, event: Event, key: str | None
@@ -475,6 +486,42 @@ class _ThreadConnections:
         except _ENGINE_ERRORS:
             connection.disconnect()  # type: ignore[no-untyped-call]
             raise
+
+    def run_many(self, writes: Sequence[tuple[Script, list[str], list[Any]]]) -> list[Any]:
+        """EVALSHA each of ``writes`` in one pipeline; their answers in order (an error
+        reply as its exception). Scripts the engine has lost are loaded first."""
+        connection = self._connection()
+        commands = [
+            ("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in writes
+        ]
+        try:
+            answers = self._pipeline(connection, commands)
+            lost = [i for i, answer in enumerate(answers) if isinstance(answer, NoScriptError)]
+            if lost:  # never run: load the scripts, then run those again
+                for script in {writes[i][0].sha: writes[i][0] for i in lost}.values():
+                    self._send(connection, "SCRIPT", "LOAD", script.script)
+                for i, answer in zip(
+                    lost, self._pipeline(connection, [commands[i] for i in lost]), strict=True
+                ):
+                    answers[i] = answer
+            return answers
+        except _ENGINE_ERRORS:
+            connection.disconnect()  # type: ignore[no-untyped-call]
+            raise
+
+    @staticmethod
+    def _pipeline(
+        connection: redis.connection.AbstractConnection, commands: list[tuple[Any, ...]]
+    ) -> list[Any]:
+        packed = connection.pack_commands(commands)  # type: ignore[no-untyped-call]
+        connection.send_packed_command(packed, check_health=False)  # type: ignore[no-untyped-call]
+        answers: list[Any] = []
+        for _ in commands:
+            try:
+                answers.append(connection.read_response())
+            except ResponseError as error:
+                answers.append(error)
+        return answers
 
     def _connection(self) -> redis.connection.AbstractConnection:
         connection = getattr(self._local, "connection", None)

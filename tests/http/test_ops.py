@@ -309,6 +309,7 @@ def test_json_access_line_has_every_field_and_no_body(
         "level",
         "logger",
         "msg",
+        "pid",
         "method",
         "path",
         "query",

@@ -17,6 +17,7 @@ from fleet_monitor.http.guard import Access, RateLimiter
 from fleet_monitor.store.durable import DurableStore
 from fleet_monitor.store.journal import JournalError, read_segment, segments
 from fleet_monitor.store.memory import MemoryStore
+from fleet_monitor.store.protocol import Store
 from tests.conftest import DEVICE, SAMPLE_DEVICES
 
 AT = "2024-04-02T09:00:00Z"
@@ -78,6 +79,36 @@ def test_a_mixed_batch_applies_the_valid_and_reports_the_rest(tmp_path: Path) ->
     [path] = segments(tmp_path)
     journaled = [(e.kind, e.device_id) for e in read_segment(path, last=True, repair=False)]
     assert journaled == [("h", DEVICE), ("u", DEVICE), ("h", other)]  # exactly the accepted
+
+
+def test_a_mixed_batch_reads_the_same_on_every_store(client: FlaskClient, store: Store) -> None:
+    """One pipeline on Valkey, one loop in memory: the same answer, the same state."""
+    other = SAMPLE_DEVICES[1]
+    response = batch(
+        client,
+        [
+            {"device_id": "nope", "type": "reboot"},
+            {"device_id": DEVICE, "type": "heartbeat", "sent_at": AT},
+            {"device_id": DEVICE, "type": "heartbeat", "sent_at": AT},
+            {"device_id": "nope", "type": "heartbeat", "sent_at": AT},
+            {"device_id": other, "type": "upload", "sent_at": AT, "upload_time": 2**63 - 1},
+            {"device_id": other, "type": "upload", "sent_at": AT, "upload_time": 1},
+        ],
+    )
+    assert (response.status_code, response.json) == (
+        200,
+        {
+            "accepted": 4,
+            "rejected": [
+                {"index": 0, "msg": "device not found"},
+                {"index": 3, "msg": "device not found"},
+            ],
+        },
+    )
+    assert store.snapshot(DEVICE).heartbeat_minutes == 1
+    assert store.snapshot(other).upload_sum_ns == 2**63
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "fleet_monitor_heartbeat_duplicates_total 1.0" in text
 
 
 SENT_AT_TEXT = 'an RFC 3339 date-time with an offset, e.g. "2024-03-01T12:00:00Z"'
@@ -143,8 +174,7 @@ def test_a_malformed_batch_is_a_400(client: FlaskClient, body: str, msg: str) ->
     assert (response.status_code, response.json) == (400, {"msg": msg})
 
 
-def test_over_the_batch_limit_is_a_413_and_changes_nothing() -> None:
-    store = MemoryStore(SAMPLE_DEVICES)
+def test_over_the_batch_limit_is_a_413_and_changes_nothing(store: Store) -> None:
     client = create_app(Settings(max_batch=3), store).test_client()
     events = [{"device_id": DEVICE, "type": "heartbeat", "sent_at": AT}] * 4
     response = batch(client, events)
@@ -325,8 +355,7 @@ def test_parse_rate_refuses(text: str) -> None:
         parse_rate(text)
 
 
-def test_over_the_rate_is_a_429_with_retry_after_and_changes_nothing() -> None:
-    store = MemoryStore(SAMPLE_DEVICES)
+def test_over_the_rate_is_a_429_with_retry_after_and_changes_nothing(store: Store) -> None:
     client = create_app(Settings(rate_limit=1 / 60, burst=2), store).test_client()
     for minute in range(2):
         body = json.dumps({"sent_at": f"2024-04-02T09:0{minute}:00Z"})
@@ -343,24 +372,33 @@ def test_over_the_rate_is_a_429_with_retry_after_and_changes_nothing() -> None:
     assert client.get(f"/api/v1/devices/{DEVICE}/stats").status_code == 200  # reads: no limit
 
 
-def test_a_refused_write_does_not_use_up_the_rate() -> None:
-    client = create_app(
-        Settings(rate_limit=1 / 60, burst=1), MemoryStore(SAMPLE_DEVICES)
-    ).test_client()
+def test_a_refused_write_does_not_use_up_the_rate(store: Store) -> None:
+    client = create_app(Settings(rate_limit=1 / 60, burst=1), store).test_client()
     assert client.post(HEARTBEAT, data="{}").status_code == 400  # fast path, then Flask
     assert client.post(HEARTBEAT, data=json.dumps({"sent_at": AT})).status_code == 204
 
 
-def test_batch_events_over_the_rate_are_reported() -> None:
-    client = create_app(
-        Settings(rate_limit=1 / 60, burst=2), MemoryStore(SAMPLE_DEVICES)
-    ).test_client()
+def test_batch_events_over_the_rate_are_reported(store: Store) -> None:
+    client = create_app(Settings(rate_limit=1 / 60, burst=2), store).test_client()
     events = [{"device_id": DEVICE, "type": "heartbeat", "sent_at": AT}] * 3
     events.append({"device_id": SAMPLE_DEVICES[1], "type": "heartbeat", "sent_at": AT})
     assert batch(client, events).json == {
         "accepted": 3,
         "rejected": [{"index": 2, "msg": "too many writes for this device"}],
     }
+    unknown = {"device_id": "nope", "type": "heartbeat", "sent_at": AT}
+    assert batch(client, [unknown] * 3).json == {  # never limited: refused, tokens given back
+        "accepted": 0,
+        "rejected": [{"index": n, "msg": "device not found"} for n in range(3)],
+    }
+
+
+def test_an_unknown_device_is_a_404_even_past_its_rate(store: Store) -> None:
+    client = create_app(Settings(rate_limit=1 / 60, burst=1), store).test_client()
+    path = "/api/v1/devices/nope/heartbeat"
+    for _ in range(3):
+        response = client.post(path, data=json.dumps({"sent_at": AT}))
+        assert (response.status_code, response.json) == (404, {"msg": "device not found"})
 
 
 def test_the_limiter_keeps_a_bounded_number_of_buckets() -> None:

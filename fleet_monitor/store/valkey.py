@@ -30,6 +30,8 @@ from redis.exceptions import (
     BusyLoadingError,
     ConnectionError,
     NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
     ResponseError,
     TimeoutError,
 )
@@ -141,14 +143,28 @@ class ValkeyStore:
         try:
             result = work()
         except _ENGINE_ERRORS as error:
-            message = f"{self.url} did not answer ({type(error).__name__}: {error})"
-            with self._lock:
-                self._problem, self._probed_at = message, time.monotonic()
+            message = self._unreachable(error)
+            raise EngineUnavailableError(message) from None
+        except ResponseError as error:
+            if not _refusal(error):
+                raise
+            message = f"{self.url} refused the change ({error})"
+            self._note(f"the store refuses changes: {message}")
             raise EngineUnavailableError(message) from None
         if self._problem is not None:
             with self._lock:
                 self._problem = None
         return result
+
+    def _unreachable(self, error: Exception) -> str:
+        """Note that the engine did not answer; return what happened."""
+        message = f"{self.url} did not answer ({type(error).__name__}: {error})"
+        self._note(f"cannot reach the store: {message}")
+        return message
+
+    def _note(self, problem: str) -> None:
+        with self._lock:
+            self._problem, self._probed_at = problem, time.monotonic()
 
     @staticmethod
     def _device_key(device_id: str) -> str:
@@ -217,13 +233,13 @@ class ValkeyStore:
                     PREFIX + "bytes",
                     PREFIX + "registry",
                     PREFIX + "removed",
+                    PREFIX + "lastseen",
                 ],
                 [device_id, keys["chunk_prefix"], keys["key_prefix"]],
             )
         )
         if done != 1:
             raise UnknownDeviceError(device_id)
-        self._call(lambda: self._engine.zrem(PREFIX + "lastseen", device_id))
 
     def __contains__(self, device_id: object) -> bool:
         if not isinstance(device_id, str):
@@ -440,24 +456,25 @@ class ValkeyStore:
         return int(self._call(lambda: self._engine.get(PREFIX + "bytes")) or 0)
 
     def problem(self) -> str | None:
-        """Why changes cannot be stored now (the engine unreachable), or None; while there is
-        a problem, a PING is tried at most once a second."""
-        if self._problem is None:
-            return None
+        """Why changes cannot be stored now (the engine unreachable, or refusing writes), or
+        None. Asked by ``/readyz``: a PING at most once a second tells, so a load balancer
+        sees an engine gone before any write fails; an engine that answers it is taken as
+        ready again (a refusal, such as out of memory, shows again at the next refused write).
+        """
         with self._lock:
-            due = time.monotonic() - self._probed_at >= PROBE_INTERVAL_S
+            now = time.monotonic()
+            due = now - self._probed_at >= PROBE_INTERVAL_S
             if due:
-                self._probed_at = time.monotonic()
+                self._probed_at = now
         if due:
             try:
                 self._engine.ping()
-            except _ENGINE_ERRORS:
-                pass
+            except _ENGINE_ERRORS as error:
+                self._unreachable(error)
             else:
                 with self._lock:
                     self._problem = None
-        problem = self._problem
-        return None if problem is None else f"cannot reach the store: {problem}"
+        return self._problem
 
     def close(self) -> None:
         """Close the engine's connections."""
@@ -541,6 +558,26 @@ class _ThreadConnections:
     def _send(connection: redis.connection.AbstractConnection, *command: Any) -> Any:
         connection.send_command(*command, check_health=False)  # type: ignore[no-untyped-call]
         return connection.read_response()
+
+
+# Answers of an engine that cannot take writes now (out of memory, an AOF it cannot write, a
+# replica, a script or a load in the way): the write was refused before it began.
+_REFUSALS = (
+    "OOM",
+    "MISCONF",
+    "READONLY",
+    "BUSY",
+    "LOADING",
+    "MASTERDOWN",
+    "NOREPLICAS",
+    "TRYAGAIN",
+)
+
+
+def _refusal(error: ResponseError) -> bool:
+    """Whether ``error`` says the engine cannot take the write now (503, retry), rather than
+    that the write is wrong (a bug: 500)."""
+    return isinstance(error, OutOfMemoryError | ReadOnlyError) or str(error).startswith(_REFUSALS)
 
 
 def _number(value: bytes | None) -> int | None:

@@ -9,20 +9,26 @@ upload times. The engine's own integers (HINCRBY, INCRBY) are exact int64. See
 
 from __future__ import annotations
 
+# Every script declares itself (Valkey 7+, Redis 7+): a write script is then refused before it
+# starts when the engine cannot take writes (out of memory, an AOF it cannot write, a replica),
+# never part-way.
+SHEBANG = "#!lua"
+
 
 # Shared by the two write scripts: the device's fields are read at once (``h``, ``cost``
 # first: nil for an unknown device), and an idempotency key already used is a repeat (same
-# fingerprint) or a conflict. KEYS[1] the device hash, KEYS[3] the key's string; ARGV[1] the
-# key's list entry ("" without a key), ARGV[2] the fingerprint.
+# fingerprint, or ``*``: a key migrated from a snapshot that kept no fingerprint, which matches
+# any event, as in the memory store) or a conflict. KEYS[1] the device hash, KEYS[3] the key's
+# string; ARGV[1] the key's list entry ("" without a key), ARGV[2] the fingerprint.
 def _check(*fields: str) -> str:
     names = ", ".join(f"'{field}'" for field in ("cost", *fields))
-    return f"""
+    return f"""{SHEBANG}
 local h = redis.call('HMGET', KEYS[1], {names})
 if not h[1] then return {{'unknown'}} end
 if ARGV[1] ~= '' then
   local seen = redis.call('GET', KEYS[3])
   if seen then
-    if seen == ARGV[2] then return {{'repeat'}} end
+    if seen == ARGV[2] or seen == '*' then return {{'repeat'}} end
     return {{'conflict'}}
   end
 end
@@ -31,7 +37,8 @@ local set = {{}}
 
 
 # Budget check for ``extra`` bytes (a local) and the key's own cost, then the key remembered
-# (the oldest beyond a device's count forgotten, its cost given back). KEYS[4] the key list,
+# (the oldest beyond a device's count forgotten, its cost given back; a key whose string expired
+# is still in the list: moved to its end, not counted twice). KEYS[4] the key list,
 # KEYS[5] the fleet's byte count; ARGV[3] per-device budget, ARGV[4] fleet budget, ARGV[5] the
 # key's expiry (s), ARGV[6] how many keys a device keeps, ARGV[7] the keys' name prefix,
 # ARGV[8] the key's cost, ARGV[9] a key's cost beyond the characters of its list entry.
@@ -45,6 +52,9 @@ if extra > 0 then
 end
 if ARGV[1] ~= '' then
   redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[5])
+  if redis.call('LREM', KEYS[4], 0, ARGV[1]) > 0 then  -- its string had expired: one entry
+    extra = extra - #ARGV[1] - tonumber(ARGV[9])
+  end
   redis.call('RPUSH', KEYS[4], ARGV[1])
   if redis.call('LLEN', KEYS[4]) > tonumber(ARGV[6]) then
     local oldest = redis.call('LPOP', KEYS[4])
@@ -132,7 +142,9 @@ end
 
 # A registration. KEYS: 1 device hash, 2 registry, 3 removed set. ARGV: 1 id, 2 most devices
 # (0: no limit: a devices file at start). Returns 1 (new), 0 (there already) or {'full', n}.
-REGISTER = """
+REGISTER = (
+    SHEBANG
+    + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local count = redis.call('ZCARD', KEYS[2])
 if tonumber(ARGV[2]) > 0 and count >= tonumber(ARGV[2]) then return {'full', count} end
@@ -141,11 +153,14 @@ redis.call('ZADD', KEYS[2], 0, ARGV[1])
 redis.call('SREM', KEYS[3], ARGV[1])
 return 1
 """
+)
 
 # A removal. KEYS: 1 device hash, 2 chunk set, 3 uploads, 4 key list, 5 fleet bytes,
-# 6 registry, 7 removed set. ARGV: 1 id, 2 the chunks' name prefix, 3 the keys' name prefix.
-# Returns 1, or 0 for an unknown device.
-REMOVE = """
+# 6 registry, 7 removed set, 8 last-seen index. ARGV: 1 id, 2 the chunks' name prefix, 3 the
+# keys' name prefix. Returns 1, or 0 for an unknown device.
+REMOVE = (
+    SHEBANG
+    + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local cost = tonumber(redis.call('HGET', KEYS[1], 'cost') or '0')
 for _, index in ipairs(redis.call('SMEMBERS', KEYS[2])) do
@@ -156,7 +171,9 @@ for _, key in ipairs(redis.call('LRANGE', KEYS[4], 0, -1)) do
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 redis.call('ZREM', KEYS[6], ARGV[1])
+redis.call('ZREM', KEYS[8], ARGV[1])
 redis.call('SADD', KEYS[7], ARGV[1])
 redis.call('DECRBY', KEYS[5], cost)
 return 1
 """
+)

@@ -136,7 +136,7 @@ def _migrate(args: argparse.Namespace) -> int:
     """Run ``fleet-monitor migrate``: one line a count, then the check's verdict."""
     from fleet_monitor.store.devices_file import fleet_device_ids
     from fleet_monitor.store.migrate import MigrationError, migrate
-    from fleet_monitor.store.valkey import safe_url
+    from fleet_monitor.store.valkey_engine import safe_url
 
     configure_logging(logging.WARNING, "text")  # the devices file's warnings, on stderr
     try:

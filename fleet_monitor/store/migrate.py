@@ -49,13 +49,8 @@ from fleet_monitor.store.journal_format import (
 )
 from fleet_monitor.store.memory import MemoryStore
 from fleet_monitor.store.snapshot import SnapshotError, read_snapshot
-from fleet_monitor.store.valkey import (
-    KEY_TTL_S,
-    PREFIX,
-    ValkeyStore,
-    engine_url,
-    safe_url,
-)
+from fleet_monitor.store.valkey import KEY_TTL_S, PREFIX, ValkeyStore
+from fleet_monitor.store.valkey_engine import engine_url, safe_url
 
 # Every minute a store can hold with exact scores in the engine (its sorted sets are doubles).
 EVER = (-(2**53), 2**53)

@@ -9,9 +9,13 @@ fleet-wide, the registry (a sorted set, paged by id), the ids removed at run tim
 history bytes, and each device's last heartbeat (a sorted set by time). The rules are the
 domain's: the same costs, messages and errors as the memory store.
 
-Every engine call has a timeout. An engine that cannot be reached, is loading or times out
-raises :class:`EngineUnavailableError` (503, retry in a second); ``problem`` (``/readyz``) says
-so until a PING works again (tried at most once a second). redis-py reconnects by itself.
+Every engine call has a timeout. An engine that cannot be reached, is loading, times out or
+refuses writes for now raises :class:`EngineUnavailableError` (503, retry in a second; see
+:mod:`~fleet_monitor.store.valkey_engine`); ``problem`` (``/readyz``) says so, a PING at most
+once a second telling when it is over.
+
+Over 300 lines: one class, the Store protocol's methods each over the engine; split, the key
+names and the scripts' arguments would be spread over several files.
 """
 
 from __future__ import annotations
@@ -21,19 +25,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar, cast
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.commands.core import Script
 from redis.exceptions import (
-    BusyLoadingError,
-    ConnectionError,
-    NoScriptError,
-    OutOfMemoryError,
-    ReadOnlyError,
     ResponseError,
-    TimeoutError,
 )
 from redis.retry import Retry
 
@@ -46,7 +43,6 @@ from fleet_monitor.domain.devices import check_device_id
 from fleet_monitor.domain.errors import (
     IdempotencyConflictError,
     LimitExceededError,
-    StoreUnavailableError,
     UnknownDeviceError,
 )
 from fleet_monitor.domain.events import Event, Heartbeat, Upload
@@ -62,6 +58,14 @@ from fleet_monitor.domain.limits import (
 from fleet_monitor.domain.timestamps import MINUTE_NS
 from fleet_monitor.domain.uploads import UploadAggregate
 from fleet_monitor.store import valkey_scripts
+from fleet_monitor.store.valkey_engine import (
+    ENGINE_ERRORS,
+    EngineUnavailableError,
+    ThreadConnections,
+    engine_url,
+    is_refusal,
+    safe_url,
+)
 
 PREFIX = "fm:"
 KEY_TTL_S = 30 * 24 * 3600  # an idempotency key is kept 30 days (and among the latest 1,024)
@@ -69,36 +73,7 @@ TIMEOUT_S = 2.0
 PROBE_INTERVAL_S = 1.0
 PIPELINE_BATCH = 1000
 _FIELDS = ("n", "f", "l", "fm", "fr", "lm", "lr", "uc", "uh", "ul", "mnh", "mnl", "mxh", "mxl")
-_ENGINE_ERRORS = (ConnectionError, TimeoutError, BusyLoadingError, OSError)
 T = TypeVar("T")
-
-
-class EngineUnavailableError(StoreUnavailableError):
-    """The engine cannot be reached, is loading its data, or did not answer in time (503)."""
-
-    retry_after = 1
-
-    def sentence(self) -> str:
-        """What the client is told."""
-        return f"the store is unavailable: {self}; nothing is lost, try again shortly"
-
-
-def engine_url(url: str) -> str:
-    """``url`` as redis-py takes it: ``valkey://`` and ``valkeys://`` mean ``redis://`` and
-    ``rediss://``."""
-    parts = urlsplit(url)
-    scheme = {"valkey": "redis", "valkeys": "rediss"}.get(parts.scheme, parts.scheme)
-    return urlunsplit(parts._replace(scheme=scheme))
-
-
-def safe_url(url: str) -> str:
-    """``url`` without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class ValkeyStore:
@@ -126,7 +101,7 @@ class ValkeyStore:
             health_check_interval=30,
             retry=Retry(NoBackoff(), 0),
         )
-        self._writes = _ThreadConnections(self._engine.connection_pool)
+        self._writes = ThreadConnections(self._engine.connection_pool)
         self._heartbeat = self._engine.register_script(valkey_scripts.HEARTBEAT)
         self._upload = self._engine.register_script(valkey_scripts.UPLOAD)
         self._register = self._engine.register_script(valkey_scripts.REGISTER)
@@ -142,11 +117,11 @@ class ValkeyStore:
         store's problem until a PING works)."""
         try:
             result = work()
-        except _ENGINE_ERRORS as error:
+        except ENGINE_ERRORS as error:
             message = self._unreachable(error)
             raise EngineUnavailableError(message) from None
         except ResponseError as error:
-            if not _refusal(error):
+            if not is_refusal(error):
                 raise
             message = f"{self.url} refused the change ({error})"
             self._note(f"the store refuses changes: {message}")
@@ -469,7 +444,7 @@ class ValkeyStore:
         if due:
             try:
                 self._engine.ping()
-            except _ENGINE_ERRORS as error:
+            except ENGINE_ERRORS as error:
                 self._unreachable(error)
             else:
                 with self._lock:
@@ -479,105 +454,6 @@ class ValkeyStore:
     def close(self) -> None:
         """Close the engine's connections."""
         self._engine.close()
-
-
-class _ThreadConnections:
-    """One engine connection per thread for the write scripts, kept for the thread's life:
-    no pool to go through and no health-check PING (a write costs about half the client CPU
-    of a pooled call). A connection the engine has closed (a restart) is opened again before
-    it is used; one that fails is closed, so the next call reconnects."""
-
-    def __init__(self, pool: redis.ConnectionPool) -> None:
-        self._pool = pool
-        self._local = threading.local()
-
-    def run(self, script: Script, keys: list[str], args: list[Any]) -> Any:
-        """EVALSHA ``script`` (loaded first if the engine has lost it: NOSCRIPT is never run)."""
-        connection = self._connection()
-        try:
-            try:
-                return self._send(connection, "EVALSHA", script.sha, len(keys), *keys, *args)
-            except NoScriptError:
-                self._send(connection, "SCRIPT", "LOAD", script.script)
-                return self._send(connection, "EVALSHA", script.sha, len(keys), *keys, *args)
-        except _ENGINE_ERRORS:
-            connection.disconnect()  # type: ignore[no-untyped-call]
-            raise
-
-    def run_many(self, writes: Sequence[tuple[Script, list[str], list[Any]]]) -> list[Any]:
-        """EVALSHA each of ``writes`` in one pipeline; their answers in order (an error
-        reply as its exception). Scripts the engine has lost are loaded first."""
-        connection = self._connection()
-        commands = [
-            ("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in writes
-        ]
-        try:
-            answers = self._pipeline(connection, commands)
-            lost = [i for i, answer in enumerate(answers) if isinstance(answer, NoScriptError)]
-            if lost:  # never run: load the scripts, then run those again
-                for script in {writes[i][0].sha: writes[i][0] for i in lost}.values():
-                    self._send(connection, "SCRIPT", "LOAD", script.script)
-                for i, answer in zip(
-                    lost, self._pipeline(connection, [commands[i] for i in lost]), strict=True
-                ):
-                    answers[i] = answer
-            return answers
-        except _ENGINE_ERRORS:
-            connection.disconnect()  # type: ignore[no-untyped-call]
-            raise
-
-    @staticmethod
-    def _pipeline(
-        connection: redis.connection.AbstractConnection, commands: list[tuple[Any, ...]]
-    ) -> list[Any]:
-        packed = connection.pack_commands(commands)  # type: ignore[no-untyped-call]
-        connection.send_packed_command(packed, check_health=False)  # type: ignore[no-untyped-call]
-        answers: list[Any] = []
-        for _ in commands:
-            try:
-                answers.append(connection.read_response())
-            except ResponseError as error:
-                answers.append(error)
-        return answers
-
-    def _connection(self) -> redis.connection.AbstractConnection:
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            pool = self._pool
-            connection = pool.connection_class(**pool.connection_kwargs)
-            self._local.connection = connection
-        try:
-            stale = connection._sock is not None and connection.can_read(0)
-        except _ENGINE_ERRORS:  # closed by the engine
-            stale = True
-        if stale:  # a reply nobody asked for, or the engine closed it: start afresh
-            connection.disconnect()
-        return cast(redis.connection.AbstractConnection, connection)
-
-    @staticmethod
-    def _send(connection: redis.connection.AbstractConnection, *command: Any) -> Any:
-        connection.send_command(*command, check_health=False)  # type: ignore[no-untyped-call]
-        return connection.read_response()
-
-
-# Answers of an engine that cannot take writes now (out of memory, an AOF it cannot write, a
-# replica, a script or a load in the way): the write was refused before it began.
-_REFUSALS = (
-    "OOM",
-    "MISCONF",
-    "READONLY",
-    "BUSY",
-    "LOADING",
-    "MASTERDOWN",
-    "NOREPLICAS",
-    "TRYAGAIN",
-)
-
-
-def _refusal(error: ResponseError) -> bool:
-    """Whether ``error`` says the engine cannot take the write now (503, retry), rather than
-    that the write is wrong (a bug: 500)."""
-    return isinstance(error, OutOfMemoryError | ReadOnlyError) or str(error).startswith(_REFUSALS)
 
 
 def _number(value: bytes | None) -> int | None:

@@ -15,7 +15,8 @@ import redis
 from fleet_monitor.config import Settings
 from fleet_monitor.domain.events import Heartbeat, Upload
 from fleet_monitor.http.app import create_app
-from fleet_monitor.store.valkey import EngineUnavailableError, ValkeyStore
+from fleet_monitor.store.valkey import ValkeyStore
+from fleet_monitor.store.valkey_engine import EngineUnavailableError
 from tests.conftest import DEVICE, SAMPLE_DEVICES, empty_store
 from tests.support.state import BASE, MINUTE_NS
 from tests.support.valkey import start_engine

@@ -1,0 +1,159 @@
+"""The Valkey engine as the store uses it: URLs, which errors mean "unavailable", and a
+connection per thread for the write scripts.
+
+An engine that cannot be reached, is loading or does not answer within the timeout raises one
+of :data:`ENGINE_ERRORS`; one that refuses writes for now (out of memory, an AOF it cannot
+write, a replica, a busy script) answers an error that :func:`is_refusal` recognises. Both are
+503s (:class:`EngineUnavailableError`), never 500s. Nothing is retried: a write whose reply
+was lost may have been applied.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any, cast
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.commands.core import Script
+from redis.exceptions import (
+    BusyLoadingError,
+    ConnectionError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TimeoutError,
+)
+
+from fleet_monitor.domain.errors import StoreUnavailableError
+
+ENGINE_ERRORS = (ConnectionError, TimeoutError, BusyLoadingError, OSError)
+
+
+class EngineUnavailableError(StoreUnavailableError):
+    """The engine cannot be reached, is loading its data, or did not answer in time (503)."""
+
+    retry_after = 1
+
+    def sentence(self) -> str:
+        """What the client is told."""
+        return f"the store is unavailable: {self}; nothing is lost, try again shortly"
+
+
+def engine_url(url: str) -> str:
+    """``url`` as redis-py takes it: ``valkey://`` and ``valkeys://`` mean ``redis://`` and
+    ``rediss://``."""
+    parts = urlsplit(url)
+    scheme = {"valkey": "redis", "valkeys": "rediss"}.get(parts.scheme, parts.scheme)
+    return urlunsplit(parts._replace(scheme=scheme))
+
+
+def safe_url(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class ThreadConnections:
+    """One engine connection per thread for the write scripts, kept for the thread's life:
+    no pool to go through and no health-check PING (a write costs about half the client CPU
+    of a pooled call). A connection the engine has closed (a restart) is opened again before
+    it is used; one that fails is closed, so the next call reconnects."""
+
+    def __init__(self, pool: redis.ConnectionPool) -> None:
+        self._pool = pool
+        self._local = threading.local()
+
+    def run(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        """EVALSHA ``script`` (loaded first if the engine has lost it: NOSCRIPT is never run)."""
+        connection = self._connection()
+        try:
+            try:
+                return self._send(connection, "EVALSHA", script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                self._send(connection, "SCRIPT", "LOAD", script.script)
+                return self._send(connection, "EVALSHA", script.sha, len(keys), *keys, *args)
+        except ENGINE_ERRORS:
+            connection.disconnect()  # type: ignore[no-untyped-call]
+            raise
+
+    def run_many(self, writes: Sequence[tuple[Script, list[str], list[Any]]]) -> list[Any]:
+        """EVALSHA each of ``writes`` in one pipeline; their answers in order (an error
+        reply as its exception). Scripts the engine has lost are loaded first."""
+        connection = self._connection()
+        commands = [
+            ("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in writes
+        ]
+        try:
+            answers = self._pipeline(connection, commands)
+            lost = [i for i, answer in enumerate(answers) if isinstance(answer, NoScriptError)]
+            if lost:  # never run: load the scripts, then run those again
+                for script in {writes[i][0].sha: writes[i][0] for i in lost}.values():
+                    self._send(connection, "SCRIPT", "LOAD", script.script)
+                for i, answer in zip(
+                    lost, self._pipeline(connection, [commands[i] for i in lost]), strict=True
+                ):
+                    answers[i] = answer
+            return answers
+        except ENGINE_ERRORS:
+            connection.disconnect()  # type: ignore[no-untyped-call]
+            raise
+
+    @staticmethod
+    def _pipeline(
+        connection: redis.connection.AbstractConnection, commands: list[tuple[Any, ...]]
+    ) -> list[Any]:
+        packed = connection.pack_commands(commands)  # type: ignore[no-untyped-call]
+        connection.send_packed_command(packed, check_health=False)  # type: ignore[no-untyped-call]
+        answers: list[Any] = []
+        for _ in commands:
+            try:
+                answers.append(connection.read_response())
+            except ResponseError as error:
+                answers.append(error)
+        return answers
+
+    def _connection(self) -> redis.connection.AbstractConnection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            pool = self._pool
+            connection = pool.connection_class(**pool.connection_kwargs)
+            self._local.connection = connection
+        try:
+            stale = connection._sock is not None and connection.can_read(0)
+        except ENGINE_ERRORS:  # closed by the engine
+            stale = True
+        if stale:  # a reply nobody asked for, or the engine closed it: start afresh
+            connection.disconnect()
+        return cast(redis.connection.AbstractConnection, connection)
+
+    @staticmethod
+    def _send(connection: redis.connection.AbstractConnection, *command: Any) -> Any:
+        connection.send_command(*command, check_health=False)  # type: ignore[no-untyped-call]
+        return connection.read_response()
+
+
+# Answers of an engine that cannot take writes now (out of memory, an AOF it cannot write, a
+# replica, a script or a load in the way): the write was refused before it began.
+_REFUSALS = (
+    "OOM",
+    "MISCONF",
+    "READONLY",
+    "BUSY",
+    "LOADING",
+    "MASTERDOWN",
+    "NOREPLICAS",
+    "TRYAGAIN",
+)
+
+
+def is_refusal(error: ResponseError) -> bool:
+    """Whether ``error`` says the engine cannot take the write now (503, retry), rather than
+    that the write is wrong (a bug: 500)."""
+    return isinstance(error, OutOfMemoryError | ReadOnlyError) or str(error).startswith(_REFUSALS)

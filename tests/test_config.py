@@ -250,3 +250,33 @@ def test_waitress_gets_the_limits() -> None:
     assert options["cleanup_interval"] == 1  # the header deadline is checked every second
     # ours, the 32 spare slots, two 1 % batches of evictions still closing, listeners and pipes
     assert options["connection_limit"] == 500 + 32 + 2 * 5 + 8
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://h/0", "must be memory or a URL like redis://host:6379/0"),
+        ("redis://h:abc/0", "redis://h:abc/0: Port could not be cast to integer value as 'abc'"),
+        ("redis://u:secret@h:99999/0", "redis://u:***@h:99999/0: Port out of range 0-65535"),
+        ("unix://", "unix:// names no socket path, like unix:///run/valkey.sock"),
+        ("redis://h:6379/x", "redis://h:6379/x: the database must be a number from 0, as in /0"),
+        ("redis://h/-1", "redis://h/-1: the database must be a number from 0, as in /0"),
+        ("redis://[::1", "redis://[::1: Invalid IPv6 URL"),
+        (
+            "rediss://h:6380/0?ssl_cert_reqs=bogus",
+            "rediss://h:6380/0?ssl_cert_reqs=bogus: Invalid SSL Certificate Requirements Flag",
+        ),
+    ],
+)
+def test_a_store_url_the_client_cannot_use_is_refused_at_start(url: str, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse([], {"FLEET_MONITOR_STORE": url})
+    assert str(raised.value).startswith(f"FLEET_MONITOR_STORE {message}")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["memory", "redis://h:6379/0", "valkey://:pw@h/3", "unix:///run/v.sock", "unix:///s?db=2"],
+)
+def test_store_urls_the_client_can_use(url: str) -> None:
+    assert parse([], {"FLEET_MONITOR_STORE": url}).store == url

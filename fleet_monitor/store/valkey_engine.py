@@ -10,10 +10,11 @@ was lost may have been applied.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Sequence
 from typing import Any, cast
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis
 from redis.commands.core import Script
@@ -23,6 +24,7 @@ from redis.exceptions import (
     NoScriptError,
     OutOfMemoryError,
     ReadOnlyError,
+    RedisError,
     ResponseError,
     TimeoutError,
 )
@@ -42,22 +44,37 @@ class EngineUnavailableError(StoreUnavailableError):
         return f"the store is unavailable: {self}; nothing is lost, try again shortly"
 
 
+_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]*@")  # the password of user:password@
+
+
 def engine_url(url: str) -> str:
     """``url`` as redis-py takes it: ``valkey://`` and ``valkeys://`` mean ``redis://`` and
     ``rediss://``."""
-    parts = urlsplit(url)
-    scheme = {"valkey": "redis", "valkeys": "rediss"}.get(parts.scheme, parts.scheme)
-    return urlunsplit(parts._replace(scheme=scheme))
+    scheme, sep, rest = url.partition("://")
+    return {"valkey": "redis", "valkeys": "rediss"}.get(scheme, scheme) + sep + rest
+
+
+def check_url(url: str) -> None:
+    """Raise ValueError naming what is wrong with a store URL the engine's client cannot
+    use: a port that is not a number, a bad option, a ``unix://`` without a socket path, a
+    database that is not a number from 0."""
+    try:
+        pool = redis.ConnectionPool.from_url(engine_url(url))
+        pool.make_connection()
+    except (ValueError, RedisError) as error:
+        raise ValueError(f"{safe_url(url)}: {error}") from None
+    options = pool.connection_kwargs
+    if url.startswith("unix:") and not options.get("path"):
+        raise ValueError(f"{url} names no socket path, like unix:///run/valkey.sock")
+    named_db = urlsplit(url).path.strip("/") if not url.startswith("unix:") else ""
+    db = options.get("db", 0)
+    if (named_db and "db" not in options) or not isinstance(db, int) or db < 0:
+        raise ValueError(f"{safe_url(url)}: the database must be a number from 0, as in /0")
 
 
 def safe_url(url: str) -> str:
-    """``url`` without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    """``url`` without its password, for messages and logs (whatever else it holds)."""
+    return _PASSWORD.sub(r"\1***@", url)
 
 
 class ThreadConnections:
@@ -140,8 +157,13 @@ class ThreadConnections:
 
 
 # Answers of an engine that cannot take writes now (out of memory, an AOF it cannot write, a
-# replica, a script or a load in the way): the write was refused before it began.
+# replica, a script or a load in the way), or will not take ours (a database it does not have,
+# a password or an ACL that refuses us): the write was refused before it began.
 _REFUSALS = (
+    "DB index",
+    "NOAUTH",
+    "WRONGPASS",
+    "NOPERM",
     "OOM",
     "MISCONF",
     "READONLY",

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,7 @@ from fleet_monitor.config import Settings
 from fleet_monitor.domain.events import Heartbeat, Upload
 from fleet_monitor.http.app import create_app
 from fleet_monitor.store.valkey import ValkeyStore
-from fleet_monitor.store.valkey_engine import EngineUnavailableError
+from fleet_monitor.store.valkey_engine import EngineUnavailableError, engine_url, safe_url
 from tests.conftest import DEVICE, SAMPLE_DEVICES, empty_store
 from tests.support.state import BASE, MINUTE_NS
 from tests.support.valkey import start_engine
@@ -123,3 +125,53 @@ def test_readyz_sees_an_engine_gone_before_any_write_fails(
     with pytest.raises(EngineUnavailableError):
         store.snapshot(DEVICE)
     store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis://h:6379/0", "redis://h:6379/0"),
+        ("valkey://u:p@h:6379/2", "redis://u:p@h:6379/2"),
+        ("valkeys://h:6380/0", "rediss://h:6380/0"),
+        ("unix:///run/valkey.sock", "unix:///run/valkey.sock"),
+        ("unix:///run/valkey.sock?db=3", "unix:///run/valkey.sock?db=3"),
+    ],
+)
+def test_engine_url_renames_only_the_valkey_schemes(url: str, expected: str) -> None:
+    assert engine_url(url) == expected
+
+
+def test_safe_url_hides_only_the_password() -> None:
+    assert safe_url("redis://user:secret@h:6379/0") == "redis://user:***@h:6379/0"
+    assert safe_url("redis://h:6379/0") == "redis://h:6379/0"
+    assert safe_url("unix:///run/valkey.sock") == "unix:///run/valkey.sock"
+
+
+def test_a_store_over_a_unix_socket() -> None:
+    directory = Path(tempfile.mkdtemp(prefix="vk-", dir="/tmp"))  # a socket path is short
+    socket = directory / "v.sock"
+    process, _ = start_engine(directory, ("--unixsocket", str(socket)))
+    try:
+        store = ValkeyStore(f"unix://{socket}")
+        assert store.add_all(["a"]) == 1
+        assert store.record("a", Heartbeat(BASE), None) is True
+        assert store.record("a", Heartbeat(BASE), None) is False
+        assert store.snapshot("a").heartbeat_minutes == 1
+        assert store.problem() is None
+        store.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_an_engine_refusing_the_database_is_a_503_not_a_500(valkey_url: str) -> None:
+    store = ValkeyStore(valkey_url.rsplit("/", 1)[0] + "/99999")
+    try:
+        with pytest.raises(EngineUnavailableError) as raised:
+            store.add_all(["a"])
+        assert "refused the change (DB index is out of range)" in str(raised.value)
+        with pytest.raises(EngineUnavailableError):
+            store.record("a", Heartbeat(BASE), None)
+    finally:
+        store.close()

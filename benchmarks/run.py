@@ -12,7 +12,6 @@ import argparse
 import datetime as dt
 import http.client
 import json
-import math
 import os
 import platform
 import random
@@ -24,21 +23,31 @@ import threading
 import time
 import tracemalloc
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
+from benchmarks import valkey
+from benchmarks.common import (
+    DAY_MINUTES,
+    HEARTBEAT_PATH,
+    MINUTE_NS,
+    REPO,
+    percentile,
+    stats_latencies,
+    wait_for_line,
+    wait_for_port,
+)
 from benchmarks.load import batch_body, load
-from benchmarks.soak_page import soak_section
+from benchmarks.page import Row, compose, row
+from benchmarks.soak_page import soak_section, write_section
 from fleet_monitor.config import Settings
 from fleet_monitor.domain.events import Heartbeat, Upload
 from fleet_monitor.http.app import create_app
 from fleet_monitor.store.memory import MemoryStore
 
-REPO = Path(__file__).resolve().parent.parent
-HEARTBEAT_PATH = "/api/v1/devices/60-6b-44-84-dc-64/heartbeat"
-DAY_MINUTES = 1440
-MINUTE_NS = 60 * 10**9
+__all__ = ["REPO", "percentile", "wait_for_line", "wait_for_port"]  # benchmarks.soak uses them
 
 
 @contextmanager
@@ -55,34 +64,6 @@ def server(kind: str, workdir: Path, devices: Path | None = None) -> Iterator[st
     finally:
         process.terminate()
         process.wait(timeout=30)
-
-
-def wait_for_line(
-    log: Path, process: subprocess.Popen[bytes], text: str, timeout: float = 120
-) -> str:
-    """The first line of a starting server's log that contains ``text``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in log.read_text().splitlines():
-            if text in line:
-                return line
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited: {log.read_text()}")
-        time.sleep(0.005)
-    raise RuntimeError(f"server did not log {text!r}")
-
-
-def wait_for_port(log: Path, process: subprocess.Popen[bytes], timeout: float = 120) -> int:
-    """The port a starting server logs in its ``listening on`` line, once it is ready."""
-    line = wait_for_line(log, process, "listening on http://", timeout)
-    wait_for_line(log, process, ": ready", timeout)
-    return int(line.rsplit(":", 1)[1].split()[0].strip('",]}'))
-
-
-def percentile(values: list[float], percent: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(len(ordered) * percent / 100) - 1)]
 
 
 def ingest(seconds: int, rounds: int, workdir: Path) -> dict[str, object]:
@@ -131,30 +112,8 @@ def batch(seconds: int, workdir: Path, events: int = 1000) -> dict[str, object]:
 
 def stats_latency(requests: int, workdir: Path) -> dict[str, object]:
     """GET stats latency (ms) for a device with 1 heartbeat vs one with 1 000 000 minutes."""
-    latencies: dict[str, list[float]] = {"small": [], "big": []}
     with server("preloaded", workdir) as url:
-        host, port = url.removeprefix("http://").split(":")
-        conn = http.client.HTTPConnection(host, int(port))
-        for index in range(2 * requests + 200):
-            device = "small" if index % 2 else "big"
-            started = time.perf_counter()
-            conn.request("GET", f"/api/v1/devices/{device}/stats")
-            body = conn.getresponse().read()
-            elapsed = (time.perf_counter() - started) * 1000
-            if index >= 200:  # warm-up
-                latencies[device].append(elapsed)
-        assert json.loads(body)["uptime"] > 0
-    result: dict[str, object] = {}
-    for device, values in latencies.items():
-        result[f"{device}_p50_ms"] = round(percentile(values, 50), 3)
-        result[f"{device}_p99_ms"] = round(percentile(values, 99), 3)
-    result["p50_ratio"] = round(
-        percentile(latencies["big"], 50) / percentile(latencies["small"], 50), 3
-    )
-    result["p99_ratio"] = round(
-        percentile(latencies["big"], 99) / percentile(latencies["small"], 99), 3
-    )
-    return result
+        return stats_latencies(url, requests)
 
 
 def _heartbeat_latencies(url: str, seconds: float, stop: threading.Event) -> list[float]:
@@ -325,28 +284,186 @@ def scrape(devices: int, scrapes: int = 5) -> dict[str, object]:
     return result
 
 
-def markdown(results: dict[str, dict[str, object]], args: argparse.Namespace) -> str:
-    """The results as the Markdown page ``benchmarks/results.md``."""
-    i, s, m, u = results["ingest"], results["stats"], results["memory"], results["startup"]
-    c, g = results["scrape"], results["memory_gappy"]
-    b, d, r = results["batch"], results["durability"], results["costly_reads"]
-    return f"""# Benchmark results
+def rows(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[Row]:
+    """The table's rows for the results present (rows 8a to 8e: :func:`benchmarks.valkey.rows`)."""
+    out: list[Row] = []
+    if "ingest" in results:
+        i = results["ingest"]
+        out.append(row(
+            "1", f"heartbeat ingest ({i['generator']}, 16 connections, median of {args.rounds})",
+            f"floor app: {i['floor_rps']} req/s", f"service: {i['service_rps']} req/s",
+            f"{i['ratio']} of the floor (target ≥ 0.90)",
+        ))  # fmt: skip
+    if "stats" in results:
+        s = results["stats"]
+        out.append(row(
+            "2", "`GET …/stats` latency, 1 000 000 minutes vs 1",
+            f"1 heartbeat: p50 {s['small_p50_ms']} ms, p99 {s['small_p99_ms']} ms",
+            f"1M minutes: p50 {s['big_p50_ms']} ms, p99 {s['big_p99_ms']} ms",
+            f"p50 {s['p50_ratio']}, p99 {s['p99_ratio']} (target ≤ 1.1)",
+        ))  # fmt: skip
+    if "memory" in results:
+        m = results["memory"]
+        out.append(row(
+            "3", f"memory, {m['devices']} devices × {m['days']} days per-minute + 100 uploads",
+            f"raw bitmap: {m['raw_bitmap_bytes_per_day']} B/day",
+            f"{m['bytes_per_device_day']} B per device-day ({m['bytes_per_device']} B per device)",
+            f"{m['beyond_200_per_day_bytes']} B per device beyond 200 B/day (target ≤ 1024)",
+        ))  # fmt: skip
+    if "memory_gappy" in results:
+        g = results["memory_gappy"]
+        out.append(row(
+            "3b", f"the same with {g['missing']:.0%} of minutes missing at random (not the "
+            "issue's workload: no chunk is ever full)", "–",
+            f"{g['bytes_per_device_day']} B per device-day ({g['bytes_per_device']} B per device)",
+            f"{g['beyond_200_per_day_bytes']} B per device beyond 200 B/day",
+        ))  # fmt: skip
+    if "batch" in results:
+        b = results["batch"]
+        out.append(row(
+            "4", "batch ingestion, `POST /api/v1/events` with "
+            f"{b['events_per_request']} heartbeats a request, 4 connections", "–",
+            f"{b['service_events_per_s']} events/s in memory; {b['everysec_events_per_s']} "
+            "events/s with the journal (everysec)", "–",
+        ))  # fmt: skip
+    if "durability" in results:
+        d = results["durability"]
+        out.append(row(
+            "6", "heartbeat ingest with `--data-dir` (issue 6), by `--fsync` mode",
+            f"memory only: {d['service']} req/s",
+            f"`no` {d['no']}, `everysec` {d['everysec']}, `always` {d['always']} req/s", "–",
+        ))  # fmt: skip
+    if "startup" in results:
+        u = results["startup"]
+        out.append(row(
+            "5", "start-up: process start to listening, and to ready (`/readyz` 200)",
+            f"5-device CSV: {u['five_devices_listening_s']} s, ready {u['five_devices_ready_s']} s",
+            f"{u['devices']}-device CSV: {u['large_csv_listening_s']} s, ready "
+            f"{u['large_csv_ready_s']} s", "target ≤ 1 s to ready",
+        ))  # fmt: skip
+    if "costly_reads" in results:
+        r = results["costly_reads"]
+        out.append(row(
+            "7", f"heartbeat latency beside {r['readers']} clients reading 10,000-step windows "
+            "in a loop (`--read-budget`, issue 12)",
+            f"alone: p50 {r['alone_p50_ms']} ms, p99 {r['alone_p99_ms']} ms",
+            f"beside them: p50 {r['beside_p50_ms']} ms, p99 {r['beside_p99_ms']} ms; reads "
+            f"answered {r['reads_200']}, refused 429 {r['reads_429']}",
+            f"p50 {r['p50_ratio']}× (before the read budget: 589 ms)",
+        ))  # fmt: skip
+    if "scrape" in results:
+        c = results["scrape"]
+        out.append(row(
+            "–", f"`GET /metrics` with {c['devices']} devices (issue 5), median of 5", "–",
+            f"{c['default_s']} s ({c['default_bytes']} B); with `--metrics-per-device` "
+            f"{c['per_device_s']} s ({c['per_device_bytes']} B)",
+            f"fleet lock held {c['fleet_lock_held_ms']} ms per scrape; slowest register+remove "
+            f"of another thread during the scrapes: {c['writer_max_ms']} ms "
+            f"({c['writer_ops']} done)",
+        ))  # fmt: skip
+    return out + valkey.rows(results)
 
-Measured {dt.date.today().isoformat()} on {os.cpu_count()} cores, Python {platform.python_version()},
-{platform.system()} {platform.machine()}, with `.venv/bin/python -m benchmarks.run --seconds {args.seconds} --rounds {args.rounds} --memory-devices {args.memory_devices}`.
 
-| # | what | reference | figure | ratio / target |
-|---|---|---|---|---|
-| 1 | heartbeat ingest ({i["generator"]}, 16 connections, median of {args.rounds}) | floor app: {i["floor_rps"]} req/s | service: {i["service_rps"]} req/s | {i["ratio"]} of the floor (target ≥ 0.90) |
-| 2 | `GET …/stats` latency, 1 000 000 minutes vs 1 | 1 heartbeat: p50 {s["small_p50_ms"]} ms, p99 {s["small_p99_ms"]} ms | 1M minutes: p50 {s["big_p50_ms"]} ms, p99 {s["big_p99_ms"]} ms | p50 {s["p50_ratio"]}, p99 {s["p99_ratio"]} (target ≤ 1.1) |
-| 3 | memory, {m["devices"]} devices × {m["days"]} days per-minute + 100 uploads | raw bitmap: {m["raw_bitmap_bytes_per_day"]} B/day | {m["bytes_per_device_day"]} B per device-day ({m["bytes_per_device"]} B per device) | {m["beyond_200_per_day_bytes"]} B per device beyond 200 B/day (target ≤ 1024) |
-| 3b | the same with {g["missing"]:.0%} of minutes missing at random (not the issue's workload: no chunk is ever full) | – | {g["bytes_per_device_day"]} B per device-day ({g["bytes_per_device"]} B per device) | {g["beyond_200_per_day_bytes"]} B per device beyond 200 B/day |
-| 4 | batch ingestion, `POST /api/v1/events` with {b["events_per_request"]} heartbeats a request, 4 connections | – | {b["service_events_per_s"]} events/s in memory; {b["everysec_events_per_s"]} events/s with the journal (everysec) | – |
-| 6 | heartbeat ingest with `--data-dir` (issue 6), by `--fsync` mode | memory only: {d["service"]} req/s | `no` {d["no"]}, `everysec` {d["everysec"]}, `always` {d["always"]} req/s | – |
-| 5 | start-up: process start to listening, and to ready (`/readyz` 200) | 5-device CSV: {u["five_devices_listening_s"]} s, ready {u["five_devices_ready_s"]} s | {u["devices"]}-device CSV: {u["large_csv_listening_s"]} s, ready {u["large_csv_ready_s"]} s | target ≤ 1 s to ready |
-| 7 | heartbeat latency beside {r["readers"]} clients reading 10,000-step windows in a loop (`--read-budget`, issue 12) | alone: p50 {r["alone_p50_ms"]} ms, p99 {r["alone_p99_ms"]} ms | beside them: p50 {r["beside_p50_ms"]} ms, p99 {r["beside_p99_ms"]} ms; reads answered {r["reads_200"]}, refused 429 {r["reads_429"]} | p50 {r["p50_ratio"]}× (before the read budget: 589 ms) |
-| – | `GET /metrics` with {c["devices"]} devices (issue 5), median of 5 | – | {c["default_s"]} s ({c["default_bytes"]} B); with `--metrics-per-device` {c["per_device_s"]} s ({c["per_device_bytes"]} B) | fleet lock held {c["fleet_lock_held_ms"]} ms per scrape; slowest register+remove of another thread during the scrapes: {c["writer_max_ms"]} ms ({c["writer_ops"]} done) |
-"""
+def command(args: argparse.Namespace) -> str:
+    """The command line that measures what ``args`` ask for, every option that counts shown."""
+    words = [".venv/bin/python -m benchmarks.run", f"--seconds {args.seconds}"]
+    words.append(f"--rounds {args.rounds}")
+    chosen = selected(args.only)
+    if "memory" in chosen or "valkey-memory" in chosen:
+        words.append(f"--memory-devices {args.memory_devices}")
+    if args.only:
+        words.append(f"--only {args.only}")
+    return " ".join(words)
+
+
+def markdown(
+    results: dict[str, dict[str, Any]], args: argparse.Namespace, previous: str | None = None
+) -> str:
+    """The page ``benchmarks/results.md`` (without the soak's section): every row for a whole
+    run; for a run of some rows (``args.only``), the ``previous`` page with those rows
+    replaced."""
+    return compose(rows(results, args), measured(args), previous if args.only else None)
+
+
+def measured(args: argparse.Namespace) -> str:
+    """When, on what and with which command the figures of this run were measured."""
+    return (
+        f"{dt.date.today().isoformat()} on {os.cpu_count()} cores, Python "
+        f"{platform.python_version()},\n{platform.system()} {platform.machine()}, with "
+        f"`{command(args)}`"
+    )
+
+
+Benchmark = Callable[[argparse.Namespace, Path, "Engine", dict[str, dict[str, Any]]], None]
+
+
+class Engine:
+    """The Valkey engine of rows 8a to 8d (AOF everysec), started when a row first needs it."""
+
+    def __init__(self, workdir: Path, stack: ExitStack) -> None:
+        self._workdir, self._stack, self._url = workdir, stack, ""
+
+    @property
+    def url(self) -> str:
+        if not self._url:
+            self._url = self._stack.enter_context(valkey.engine(self._workdir))
+        return self._url
+
+
+def _valkey_memory(
+    args: argparse.Namespace, workdir: Path, results: dict[str, dict[str, Any]]
+) -> None:
+    """Row 8e, beside the memory store's row 3 (measured now unless this run just did)."""
+    with valkey.engine(workdir, valkey.NO_PERSISTENCE) as url:
+        results["valkey_memory"] = valkey.engine_memory(
+            url, args.memory_devices, processes=os.cpu_count() or 1
+        )
+    reference = results.get("memory")
+    if reference is None or reference["devices"] != args.memory_devices:
+        reference = memory(args.memory_devices)
+    results["valkey_memory_reference"] = reference
+
+
+# Each group of rows, in the order they run: what --only names.
+BENCHMARKS: dict[str, Benchmark] = {
+    "ingest": lambda a, w, e, r: r.update(ingest=ingest(a.seconds, a.rounds, w)),
+    "stats": lambda a, w, e, r: r.update(stats=stats_latency(a.latency_requests, w)),
+    "memory": lambda a, w, e, r: r.update(
+        memory=memory(a.memory_devices), memory_gappy=memory(a.memory_devices, missing=0.02)
+    ),
+    "startup": lambda a, w, e, r: r.update(startup=startup(a.startup_devices, w)),
+    "scrape": lambda a, w, e, r: r.update(scrape=scrape(a.scrape_devices)),
+    "batch": lambda a, w, e, r: r.update(batch=batch(a.seconds, w)),
+    "durability": lambda a, w, e, r: r.update(durability=durability(a.seconds, w)),
+    "costly-reads": lambda a, w, e, r: r.update(costly_reads=costly_reads(a.seconds, w)),
+    "valkey-ingest": lambda a, w, e, r: r.update(
+        valkey_ingest=valkey.ingest(e.url, a.seconds, a.rounds, w)
+    ),
+    "valkey-workers": lambda a, w, e, r: r.update(
+        valkey_workers=valkey.workers(e.url, a.seconds, a.rounds, w)
+    ),
+    "valkey-batch": lambda a, w, e, r: r.update(
+        valkey_batch=valkey.batch(e.url, a.seconds, a.rounds, w)
+    ),
+    "valkey-stats": lambda a, w, e, r: r.update(
+        valkey_stats=valkey.stats_latency(e.url, a.latency_requests, w)
+    ),
+    "valkey-memory": lambda a, w, e, r: _valkey_memory(a, w, r),
+}
+
+
+def selected(only: str | None) -> list[str]:
+    """The groups ``--only`` names (comma-separated; ``valkey`` is every ``valkey-`` one), in
+    running order; every group without it. Raises ValueError for an unknown name."""
+    if not only:
+        return list(BENCHMARKS)
+    names = set()
+    for name in (part.strip() for part in only.split(",")):
+        matches = [group for group in BENCHMARKS if group == name or group.startswith(name + "-")]
+        if not matches:
+            raise ValueError(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
+        names.update(matches)
+    return [group for group in BENCHMARKS if group in names]
 
 
 def main() -> None:
@@ -355,29 +472,45 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="load per ingest round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating ingest rounds")
     parser.add_argument("--latency-requests", type=int, default=5000)
-    parser.add_argument("--memory-devices", type=int, default=250)
+    parser.add_argument("--memory-devices", type=int, default=250, help="rows 3, 3b and 8e")
     parser.add_argument("--startup-devices", type=int, default=100_000)
     parser.add_argument("--scrape-devices", type=int, default=100_000)
+    parser.add_argument(
+        "--only",
+        help="run only these (comma-separated; the rows of the others stay as they are in "
+        f"--output): {', '.join(BENCHMARKS)}, or valkey for every valkey- one",
+    )
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results.md")
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        default=REPO / "docs" / "scale-out.md",
+        help="the page whose capacity paragraph a run of the valkey rows writes",
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    try:
+        groups = selected(args.only)
+    except ValueError as error:
+        parser.error(str(error))
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         workdir = Path(tmp)
-        results = {
-            "ingest": ingest(args.seconds, args.rounds, workdir),
-            "stats": stats_latency(args.latency_requests, workdir),
-            "memory": memory(args.memory_devices),
-            "memory_gappy": memory(args.memory_devices, missing=0.02),
-            "startup": startup(args.startup_devices, workdir),
-            "scrape": scrape(args.scrape_devices),
-            "batch": batch(args.seconds, workdir),
-            "durability": durability(args.seconds, workdir),
-            "costly_reads": costly_reads(args.seconds, workdir),
-        }
+        engine = Engine(workdir, stack)
+        for group in groups:
+            started = time.perf_counter()
+            BENCHMARKS[group](args, workdir, engine, results)
+            print(f"{group} done in {time.perf_counter() - started:.0f} s", flush=True)
     for name, figures in results.items():
         print(f"{name:8} {json.dumps(figures)}")
+    previous = args.output.read_text() if args.output.exists() else ""
     kept = soak_section(args.output)  # written by benchmarks.soak: kept as it is
-    args.output.write_text(markdown(results, args) + (f"\n{kept}\n" if kept else ""))
+    page = markdown(results, args, previous)
+    args.output.write_text(page + (f"\n{kept}\n" if kept else ""))
     print(f"wrote {args.output}")
+    if {"valkey_ingest", "valkey_workers", "valkey_memory"} <= results.keys():
+        text = valkey.capacity_text(results, measured(args).replace("\n", " "))
+        write_section(args.docs, text, valkey.CAPACITY_BEGIN, valkey.CAPACITY_END)
+        print(f"wrote the capacity paragraph of {args.docs}")
 
 
 if __name__ == "__main__":

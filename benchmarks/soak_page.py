@@ -50,12 +50,13 @@ def _by_kind(longest: object) -> str:
     return ", ".join(f"{kind} {seconds} s" for kind, seconds in longest.items())
 
 
-def write_section(path: Path, text: str) -> None:
-    """Put ``text`` in place of the page's soak section, or append it; keep the rest."""
+def write_section(path: Path, text: str, begin: str = BEGIN, end: str = END) -> None:
+    """Put ``text`` (with its markers ``begin`` and ``end``) in place of the page's section
+    between them, or append it; keep the rest."""
     page = path.read_text(encoding="utf-8") if path.exists() else ""
-    if BEGIN in page and END in page:
-        head, rest = page.split(BEGIN, 1)
-        page = head + text.rstrip("\n") + rest.split(END, 1)[1]
+    if begin in page and end in page:
+        head, rest = page.split(begin, 1)
+        page = head + text.rstrip("\n") + rest.split(end, 1)[1]
     else:
         page = (page.rstrip("\n") + "\n\n" if page else "") + text
     path.write_text(page, encoding="utf-8")

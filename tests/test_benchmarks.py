@@ -135,7 +135,7 @@ def test_results_page(tmp_path: Path) -> None:
         "reads_429": 500,
         "p50_ratio": 20.0,
     }
-    args = argparse.Namespace(seconds=1, rounds=1, memory_devices=3)
+    args = argparse.Namespace(seconds=1, rounds=1, memory_devices=3, only=None)
     page = markdown(results, args)
     assert page.startswith("# Benchmark results\n")
     assert "| 1 | heartbeat ingest (wrk" in page
@@ -152,3 +152,58 @@ def test_the_soak_section_survives_a_new_results_page(tmp_path: Path) -> None:
     page.write_text("# old\n\n<!-- soak:begin -->\nsoak table\n<!-- soak:end -->\n")
     assert soak_section(page) == "<!-- soak:begin -->\nsoak table\n<!-- soak:end -->"
     assert soak_section(tmp_path / "missing.md") == ""
+
+
+VALKEY_RESULTS: dict[str, dict[str, object]] = {
+    "valkey_ingest": {"generator": "wrk", "rounds": 3, "valkey_rps": 3.0, "memory_rps": 4.0,
+                      "ratio": 0.75, "engine_us_per_write": 50.0},
+    "valkey_workers": {"generator": "wrk", "rounds": 3, "connections": 32, "cores": 2,
+                       "two_rps": 3.0, "one_rps": 2.0, "ratio": 1.5},
+    "valkey_batch": {"events_per_request": 1000, "rounds": 3, "valkey_events_per_s": 5000,
+                     "memory_events_per_s": 10000, "ratio": 0.5},
+    "valkey_stats": {"small_p50_ms": 1, "small_p99_ms": 2, "big_p50_ms": 1, "big_p99_ms": 2,
+                     "p50_ratio": 1.0, "p99_ratio": 1.0, "load_s": 9.5},
+    "valkey_memory": {"devices": 3, "days": 30, "uploads": 100, "processes": 2, "load_s": 1.0,
+                      "bytes_per_device": 12000, "bytes_per_device_day": 400.0,
+                      "per_device": {"chunks": 9000, "uploads": 2000, "hash": 300,
+                                     "chunk_set": 200, "fleet": 100, "keyspace": 400},
+                      "chunks_per_device": 11.0, "bytes_per_chunk": 818,
+                      "bits_bytes_per_chunk": 512, "keys_per_device": 14.0,
+                      "encodings": {"fm:registry": "listpack", "fm:lastseen": "listpack",
+                                    "uploads": "skiplist"}},
+    "valkey_memory_reference": {"bytes_per_device_day": 200.0, "bytes_per_device": 6000},
+}  # fmt: skip
+
+
+def test_a_run_of_some_rows_replaces_them_and_keeps_the_others() -> None:
+    whole = markdown(
+        {"ingest": {"generator": "wrk", "service_rps": 2.0, "floor_rps": 4.0, "ratio": 0.5}},
+        argparse.Namespace(seconds=1, rounds=1, memory_devices=3, only=None),
+    )
+    assert "Measured " in whole and "| 1 | heartbeat ingest" in whole
+    some = argparse.Namespace(seconds=2, rounds=3, memory_devices=3, only="valkey")
+    page = markdown(VALKEY_RESULTS, some, whole)
+    lines = page.splitlines()
+    numbers = [line.split("|")[1].strip() for line in lines if line.startswith("| ")][1:]
+    assert numbers == ["1", "8a", "8b", "8c", "8d", "8e", "8f"]
+    assert "service: 2.0 req/s" in page  # row 1 kept as it was
+    assert "| memory store: 4.0 req/s | Valkey: 3.0 req/s | 0.75 of the memory store" in page
+    assert "| 1.5\N{MULTIPLICATION SIGN} (target ≥ 1.4) |" in page
+    assert "| Valkey: 5000 events/s | 0.5 of the memory store |" in page
+    assert "1M minutes: p50 1 ms, p99 2 ms | p50 1.0, p99 1.0 (target ≤ 1.1) |" in page
+    assert (
+        "Valkey: 400.0 B per device-day (12000 B per device, 14.0 keys) | "
+        "2.0\N{MULTIPLICATION SIGN} the memory" in page
+    )
+    assert "chunk bitmaps 9000 B (11.0 strings of 818 B each for 512 B of bits)" in page
+    assert (
+        "| one process, memory store: 240 devices | one process on Valkey: 180; one 2-core "
+        "machine with `--workers 2` (engine and load generator on it too): 180; one Valkey "
+        "primary at 50.0 µs of engine CPU a write: 1,200,000 devices, 6667 such nodes | "
+        "engine memory at 30 days of history: 89,478 devices per GiB |" in page
+    )
+    note = [line for line in lines if line.startswith("Rows ")]
+    assert len(note) == 1 and note[0].startswith("Rows 8a, 8b, 8c, 8d, 8e, 8f measured ")
+    assert "--only valkey" in page
+    again = markdown(VALKEY_RESULTS, some, page)  # a second such run: one note, not two
+    assert len([line for line in again.splitlines() if line.startswith("Rows ")]) == 1

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -31,6 +33,7 @@ from redis.exceptions import (
 
 from fleet_monitor.domain.errors import StoreUnavailableError
 
+IDLE_CHECK_S = 1.0  # a write connection idle this long is checked before it is used
 ENGINE_ERRORS = (ConnectionError, TimeoutError, BusyLoadingError, OSError)
 
 
@@ -80,8 +83,10 @@ def safe_url(url: str) -> str:
 class ThreadConnections:
     """One engine connection per thread for the write scripts, kept for the thread's life:
     no pool to go through and no health-check PING (a write costs about half the client CPU
-    of a pooled call). A connection the engine has closed (a restart) is opened again before
-    it is used; one that fails is closed, so the next call reconnects."""
+    of a pooled call). A call that does not end with its whole reply read closes the
+    connection, so no reply is ever left for the next call. A connection idle for a second or
+    more is checked before it is used: one the engine has closed (a restart) is opened again;
+    the next call after a failure reconnects."""
 
     def __init__(self, pool: redis.ConnectionPool) -> None:
         self._pool = pool
@@ -90,15 +95,12 @@ class ThreadConnections:
     def run(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         """EVALSHA ``script`` (loaded first if the engine has lost it: NOSCRIPT is never run)."""
         connection = self._connection()
-        try:
+        with self._whole_replies(connection):
             try:
                 return self._send(connection, "EVALSHA", script.sha, len(keys), *keys, *args)
             except NoScriptError:
                 self._send(connection, "SCRIPT", "LOAD", script.script)
                 return self._send(connection, "EVALSHA", script.sha, len(keys), *keys, *args)
-        except ENGINE_ERRORS:
-            connection.disconnect()  # type: ignore[no-untyped-call]
-            raise
 
     def run_many(self, writes: Sequence[tuple[Script, list[str], list[Any]]]) -> list[Any]:
         """EVALSHA each of ``writes`` in one pipeline; their answers in order (an error
@@ -107,7 +109,7 @@ class ThreadConnections:
         commands = [
             ("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in writes
         ]
-        try:
+        with self._whole_replies(connection):
             answers = self._pipeline(connection, commands)
             lost = [i for i, answer in enumerate(answers) if isinstance(answer, NoScriptError)]
             if lost:  # never run: load the scripts, then run those again
@@ -118,9 +120,20 @@ class ThreadConnections:
                 ):
                     answers[i] = answer
             return answers
-        except ENGINE_ERRORS:
+
+    @contextmanager
+    def _whole_replies(self, connection: redis.connection.AbstractConnection) -> Iterator[None]:
+        """Close ``connection`` unless the block ends with every reply read (an error reply
+        is read whole); note when it last did."""
+        try:
+            yield
+        except ResponseError:
+            self._local.used_at = time.monotonic()
+            raise
+        except BaseException:
             connection.disconnect()  # type: ignore[no-untyped-call]
             raise
+        self._local.used_at = time.monotonic()
 
     @staticmethod
     def _pipeline(
@@ -137,17 +150,19 @@ class ThreadConnections:
         return answers
 
     def _connection(self) -> redis.connection.AbstractConnection:
-        connection = getattr(self._local, "connection", None)
+        local = self._local
+        connection = getattr(local, "connection", None)
         if connection is None:
             pool = self._pool
             connection = pool.connection_class(**pool.connection_kwargs)
-            self._local.connection = connection
-        try:
-            stale = connection._sock is not None and connection.can_read(0)
-        except ENGINE_ERRORS:  # closed by the engine
-            stale = True
-        if stale:  # a reply nobody asked for, or the engine closed it: start afresh
-            connection.disconnect()
+            local.connection, local.used_at = connection, -IDLE_CHECK_S
+        if connection._sock is not None and time.monotonic() - local.used_at >= IDLE_CHECK_S:
+            try:
+                stale = connection.can_read(0)
+            except ENGINE_ERRORS:  # closed by the engine
+                stale = True
+            if stale:  # closed by the engine, or it sent what nobody asked for: start afresh
+                connection.disconnect()
         return cast(redis.connection.AbstractConnection, connection)
 
     @staticmethod

@@ -96,6 +96,8 @@ if redis.call('SETBIT', KEYS[2], ARGV[12], 1) == 0 then
   if not h[2] or minute < tonumber(h[2]) then set[#set + 1] = 'f'; set[#set + 1] = ARGV[10] end
   if not h[3] or minute > tonumber(h[3]) then set[#set + 1] = 'l'; set[#set + 1] = ARGV[10] end
   if not new_chunk and redis.call('BITCOUNT', KEYS[2]) == tonumber(ARGV[17]) then
+    -- written again at its exact size: grown bit by bit, the string holds twice the room
+    redis.call('SET', KEYS[2], redis.call('GET', KEYS[2]))
     redis.call('HINCRBY', KEYS[1], 'full', 1)
     extra = extra - tonumber(ARGV[15]) + tonumber(ARGV[16])
   end

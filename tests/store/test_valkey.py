@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from fleet_monitor.config import Settings
+from fleet_monitor.domain.bitmaps import CHUNK_MINUTES
 from fleet_monitor.domain.events import Heartbeat, Upload
 from fleet_monitor.http.app import create_app
 from fleet_monitor.store.valkey import ValkeyStore
@@ -175,3 +176,17 @@ def test_an_engine_refusing_the_database_is_a_503_not_a_500(valkey_url: str) -> 
             store.record("a", Heartbeat(BASE), None)
     finally:
         store.close()
+
+
+def test_a_full_chunk_is_kept_at_its_exact_size(valkey: ValkeyStore, engine: redis.Redis) -> None:
+    first = BASE // MINUTE_NS // CHUNK_MINUTES * CHUNK_MINUTES  # a chunk's first minute
+    events = [(DEVICE, Heartbeat(m * MINUTE_NS)) for m in range(first, first + CHUNK_MINUTES)]
+    assert valkey.record_many(events[:-1]) == [True] * (CHUNK_MINUTES - 1)
+    chunk = f"fm:{{{DEVICE}}}:c:{first // CHUNK_MINUTES}"
+    assert valkey.record(DEVICE, events[-1][1], None) is True
+    exact = engine.memory_usage(chunk, samples=0)  # grown a bit at a time: up to twice
+    assert exact is not None and exact < 600
+    assert engine.bitcount(chunk) == CHUNK_MINUTES
+    assert engine.hget(f"fm:{{{DEVICE}}}:d", "full") == b"1"
+    assert valkey.snapshot(DEVICE).heartbeat_minutes == CHUNK_MINUTES
+    assert valkey.record(DEVICE, events[0][1], None) is False  # still a repeat

@@ -395,12 +395,12 @@ def capacity_text(results: dict[str, dict[str, Any]], measured: str) -> str:
     """The paragraph ``docs/scale-out.md`` shows between its capacity markers: row 8f in
     words (``measured``: when and on what)."""
     one, two = results["valkey_ingest"], results["valkey_workers"]
-    memory = results["valkey_memory"]
+    memory, batch = results["valkey_memory"], results.get("valkey_batch")
     engine_us = one["engine_us_per_write"]
     primary = 1e6 / engine_us
     per_gib = 2**30 / memory["bytes_per_device"]
     text = (
-        f"Written by `benchmarks.run` from rows 8a, 8b, 8e and 8f of "
+        f"Written by `benchmarks.run` from rows 8a to 8f of "
         f"[`benchmarks/results.md`](../benchmarks/results.md), measured {measured}. At one "
         f"heartbeat a minute per device: **one process** serves "
         f"{_devices(one['memory_rps'])} devices on the memory store and "
@@ -408,9 +408,16 @@ def capacity_text(results: dict[str, dict[str, Any]], measured: str) -> str:
         f"{two['cores']}-core machine** with `--workers 2` on Valkey serves "
         f"{_devices(two['two_rps'])} ({two['ratio']}{TIMES} one worker) with the engine and "
         f"the load generator on the same cores; **one Valkey primary** spends "
-        f"{engine_us} µs of CPU on a heartbeat's script, so its one core for commands runs "
-        f"about {round(primary):,} writes a second: {_devices(primary)} devices, about "
-        f"{primary / two['two_rps']:.0f} such machines. Its memory at {memory['days']} days "
+        f"{engine_us} µs of CPU on a heartbeat (its script and the round trip's system calls), "
+        f"so its one core for commands runs about {round(primary):,} writes a second: "
+        f"{_devices(primary)} devices, about {primary / two['two_rps']:.0f} such machines"
+        + (
+            f" (pipelined, as a batch sends them, {batch['engine_us_per_event']} µs an event: "
+            f"up to {_devices(1e6 / batch['engine_us_per_event'])} devices)"
+            if batch and batch.get("engine_us_per_event")
+            else ""
+        )
+        + f". Its memory at {memory['days']} days "
         f"of every minute is {memory['bytes_per_device']:,} B a device "
         f"({memory['bytes_per_device_day']} B a device-day): {per_gib:,.0f} devices per GiB."
     )

@@ -39,7 +39,7 @@ from benchmarks.load import batch_body, load
 from benchmarks.page import Row, row
 from fleet_monitor.domain.events import Event, Heartbeat, Upload
 from fleet_monitor.store.valkey import ValkeyStore
-from tests.support.valkey import start_engine
+from tests.support.valkey import valkey_server
 
 AOF_EVERYSEC = ("--appendonly", "yes", "--appendfsync", "everysec")
 NO_PERSISTENCE = ("--appendonly", "no", "--save", "")
@@ -52,13 +52,8 @@ FLEET_KEYS = ("fm:registry", "fm:lastseen", "fm:bytes", "fm:removed")
 @contextmanager
 def engine(workdir: Path, persistence: Sequence[str] = AOF_EVERYSEC) -> Iterator[str]:
     """A valkey-server in a new directory under ``workdir`` until the block ends; its URL."""
-    directory = Path(tempfile.mkdtemp(prefix="engine-", dir=workdir))
-    process, url = start_engine(directory, persistence)
-    try:
+    with valkey_server(Path(tempfile.mkdtemp(prefix="engine-", dir=workdir)), persistence) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
 
 
 def flush(url: str) -> None:

@@ -111,6 +111,15 @@ class MinuteSet:
             total += bits.bit_count()
         return total
 
+    def chunk_bits(self, start: int, end: int) -> list[tuple[int, int]]:
+        """Each chunk holding a minute ``start <= m < end``, in order, as ``(index, bits)``
+        with bit ``i`` the chunk's ``i``-th minute."""
+        if end <= start:
+            return []
+        first_index, last_index = start // CHUNK_MINUTES, (end - 1) // CHUNK_MINUTES
+        indices = sorted(i for i in self._chunks if first_index <= i <= last_index)
+        return [(i, int.from_bytes(self._chunks[i], "little")) for i in indices]
+
     def chunks(self) -> Iterator[tuple[int, bytes | bytearray]]:
         """Each chunk as ``(index, bits)``, least significant bit first; a full chunk is
         :data:`FULL_CHUNK` itself (for storage formats to write it compactly)."""

@@ -46,6 +46,12 @@ class FleetReads(Protocol):
     ) -> list[UploadAggregate]:
         """For each ``(start, end)``, the uploads of minutes ``start <= m < end``."""
 
+    def heartbeat_chunks(self, device_id: str, start: int, end: int) -> Iterator[tuple[int, int]]:
+        """Each chunk of the device's bitmap that holds a minute ``start <= m < end``, in
+        order, as ``(index, bits)``: bit ``i`` of ``bits`` is minute
+        ``index * CHUNK_MINUTES + i`` (chunks never written are left out); raises
+        UnknownDeviceError."""
+
 
 def status_of(last_heartbeat_ns: int | None, now_ns: int, offline_after_ns: int) -> str:
     """``never`` without heartbeats; ``online`` if the latest is at most ``offline_after`` old."""

@@ -9,9 +9,11 @@ from collections.abc import Callable
 
 from flask import Blueprint, Response, jsonify, request
 
+from fleet_monitor.domain.bitmaps import CHUNK_MINUTES
 from fleet_monitor.domain.devices import is_valid_device_id
 from fleet_monitor.domain.errors import InvalidInputError
 from fleet_monitor.domain.events import parse_json_object, parse_timestamp
+from fleet_monitor.domain.outages import outage_page
 from fleet_monitor.domain.readmodels import (
     STATUSES,
     Window,
@@ -21,13 +23,16 @@ from fleet_monitor.domain.readmodels import (
     upload_series,
     uptime_series,
 )
+from fleet_monitor.domain.timestamps import MINUTE_NS, format_minute
 from fleet_monitor.http.context import context
 from fleet_monitor.http.errors import BodyTooLargeError
 from fleet_monitor.http.replies import (
     device_detail,
     fleet_reply,
     list_item,
+    outages_reply,
     stats_reply,
+    time_text,
     upload_figures,
     upload_step,
     uptime_step,
@@ -56,29 +61,41 @@ def no_content() -> Response:
     return _NoContent(status=204)
 
 
-def _encode_cursor(device_id: str) -> str:
-    return base64.urlsafe_b64encode(device_id.encode()).decode().rstrip("=")
+def _encode_cursor(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _bad_cursor() -> InvalidInputError:
+    return InvalidInputError("cursor is not one this service returned in next", "invalid_query")
+
+
+def _decoded(cursor: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return ""
 
 
 def _decode_cursor(cursor: str) -> str:
-    try:
-        device_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        device_id = ""
+    device_id = _decoded(cursor)
     if not is_valid_device_id(device_id):
-        raise InvalidInputError("cursor is not one this service returned in next", "invalid_query")
+        raise _bad_cursor()
     return device_id
 
 
-def _limit(text: str | None) -> int:
+def _whole_number(name: str, default: int, most: int) -> int:
+    """The query's ``name``, a whole number from 1 to ``most`` (``default`` when absent)."""
+    text = request.args.get(name)
     if text is None:
-        return DEFAULT_PAGE
-    digits = text.isascii() and text.isdigit() and len(text) <= len(str(MAX_PAGE))
-    if not digits or not 1 <= int(text) <= MAX_PAGE:
-        raise InvalidInputError(
-            f"limit must be a whole number from 1 to {MAX_PAGE}", "invalid_query"
-        )
+        return default
+    digits = text.isascii() and text.isdigit() and len(text) <= len(str(most))
+    if not digits or not 1 <= int(text) <= most:
+        raise InvalidInputError(f"{name} must be a whole number from 1 to {most}", "invalid_query")
     return int(text)
+
+
+def _limit() -> int:
+    return _whole_number("limit", DEFAULT_PAGE, MAX_PAGE)
 
 
 def _status_filter(text: str | None) -> str | None:
@@ -162,7 +179,7 @@ def list_devices() -> Response:
         ctx.offline_after_ns,
         status=_status_filter(request.args.get("status")),
         after=None if cursor is None else _decode_cursor(cursor),
-        limit=_limit(request.args.get("limit")),
+        limit=_limit(),
     )
     return jsonify(
         {
@@ -213,6 +230,63 @@ def _windowed(device_id: str, reply: Callable[[Window], dict[str, object]]) -> R
     window = _window()
     with ctx.reads.spend(window.step_count):
         return jsonify({**window_fields(window), **reply(window)})
+
+
+MAX_OUTAGE_MINUTES = 10**9  # the largest ``min`` (about 1,900 years)
+
+
+def _minute_cursor(cursor: str | None, low: int, high: int) -> int | None:
+    """The minute an outages ``next`` cursor stands for; it must lie in ``[low, high)``."""
+    if cursor is None:
+        return None
+    text = _decoded(cursor)
+    number = text[1:]
+    if not (text[:1] == "m" and number.isascii() and number.isdigit() and len(number) < 20):
+        raise _bad_cursor()
+    if not low <= int(number) < high:
+        raise _bad_cursor()
+    return int(number)
+
+
+@api.get("/devices/<device_id>/outages")
+def get_outages(device_id: str) -> Response:
+    """The device's outages in a window (default: its first heartbeat to now), oldest first,
+    a page at a time, with the window's totals."""
+    ctx = context()
+    snapshot = ctx.store.snapshot(device_id)
+    now_minute = ctx.clock() // MINUTE_NS
+    start_ns, end_ns = _optional_time("start"), _optional_time("end")
+    start = -(-start_ns // MINUTE_NS) if start_ns is not None else snapshot.first_minute or 0
+    end = -(-end_ns // MINUTE_NS) if end_ns is not None else now_minute
+    if start_ns is not None and end_ns is not None and end_ns <= start_ns:
+        raise InvalidInputError("end must be after start", "invalid_query")
+    at_least = _whole_number("min", 1, MAX_OUTAGE_MINUTES)
+    limit = _limit()
+    after = _minute_cursor(request.args.get("cursor"), start, max(end, start + 1))
+    span = (snapshot.first_minute, snapshot.last_minute)
+    chunks = max(1, (min(end, now_minute) - start) // CHUNK_MINUTES + 1)
+    with ctx.reads.spend(min(chunks, ctx.reads.steps)):
+        page = outage_page(
+            ctx.store,
+            device_id,
+            span,
+            now_minute,
+            (start, end),
+            at_least=at_least,
+            after=after,
+            limit=limit,
+        )
+    following = page.next_minute
+    edges = (
+        time_text(start_ns) if start_ns is not None else format_minute(start),
+        time_text(end_ns) if end_ns is not None else format_minute(end),
+    )
+    return jsonify(
+        {
+            **outages_reply(device_id, page, at_least, edges),
+            "next": None if following is None else _encode_cursor(f"m{following}"),
+        }
+    )
 
 
 @api.get("/devices/<device_id>/uptime")

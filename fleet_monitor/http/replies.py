@@ -9,6 +9,7 @@ from typing import TypedDict
 
 from fleet_monitor.domain.durations import format_duration
 from fleet_monitor.domain.history import DeviceSnapshot
+from fleet_monitor.domain.outages import OutagePage
 from fleet_monitor.domain.readmodels import DeviceView, FleetSummary, UptimeBucket, Window
 from fleet_monitor.domain.timestamps import format_minute, format_rfc3339
 from fleet_monitor.domain.uploads import UploadAggregate
@@ -81,6 +82,36 @@ class UploadFigures(TypedDict):
     avg: str | None
 
 
+class OutageItem(TypedDict):
+    """One outage: its first minute, the minute it ended (None while open), its minutes."""
+
+    start: str
+    end: str | None
+    minutes: int
+    open: bool
+
+
+class OutageTotalsReply(TypedDict):
+    """The totals of a window's outages."""
+
+    count: int
+    minutes: int
+    longest_minutes: int
+    mtbf_minutes: float | None
+    mttr_minutes: float | None
+
+
+class OutagesReply(TypedDict):
+    """``GET /devices/{id}/outages`` without its ``next`` cursor."""
+
+    device_id: str
+    start: str | None
+    end: str | None
+    min: int
+    outages: list[OutageItem]
+    totals: OutageTotalsReply
+
+
 def time_text(unix_ns: int | None) -> str | None:
     """An instant in RFC 3339 (UTC), or None."""
     return None if unix_ns is None else format_rfc3339(unix_ns)
@@ -120,6 +151,36 @@ def device_detail(view: DeviceView) -> DeviceDetail:
         "avg_upload_time_ns": uploads.avg_ns,
         "min_upload_time_ns": uploads.min_ns,
         "max_upload_time_ns": uploads.max_ns,
+    }
+
+
+def outages_reply(
+    device_id: str, page: OutagePage, at_least: int, edges: tuple[str | None, str | None]
+) -> OutagesReply:
+    """A page of outages with the window's totals; ``edges`` the window's start and end as
+    asked for (or as defaulted)."""
+    totals = page.totals
+    return {
+        "device_id": device_id,
+        "start": edges[0],
+        "end": edges[1],
+        "min": at_least,
+        "outages": [
+            {
+                "start": format_minute(outage.start),
+                "end": None if outage.open else format_minute(outage.end),
+                "minutes": outage.minutes,
+                "open": outage.open,
+            }
+            for outage in page.outages
+        ],
+        "totals": {
+            "count": totals.count,
+            "minutes": totals.minutes,
+            "longest_minutes": totals.longest,
+            "mtbf_minutes": totals.mtbf_minutes,
+            "mttr_minutes": totals.mttr_minutes,
+        },
     }
 
 

@@ -302,6 +302,12 @@ class MemoryStore:
             minutes = device.history.minutes
             return [minutes.count_between(start, end) for start, end in ranges]
 
+    def heartbeat_chunks(self, device_id: str, start: int, end: int) -> Iterator[tuple[int, int]]:
+        """The device's bitmap chunks meeting ``start <= m < end`` (copied under its lock)."""
+        device = self.device(device_id)
+        with device.lock:
+            return iter(device.history.minutes.chunk_bits(start, end))
+
     def upload_aggregates(
         self, device_id: str, ranges: Sequence[tuple[int, int]]
     ) -> list[UploadAggregate]:

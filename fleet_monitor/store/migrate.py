@@ -49,14 +49,13 @@ from fleet_monitor.store.journal_format import (
 )
 from fleet_monitor.store.memory import MemoryStore
 from fleet_monitor.store.snapshot import SnapshotError, read_snapshot
-from fleet_monitor.store.valkey import KEY_TTL_S, PREFIX, ValkeyStore
+from fleet_monitor.store.valkey import KEY_TTL_S, PREFIX, REVERSED_BITS, ValkeyStore
 from fleet_monitor.store.valkey_engine import engine_url, safe_url
 
 # Every minute a store can hold with exact scores in the engine (its sorted sets are doubles).
 EVER = (-(2**53), 2**53)
 BATCH_ARGS = 100_000  # arguments sent in one pipeline (about a few MB)
 TIMEOUT_S = 60.0  # a pipeline of large devices may take a while
-_REVERSED = bytes(int(f"{byte:08b}"[::-1], 2) for byte in range(256))
 _LOW32 = 0xFFFFFFFF
 _PARTS = ("counters", "heartbeat minutes", "uploads", "(history bytes, keys)")
 _RUN_AGAIN = " (the copy is incomplete: run it again, it replaces what it wrote)"
@@ -251,7 +250,7 @@ def read_segment_only(
 def engine_bits(bits: bytes | bytearray) -> bytes:
     """A bitmap chunk (minute 0 the least significant bit of byte 0) as the engine's SETBIT
     leaves it (bit 0 the most significant bit of byte 0, no trailing zero bytes)."""
-    return bytes(bits).translate(_REVERSED).rstrip(b"\0")
+    return bytes(bits).translate(REVERSED_BITS).rstrip(b"\0")
 
 
 def device_args(device_id: str, history: DeviceHistory, report: Report) -> list[Any]:

@@ -70,6 +70,10 @@ from fleet_monitor.store.valkey_engine import (
 PREFIX = "fm:"
 KEY_TTL_S = 30 * 24 * 3600  # an idempotency key is kept 30 days (and among the latest 1,024)
 TIMEOUT_S = 2.0
+CHUNKS_PER_READ = 64  # chunk strings fetched in one pipeline (32 KB)
+# Each byte with its bits in the other order: the engine's bit 0 (SETBIT offset 0) is a byte's
+# highest, the memory store's its lowest.
+REVERSED_BITS = bytes(int(f"{byte:08b}"[::-1], 2) for byte in range(256))
 PROBE_INTERVAL_S = 1.0
 PIPELINE_BATCH = 1000
 _FIELDS = ("n", "f", "l", "fm", "fr", "lm", "lr", "uc", "uh", "ul", "mnh", "mnl", "mxh", "mxl")
@@ -392,6 +396,27 @@ class ValkeyStore:
             pieces.append(max(0, last - first))
         counts = iter(cast(list[int], self._call(pipe.execute)) if sum(pieces) else [])
         return [sum(next(counts) for _ in range(parts)) for parts in pieces]
+
+    def heartbeat_chunks(self, device_id: str, start: int, end: int) -> Iterator[tuple[int, int]]:
+        """The device's bitmap chunks meeting ``start <= m < end``: its chunk indices (one
+        SMEMBERS), then the chunks' strings in pipelines of :data:`CHUNKS_PER_READ` as the
+        caller goes (the engine's bits are first-minute-highest in each byte)."""
+        keys = self._keys_of(device_id)
+        found = self._call(lambda: self._engine.smembers(keys["chunks"]))
+        if not found and not self._call(lambda: self._engine.exists(keys["device"])):
+            raise UnknownDeviceError(device_id)
+        if end <= start:
+            return
+        low, high = start // CHUNK_MINUTES, (end - 1) // CHUNK_MINUTES
+        indices = sorted(i for i in map(int, cast(set[bytes], found)) if low <= i <= high)
+        for at in range(0, len(indices), CHUNKS_PER_READ):
+            batch = indices[at : at + CHUNKS_PER_READ]
+            pipe = self._engine.pipeline(transaction=False)
+            for index in batch:
+                pipe.get(keys["chunk_prefix"] + str(index))
+            for index, bits in zip(batch, self._call(pipe.execute), strict=True):
+                if bits:
+                    yield index, int.from_bytes(bits.translate(REVERSED_BITS), "little")
 
     def upload_aggregates(
         self, device_id: str, ranges: Sequence[tuple[int, int]]

@@ -164,6 +164,26 @@ class Settings:
         "seconds after its latest heartbeat's sent_at that a device counts as offline",
         "SECONDS",
     )
+    expected_every: int = _option(
+        60,
+        parse_positive_int,
+        "seconds between heartbeats a device is expected to keep: past it, a device whose "
+        "latest heartbeat arrived that long ago is late",
+        "SECONDS",
+    )
+    grace: int = _option(
+        60,
+        parse_positive_int,
+        "seconds a late device has before it is down",
+        "SECONDS",
+    )
+    max_clock_skew: int = _option(
+        60,
+        parse_positive_int,
+        "seconds a device's sent_at may differ from when its heartbeat arrived before its clock "
+        "is reported as drifting",
+        "SECONDS",
+    )
     max_body_bytes: int = _option(
         64 * 1024, parse_positive_int, "largest request body accepted, in bytes (else 413)", "N"
     )

@@ -4,7 +4,8 @@ A ```console block holds commands (``$ `` lines, continued by ``> `` lines) each
 the output it prints. The blocks of one page run in order in one bash session (so a variable
 set on the page is there for the next command), in an empty directory, against a fresh
 ``fleet-monitor serve`` on a free port (``127.0.0.1:6733`` on the page is rewritten to it).
-The output must match the page exactly, but for ``Date`` and ``X-Request-ID`` values. A page
+The output must match the page exactly, but for ``Date`` and ``X-Request-ID`` values and a
+device's arrival fields (``last_received_at``, ``clock_skew_ns``: the run's clock). A page
 whose examples need other server options says so in a comment at its top:
 ``<!-- console examples: fleet-monitor serve --data-dir state -->``.
 """
@@ -40,6 +41,8 @@ _SERVER_ARGS = re.compile(r"<!-- console examples: fleet-monitor serve(.*?)-->")
 _VOLATILE = [
     (re.compile(r"(?im)^(date): .*$"), r"\1: <date>"),
     (re.compile(r"(?im)^(x-request-id): .*$"), r"\1: <request id>"),
+    (re.compile(r'("last_received_at":)"[^"]*"'), r'\1"<arrival>"'),
+    (re.compile(r'("clock_skew_ns":)-?[0-9]+'), r"\1<skew>"),
 ]
 
 
@@ -72,7 +75,8 @@ def console_steps(text: str) -> list[Step]:
 
 
 def normalised(text: str) -> str:
-    """``text`` without carriage returns, with Date and X-Request-ID values blanked."""
+    """``text`` without carriage returns, with Date, X-Request-ID and arrival values
+    blanked."""
     text = text.replace("\r\n", "\n")
     for pattern, replacement in _VOLATILE:
         text = pattern.sub(replacement, text)

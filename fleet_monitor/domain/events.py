@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fleet_monitor.domain.errors import InvalidInputError
@@ -28,9 +28,11 @@ class _OversizedInt:
 
 @dataclass(frozen=True)
 class Heartbeat:
-    """A validated heartbeat: when the device sent it."""
+    """A validated heartbeat: when the device sent it, and when the service received it (set
+    by the ingest; not part of what it is: a retry received later is the same heartbeat)."""
 
     sent_at_ns: int
+    received_ns: int | None = field(default=None, compare=False)
     kind = HEARTBEAT
 
     @property

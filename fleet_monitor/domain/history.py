@@ -32,6 +32,16 @@ class DeviceSnapshot(NamedTuple):
     upload_sum_ns: int
     upload_min_ns: int | None
     upload_max_ns: int | None
+    last_received_ns: int | None = None  # when the service received the latest heartbeat
+    last_received_sent_ns: int | None = None  # that heartbeat's sent_at
+
+    @property
+    def clock_skew_ns(self) -> int | None:
+        """How far ahead of the service's clock the device's clock was at its latest
+        heartbeat (negative: behind, or the heartbeat was late); None without one."""
+        if self.last_received_ns is None or self.last_received_sent_ns is None:
+            return None
+        return self.last_received_sent_ns - self.last_received_ns
 
     @property
     def uptime(self) -> float:
@@ -65,6 +75,8 @@ class DeviceHistory:
         "first_heartbeat_ns",
         "keys",
         "last_heartbeat_ns",
+        "last_received_ns",
+        "last_received_sent_ns",
         "minutes",
         "upload_count",
         "upload_max_ns",
@@ -85,6 +97,8 @@ class DeviceHistory:
         self.upload_sum_ns = 0
         self.upload_min_ns: int | None = None
         self.upload_max_ns: int | None = None
+        self.last_received_ns: int | None = None
+        self.last_received_sent_ns: int | None = None
 
     def is_repeat(self, event: Event, key: str | None) -> bool:
         """Whether ``key`` already recorded ``event`` (then nothing is to change); raises
@@ -109,9 +123,19 @@ class DeviceHistory:
                 self.keys = KeyMemory()
             self.keys.remember(event.kind, key, event.fingerprint)
         if isinstance(event, Heartbeat):
+            self.note_receipt(event)
             return self._apply_heartbeat(event.sent_at_ns)
         self._apply_upload(event.sent_at_ns, event.upload_time_ns)
         return True
+
+    def note_receipt(self, heartbeat: Heartbeat) -> None:
+        """Remember when ``heartbeat`` was received, if it is the latest received (a retry
+        of an idempotency key already recorded is not applied, so not noted)."""
+        received = heartbeat.received_ns
+        if received is not None and (
+            self.last_received_ns is None or received >= self.last_received_ns
+        ):
+            self.last_received_ns, self.last_received_sent_ns = received, heartbeat.sent_at_ns
 
     def _apply_heartbeat(self, sent_at_ns: int) -> bool:
         if self.last_heartbeat_ns is None or sent_at_ns > self.last_heartbeat_ns:
@@ -153,4 +177,6 @@ class DeviceHistory:
             self.upload_sum_ns,
             self.upload_min_ns,
             self.upload_max_ns,
+            self.last_received_ns,
+            self.last_received_sent_ns,
         )

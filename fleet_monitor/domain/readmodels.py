@@ -22,6 +22,7 @@ DEFAULT_STEP = "1h"
 DEFAULT_SPAN_NS = 24 * 60 * MINUTE_NS
 MAX_BUCKETS = 10_000
 STATUSES = ("online", "offline", "never")
+STATES = ("new", "up", "late", "down")
 SCAN_LIMIT = 5_000  # devices one filtered page may look at
 
 
@@ -53,6 +54,40 @@ class FleetReads(Protocol):
         UnknownDeviceError."""
 
 
+@dataclass(frozen=True)
+class Expectations:
+    """How devices are judged: ``offline_after`` for the SPEC-era ``status`` (on ``sent_at``);
+    ``expected_every`` and ``grace`` for ``state`` (on when the latest heartbeat was
+    received); ``max_skew`` for the clock drift a device is flagged for (nanoseconds)."""
+
+    offline_after_ns: int = 120 * 10**9
+    expected_every_ns: int = 60 * 10**9
+    grace_ns: int = 60 * 10**9
+    max_skew_ns: int = 60 * 10**9
+
+
+def state_of(snapshot: DeviceSnapshot, now_ns: int, expectations: Expectations) -> str:
+    """``new`` before its first heartbeat is received; ``up`` until ``expected_every`` after
+    the latest was received, ``late`` until ``grace`` more has passed, then ``down``. A device
+    with heartbeats but no receipt (history kept from before receipts were recorded) is judged
+    on its latest ``sent_at``."""
+    seen = snapshot.last_received_ns
+    if seen is None:
+        seen = snapshot.last_heartbeat_ns
+    if seen is None:
+        return "new"
+    silent = now_ns - seen
+    if silent <= expectations.expected_every_ns:
+        return "up"
+    return "late" if silent <= expectations.expected_every_ns + expectations.grace_ns else "down"
+
+
+def drifts(snapshot: DeviceSnapshot, expectations: Expectations) -> bool:
+    """Whether the device's clock was off by more than ``max_skew`` at its latest heartbeat."""
+    skew = snapshot.clock_skew_ns
+    return skew is not None and abs(skew) > expectations.max_skew_ns
+
+
 def status_of(last_heartbeat_ns: int | None, now_ns: int, offline_after_ns: int) -> str:
     """``never`` without heartbeats; ``online`` if the latest is at most ``offline_after`` old."""
     if last_heartbeat_ns is None:
@@ -62,30 +97,43 @@ def status_of(last_heartbeat_ns: int | None, now_ns: int, offline_after_ns: int)
 
 @dataclass(frozen=True)
 class DeviceView:
-    """A device's snapshot with its status at the time of the view."""
+    """A device's snapshot with its status, state and clock drift at the time of the view."""
 
     snapshot: DeviceSnapshot
     status: str
+    state: str
+    clock_drift: bool
+
+
+def view_of(snapshot: DeviceSnapshot, now_ns: int, expectations: Expectations) -> DeviceView:
+    """How ``snapshot``'s device is judged at ``now_ns``."""
+    return DeviceView(
+        snapshot,
+        status_of(snapshot.last_heartbeat_ns, now_ns, expectations.offline_after_ns),
+        state_of(snapshot, now_ns, expectations),
+        drifts(snapshot, expectations),
+    )
 
 
 def device_view(
-    store: FleetReads, device_id: str, now_ns: int, offline_after_ns: int
+    store: FleetReads, device_id: str, now_ns: int, expectations: Expectations
 ) -> DeviceView:
     """The current view of one device; raises UnknownDeviceError."""
-    snapshot = store.snapshot(device_id)
-    return DeviceView(snapshot, status_of(snapshot.last_heartbeat_ns, now_ns, offline_after_ns))
+    return view_of(store.snapshot(device_id), now_ns, expectations)
 
 
 def device_page(
     store: FleetReads,
     now_ns: int,
-    offline_after_ns: int,
+    expectations: Expectations,
     *,
     status: str | None,
+    state: str | None = None,
     after: str | None,
     limit: int,
 ) -> tuple[list[DeviceView], str | None]:
-    """Up to ``limit`` devices sorted by id after ``after``, filtered by ``status``.
+    """Up to ``limit`` devices sorted by id after ``after``, filtered by ``status`` and
+    ``state``.
 
     Returns the page and the id to continue after, or None when no device follows it. A
     filtered page looks at no more than :data:`SCAN_LIMIT` devices: past that it is returned
@@ -101,10 +149,10 @@ def device_page(
         for device_id in ids:
             cursor, scanned = device_id, scanned + 1
             try:
-                view = device_view(store, device_id, now_ns, offline_after_ns)
+                view = device_view(store, device_id, now_ns, expectations)
             except UnknownDeviceError:  # removed since the ids were read
                 continue
-            if status is None or view.status == status:
+            if (status is None or view.status == status) and (state is None or view.state == state):
                 page.append(view)
                 if len(page) == limit:
                     break
@@ -114,7 +162,8 @@ def device_page(
 
 @dataclass(frozen=True)
 class FleetSummary:
-    """Counts by status, mean uptime of the devices seen, and the fleet's upload aggregate."""
+    """Counts by status and by state, mean uptime of the devices seen, and the fleet's upload
+    aggregate."""
 
     devices: int
     online: int
@@ -122,22 +171,25 @@ class FleetSummary:
     never_seen: int
     avg_uptime: float
     uploads: UploadAggregate
+    states: dict[str, int]  # by each of STATES
 
 
-def fleet_summary(store: FleetReads, now_ns: int, offline_after_ns: int) -> FleetSummary:
+def fleet_summary(store: FleetReads, now_ns: int, expectations: Expectations) -> FleetSummary:
     """The summary over every device.
 
     ``avg_uptime`` is the mean uptime of the devices that sent a heartbeat (0.0 if none),
     summed with ``math.fsum`` so the result does not depend on the devices' order.
     """
     counts = dict.fromkeys(STATUSES, 0)
+    states = dict.fromkeys(STATES, 0)
     uptimes: list[float] = []
     upload_count = upload_sum = 0
     low: list[int] = []
     high: list[int] = []
     for snapshot in store.snapshots():
-        status = status_of(snapshot.last_heartbeat_ns, now_ns, offline_after_ns)
+        status = status_of(snapshot.last_heartbeat_ns, now_ns, expectations.offline_after_ns)
         counts[status] += 1
+        states[state_of(snapshot, now_ns, expectations)] += 1
         if status != "never":
             uptimes.append(snapshot.uptime)
         if snapshot.upload_count:
@@ -154,6 +206,7 @@ def fleet_summary(store: FleetReads, now_ns: int, offline_after_ns: int) -> Flee
         uploads=UploadAggregate(
             upload_count, upload_sum, min(low, default=None), max(high, default=None)
         ),
+        states=states,
     )
 
 

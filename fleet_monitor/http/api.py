@@ -15,6 +15,7 @@ from fleet_monitor.domain.errors import InvalidInputError
 from fleet_monitor.domain.events import parse_json_object, parse_timestamp
 from fleet_monitor.domain.outages import outage_page
 from fleet_monitor.domain.readmodels import (
+    STATES,
     STATUSES,
     Window,
     device_page,
@@ -98,9 +99,10 @@ def _limit() -> int:
     return _whole_number("limit", DEFAULT_PAGE, MAX_PAGE)
 
 
-def _status_filter(text: str | None) -> str | None:
-    if text is not None and text not in STATUSES:
-        raise InvalidInputError(f"status must be one of {', '.join(STATUSES)}", "invalid_query")
+def _one_of(name: str, choices: tuple[str, ...]) -> str | None:
+    text = request.args.get(name)
+    if text is not None and text not in choices:
+        raise InvalidInputError(f"{name} must be one of {', '.join(choices)}", "invalid_query")
     return text
 
 
@@ -176,8 +178,9 @@ def list_devices() -> Response:
     page, last = device_page(
         ctx.store,
         ctx.clock(),
-        ctx.offline_after_ns,
-        status=_status_filter(request.args.get("status")),
+        ctx.expectations,
+        status=_one_of("status", STATUSES),
+        state=_one_of("state", STATES),
         after=None if cursor is None else _decode_cursor(cursor),
         limit=_limit(),
     )
@@ -193,9 +196,7 @@ def list_devices() -> Response:
 def get_device(device_id: str) -> Response:
     """One device's detail."""
     ctx = context()
-    return jsonify(
-        device_detail(device_view(ctx.store, device_id, ctx.clock(), ctx.offline_after_ns))
-    )
+    return jsonify(device_detail(device_view(ctx.store, device_id, ctx.clock(), ctx.expectations)))
 
 
 @api.put("/devices/<device_id>")
@@ -203,7 +204,7 @@ def put_device(device_id: str) -> Response:
     """Register a device: 201 when new, 200 when it was there."""
     ctx = context()
     created = ctx.store.register(device_id)
-    view = device_view(ctx.store, device_id, ctx.clock(), ctx.offline_after_ns)
+    view = device_view(ctx.store, device_id, ctx.clock(), ctx.expectations)
     response = jsonify(device_detail(view))
     response.status_code = 201 if created else 200
     return response

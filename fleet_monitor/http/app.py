@@ -9,6 +9,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from fleet_monitor.config import Settings
 from fleet_monitor.domain.limits import SentAtRange
+from fleet_monitor.domain.readmodels import Expectations
 from fleet_monitor.domain.timestamps import NS_PER_SECOND
 from fleet_monitor.http.api import api
 from fleet_monitor.http.context import Clock, Context
@@ -108,8 +109,13 @@ def create_app(
 
 
 def _context(settings: Settings, store: Store, clock: Clock, readiness: Readiness) -> Context:
-    offline_after_ns = settings.offline_after * NS_PER_SECOND
-    summaries = FleetSummaries(store, clock, offline_after_ns)
+    expectations = Expectations(
+        offline_after_ns=settings.offline_after * NS_PER_SECOND,
+        expected_every_ns=settings.expected_every * NS_PER_SECOND,
+        grace_ns=settings.grace * NS_PER_SECOND,
+        max_skew_ns=settings.max_clock_skew * NS_PER_SECOND,
+    )
+    summaries = FleetSummaries(store, clock, expectations)
     metrics = Metrics(store, summaries, per_device=settings.metrics_per_device)
     ingest = Ingest(
         store,
@@ -121,7 +127,7 @@ def _context(settings: Settings, store: Store, clock: Clock, readiness: Readines
     return Context(
         store=store,
         clock=clock,
-        offline_after_ns=offline_after_ns,
+        expectations=expectations,
         ingest=ingest,
         metrics=metrics,
         readiness=readiness,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from flask import Flask, current_app
 
+from fleet_monitor.domain.readmodels import Expectations
 from fleet_monitor.http.metrics import Metrics
 from fleet_monitor.http.readiness import Readiness
 from fleet_monitor.http.reads import FleetSummaries, ReadBudget
@@ -23,7 +24,7 @@ class Context:
 
     store: Store
     clock: Clock
-    offline_after_ns: int
+    expectations: Expectations
     ingest: Ingest
     metrics: Metrics
     readiness: Readiness

@@ -68,6 +68,14 @@ class FleetCollector(Collector):
             ),
         ):
             yield GaugeMetricFamily(f"{NAMESPACE}_{name}", help_text, value=value)
+        states = GaugeMetricFamily(
+            f"{NAMESPACE}_devices_by_state",
+            "Devices by state (new, up, late, down: on when their latest heartbeat arrived).",
+            labels=["state"],
+        )
+        for state, count in summary.states.items():
+            states.add_metric([state], count)
+        yield states
         if self._per_device:
             yield from self._device_gauges()
 

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 from fleet_monitor.domain import readmodels
 from fleet_monitor.domain.errors import RateLimitedError
-from fleet_monitor.domain.readmodels import FleetReads, FleetSummary
+from fleet_monitor.domain.readmodels import Expectations, FleetReads, FleetSummary
 
 
 class ReadBudget:
@@ -51,8 +51,10 @@ class FleetSummaries:
     clients ask at once (``/fleet``, ``/metrics``), the service spends one thread on it.
     """
 
-    def __init__(self, store: FleetReads, clock: Callable[[], int], offline_after_ns: int) -> None:
-        self._store, self._clock, self._offline_after_ns = store, clock, offline_after_ns
+    def __init__(
+        self, store: FleetReads, clock: Callable[[], int], expectations: Expectations
+    ) -> None:
+        self._store, self._clock, self._expectations = store, clock, expectations
         self._lock = threading.Lock()
         self._running: _Computation | None = None
 
@@ -70,7 +72,7 @@ class FleetSummaries:
             return running.result
         try:
             running.result = readmodels.fleet_summary(
-                self._store, self._clock(), self._offline_after_ns
+                self._store, self._clock(), self._expectations
             )
         finally:
             with self._lock:

@@ -28,6 +28,7 @@ class ListItem(TypedDict):
     device_id: str
     online: bool
     status: str
+    state: str
     last_heartbeat_at: str | None
     uptime: float
     avg_upload_time: str
@@ -39,6 +40,10 @@ class DeviceDetail(TypedDict):
     device_id: str
     online: bool
     status: str
+    state: str
+    last_received_at: str | None
+    clock_skew_ns: int | None
+    clock_drift: bool
     first_heartbeat_at: str | None
     last_heartbeat_at: str | None
     heartbeat_minutes: int
@@ -60,6 +65,7 @@ class FleetReply(TypedDict):
     avg_uptime: float
     upload_count: int
     avg_upload_time: str
+    states: dict[str, int]
 
 
 class UptimeStep(TypedDict):
@@ -129,6 +135,7 @@ def list_item(view: DeviceView) -> ListItem:
         "device_id": snapshot.device_id,
         "online": view.status == "online",
         "status": view.status,
+        "state": view.state,
         "last_heartbeat_at": time_text(snapshot.last_heartbeat_ns),
         "uptime": snapshot.uptime,
         "avg_upload_time": format_duration(snapshot.avg_upload_ns),
@@ -142,6 +149,10 @@ def device_detail(view: DeviceView) -> DeviceDetail:
         "device_id": snapshot.device_id,
         "online": view.status == "online",
         "status": view.status,
+        "state": view.state,
+        "last_received_at": time_text(snapshot.last_received_ns),
+        "clock_skew_ns": snapshot.clock_skew_ns,
+        "clock_drift": view.clock_drift,
         "first_heartbeat_at": time_text(snapshot.first_heartbeat_ns),
         "last_heartbeat_at": time_text(snapshot.last_heartbeat_ns),
         "heartbeat_minutes": snapshot.heartbeat_minutes,
@@ -194,6 +205,7 @@ def fleet_reply(summary: FleetSummary) -> FleetReply:
         "avg_uptime": summary.avg_uptime,
         "upload_count": summary.uploads.count,
         "avg_upload_time": format_duration(summary.uploads.avg_ns or 0),
+        "states": summary.states,
     }
 
 

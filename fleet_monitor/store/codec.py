@@ -43,6 +43,7 @@ def encode_device(device_id: str, lsn: int, history: DeviceHistory) -> dict[str,
         "sum": history.upload_sum_ns,
         "min": history.upload_min_ns,
         "max": history.upload_max_ns,
+        "received": [history.last_received_ns, history.last_received_sent_ns],
         "keys": [
             [kind, key, *(fingerprint or (None, None))]
             for kind, key, fingerprint in (history.keys.items() if history.keys else ())
@@ -72,6 +73,7 @@ def decode_device(state: dict[str, Any]) -> tuple[str, int, DeviceHistory]:
         )
     history.upload_count, history.upload_sum_ns = state["count"], state["sum"]
     history.upload_min_ns, history.upload_max_ns = state["min"], state["max"]
+    history.last_received_ns, history.last_received_sent_ns = state.get("received", [None, None])
     if state["keys"]:
         history.keys = KeyMemory.from_items(_key_items(state["keys"]))
     return state["id"], state["lsn"], history

@@ -56,8 +56,15 @@ class JournalChanges:
         raises JournalError (a StoreUnavailableError)."""
         sent_at_ns = None if event is None else event.sent_at_ns
         upload_ns = event.upload_time_ns if isinstance(event, Upload) else None
+        received_ns = event.received_ns if isinstance(event, Heartbeat) else None
         return self.journal.append(
-            _LETTERS[kind], device_id, sent_at_ns, upload_ns, key, wait=False
+            _LETTERS[kind],
+            device_id,
+            sent_at_ns,
+            upload_ns,
+            key,
+            received_ns=received_ns,
+            wait=False,
         )
 
     def durable(self, lsn: int) -> None:
@@ -86,7 +93,7 @@ def replay(store: MemoryStore, entry: Entry) -> None:
     if entry.sent_at_ns is None:
         return
     event: Event = (
-        Heartbeat(entry.sent_at_ns)
+        Heartbeat(entry.sent_at_ns, entry.received_ns)
         if entry.kind == "h"
         else Upload(entry.sent_at_ns, entry.upload_ns or 0)
     )

@@ -49,6 +49,7 @@ class Entry:
     sent_at_ns: int | None = None
     upload_ns: int | None = None
     key: str | None = None
+    received_ns: int | None = None  # a heartbeat's receipt (records since issue 15)
 
 
 def encode(entry: Entry) -> bytes:
@@ -60,6 +61,8 @@ def encode(entry: Entry) -> bytes:
         fields["n"] = entry.upload_ns
     if entry.key is not None:
         fields["k"] = entry.key
+    if entry.received_ns is not None:
+        fields["r"] = entry.received_ns
     payload = json.dumps(fields, separators=(",", ":")).encode()
     return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
@@ -73,6 +76,7 @@ def _decode(payload: bytes) -> Entry:
         sent_at_ns=fields.get("s"),
         upload_ns=fields.get("n"),
         key=fields.get("k"),
+        received_ns=fields.get("r"),
     )
 
 

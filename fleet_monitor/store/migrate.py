@@ -270,6 +270,8 @@ def device_args(device_id: str, history: DeviceHistory, report: Report) -> list[
         last_seen = repr(history.last_heartbeat_ns / 1e9)  # as the heartbeat script has it
     if full:
         fields += ["full", full]
+    if history.last_received_ns is not None:
+        fields += ["rx", history.last_received_ns, "rs", history.last_received_sent_ns]
     upload_minutes, times = history.uploads.arrays()
     if history.upload_count and history.upload_min_ns is not None:
         low, high = history.upload_min_ns, history.upload_max_ns or 0

@@ -76,7 +76,10 @@ CHUNKS_PER_READ = 64  # chunk strings fetched in one pipeline (32 KB)
 REVERSED_BITS = bytes(int(f"{byte:08b}"[::-1], 2) for byte in range(256))
 PROBE_INTERVAL_S = 1.0
 PIPELINE_BATCH = 1000
-_FIELDS = ("n", "f", "l", "fm", "fr", "lm", "lr", "uc", "uh", "ul", "mnh", "mnl", "mxh", "mxl")
+_FIELDS = (
+    *("n", "f", "l", "fm", "fr", "lm", "lr", "uc", "uh", "ul", "mnh", "mnl", "mxh", "mxl"),
+    *("rx", "rs"),
+)
 T = TypeVar("T")
 
 
@@ -307,6 +310,8 @@ class ValkeyStore:
                 CHUNK_MINUTES,
                 device_id,
                 repr(event.sent_at_ns / 1e9),
+                "" if event.received_ns is None else event.received_ns,
+                event.sent_at_ns,
             ]
             return self._heartbeat, keys, args
         assert isinstance(event, Upload)
@@ -478,6 +483,7 @@ class ValkeyStore:
 
     def close(self) -> None:
         """Close the engine's connections."""
+        self._writes.close()
         self._engine.close()
 
 
@@ -489,7 +495,9 @@ def _snapshot(device_id: str, values: list[bytes | None]) -> DeviceSnapshot:
     """A snapshot from HMGET's ``cost`` and :data:`_FIELDS` values."""
     if values[0] is None:
         raise UnknownDeviceError(device_id)
-    n, f, last, fm, fr, lm, lr, uc, uh, ul, mnh, mnl, mxh, mxl = (_number(v) for v in values[1:])
+    n, f, last, fm, fr, lm, lr, uc, uh, ul, mnh, mnl, mxh, mxl, rx, rs = (
+        _number(v) for v in values[1:]
+    )
     count = uc or 0
     return DeviceSnapshot(
         device_id,
@@ -502,4 +510,6 @@ def _snapshot(device_id: str, values: list[bytes | None]) -> DeviceSnapshot:
         ((uh or 0) << 32) + (ul or 0),
         None if mnh is None else (mnh << 32) + (mnl or 0),
         None if mxh is None else (mxh << 32) + (mxl or 0),
+        rx,
+        rs,
     )

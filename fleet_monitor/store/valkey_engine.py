@@ -91,6 +91,15 @@ class ThreadConnections:
     def __init__(self, pool: redis.ConnectionPool) -> None:
         self._pool = pool
         self._local = threading.local()
+        self._opened: list[redis.connection.AbstractConnection] = []  # for close()
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close every thread's connection."""
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for connection in opened:
+            connection.disconnect()  # type: ignore[no-untyped-call]
 
     def run(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         """EVALSHA ``script`` (loaded first if the engine has lost it: NOSCRIPT is never run)."""
@@ -156,6 +165,8 @@ class ThreadConnections:
             pool = self._pool
             connection = pool.connection_class(**pool.connection_kwargs)
             local.connection, local.used_at = connection, -IDLE_CHECK_S
+            with self._lock:
+                self._opened.append(connection)
         if connection._sock is not None and time.monotonic() - local.used_at >= IDLE_CHECK_S:
             try:
                 stale = connection.can_read(0)

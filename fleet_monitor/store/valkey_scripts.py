@@ -76,7 +76,8 @@ end
 # A heartbeat. KEYS: 1 device hash, 2 chunk, 3 key string, 4 key list, 5 fleet bytes, 6 chunk
 # set, 7 last-seen index. ARGV 1-9 as above; 10 minute, 11 chunk index, 12 bit in the chunk,
 # 13 sent_at's minute, 14 its nanoseconds within the minute, 15 a partial chunk's cost, 16 a
-# full one's, 17 bits a chunk holds, 18 the device id, 19 sent_at in Unix seconds. Returns
+# full one's, 17 bits a chunk holds, 18 the device id, 19 sent_at in Unix seconds, 20 when it
+# was received (ns, "" if not known), 21 sent_at (ns). Returns
 # {'ok', 1 if the minute was new else 0}, or a refusal. h: cost, f, l, fm, fr, lm, lr.
 HEARTBEAT = (
     _check("f", "l", "fm", "fr", "lm", "lr")
@@ -110,6 +111,9 @@ if not h[6] or at_m > tonumber(h[6]) or (at_m == tonumber(h[6]) and at_r > tonum
   set[#set + 1] = 'lm'; set[#set + 1] = ARGV[13]; set[#set + 1] = 'lr'; set[#set + 1] = ARGV[14]
 end
 redis.call('ZADD', KEYS[7], 'GT', ARGV[19], ARGV[18])
+if ARGV[20] ~= '' then
+  set[#set + 1] = 'rx'; set[#set + 1] = ARGV[20]; set[#set + 1] = 'rs'; set[#set + 1] = ARGV[21]
+end
 """
     + _SETTLE
     + "return {'ok', new}\n"

@@ -66,6 +66,7 @@ def test_list_items_and_statuses(client: FlaskClient) -> None:
                 "device_id": A,
                 "online": True,
                 "status": "online",
+                "state": "up",
                 "last_heartbeat_at": "2024-04-02T11:58:00Z",
                 "uptime": 100.0,
                 "avg_upload_time": "0s",
@@ -74,6 +75,7 @@ def test_list_items_and_statuses(client: FlaskClient) -> None:
                 "device_id": B,
                 "online": False,
                 "status": "offline",
+                "state": "up",  # received just now, though sent over 120 s ago
                 "last_heartbeat_at": "2024-04-02T11:57:59.999Z",
                 "uptime": 100.0,
                 "avg_upload_time": "0s",
@@ -82,6 +84,7 @@ def test_list_items_and_statuses(client: FlaskClient) -> None:
                 "device_id": C,
                 "online": True,
                 "status": "online",
+                "state": "up",
                 "last_heartbeat_at": "2024-04-02T12:05:00Z",
                 "uptime": 100.0,
                 "avg_upload_time": "0s",
@@ -90,6 +93,7 @@ def test_list_items_and_statuses(client: FlaskClient) -> None:
                 "device_id": D,
                 "online": True,
                 "status": "online",
+                "state": "up",
                 "last_heartbeat_at": "2024-04-02T11:59:00Z",
                 "uptime": 100 * 2 / 119,
                 "avg_upload_time": "1.5µs",
@@ -98,6 +102,7 @@ def test_list_items_and_statuses(client: FlaskClient) -> None:
                 "device_id": E,
                 "online": False,
                 "status": "never",
+                "state": "new",
                 "last_heartbeat_at": None,
                 "uptime": 0.0,
                 "avg_upload_time": "0s",
@@ -221,6 +226,10 @@ def test_device_detail_before_any_event(client: FlaskClient) -> None:
         "device_id": A,
         "online": False,
         "status": "never",
+        "state": "new",
+        "last_received_at": None,
+        "clock_skew_ns": None,
+        "clock_drift": False,
         "first_heartbeat_at": None,
         "last_heartbeat_at": None,
         "heartbeat_minutes": 0,
@@ -244,6 +253,10 @@ def test_device_detail_after_events(client: FlaskClient) -> None:
         "device_id": A,
         "online": True,
         "status": "online",
+        "state": "up",
+        "last_received_at": NOW,
+        "clock_skew_ns": -3590 * 10**9,  # the last one received was sent at 11:00:10Z
+        "clock_drift": True,
         "first_heartbeat_at": "2024-04-02T10:59:30.25Z",
         "last_heartbeat_at": "2024-04-02T11:59:00Z",
         "heartbeat_minutes": 3,
@@ -314,6 +327,7 @@ def test_fleet_summary_empty(client: FlaskClient) -> None:
         "avg_uptime": 0.0,
         "upload_count": 0,
         "avg_upload_time": "0s",
+        "states": {"new": 5, "up": 0, "late": 0, "down": 0},
     }
 
 
@@ -329,6 +343,7 @@ def test_fleet_summary(client: FlaskClient) -> None:
         "avg_uptime": math.fsum([100.0, 100.0, 100.0, 100 * 2 / 119]) / 4,
         "upload_count": 2,
         "avg_upload_time": "1.5µs",
+        "states": {"new": 1, "up": 4, "late": 0, "down": 0},
     }
 
 

@@ -489,3 +489,25 @@ def test_a_device_removed_and_registered_during_a_snapshot_starts_empty_after_a_
     durable.snapshot()
     assert store.snapshot(DEVICE).heartbeat_minutes == 0
     assert open_memory(tmp_path).snapshot(DEVICE).heartbeat_minutes == 0  # as after kill -9
+
+
+def test_a_heartbeats_receipt_survives_a_restart_from_the_journal_and_the_snapshot(
+    tmp_path: Path,
+) -> None:
+    store = MemoryStore()
+    durable = DurableStore(tmp_path, "no", 0)
+    durable.open(store, SAMPLE_DEVICES)
+    store.record(DEVICE, Heartbeat(BASE, received_ns=BASE + 7), None)
+    store.record(DEVICE, Heartbeat(BASE - MINUTE_NS, received_ns=BASE + 9), None)  # late
+    replayed = open_memory(tmp_path).snapshot(DEVICE)  # no close(): as after kill -9
+    assert (replayed.last_received_ns, replayed.last_received_sent_ns) == (
+        BASE + 9,
+        BASE - MINUTE_NS,
+    )
+    durable.close()  # a snapshot
+    restored = open_memory(tmp_path).snapshot(DEVICE)
+    assert (restored.last_received_ns, restored.last_received_sent_ns) == (
+        BASE + 9,
+        BASE - MINUTE_NS,
+    )
+    assert restored.clock_skew_ns == -MINUTE_NS - 9

@@ -52,13 +52,13 @@ def fill_before_snapshot(store: Store) -> None:
     store.record(SAMPLE_DEVICES[3], Heartbeat(MIN_UNIX_NS), "year-1")
     store.record(SAMPLE_DEVICES[3], Upload(MIN_UNIX_NS, 3), None)
     store.register("cam-07")
-    store.record("cam-07", Heartbeat(BASE), None)
+    store.record("cam-07", Heartbeat(BASE, received_ns=BASE + 123), None)  # with its receipt
     store.remove(GONE)
 
 
 def fill_after_snapshot(store: Store) -> None:
     """The journal's tail: more of the same, a removal and a device registered again."""
-    store.record(DEVICE, Heartbeat(BASE - 5 * MINUTE_NS), "late")
+    store.record(DEVICE, Heartbeat(BASE - 5 * MINUTE_NS, received_ns=BASE + 9), "late")
     store.record(DEVICE, Upload(BASE + 7 * MINUTE_NS, 2**62 + 1), "late")
     store.register("gone")
     store.record("gone", Heartbeat(BASE), "g")
@@ -177,6 +177,8 @@ def test_every_device_reads_the_same_from_the_engine(
     assert report.minutes == sum(s.heartbeat_minutes for s in written.snapshots())
     assert report.uploads == sum(s.upload_count for s in written.snapshots())
     assert report.removed == 2  # GONE and "gone"
+    assert valkey.snapshot("cam-07").last_received_ns == BASE + 123
+    assert valkey.snapshot(DEVICE).clock_skew_ns == -5 * MINUTE_NS - 9
 
 
 def test_the_engine_holds_what_the_same_writes_through_the_valkey_store_leave(

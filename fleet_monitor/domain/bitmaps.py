@@ -103,9 +103,13 @@ class MinuteSet:
         else:
             indices = [i for i in range(first_index, last_index + 1) if i in self._chunks]
         for index in indices:
-            bits = int.from_bytes(self._chunks[index], "little")
+            chunk = self._chunks[index]
             base = index * CHUNK_MINUTES
             low, high = max(start - base, 0), min(end - base, CHUNK_MINUTES)
+            if chunk is FULL_CHUNK:  # every minute is in: nothing to count
+                total += high - low
+                continue
+            bits = int.from_bytes(chunk, "little")
             if high - low < CHUNK_MINUTES:
                 bits = (bits >> low) & ((1 << (high - low)) - 1)
             total += bits.bit_count()

@@ -14,6 +14,7 @@ from fleet_monitor.domain.bitmaps import MinuteSet
 from fleet_monitor.domain.events import Event, Heartbeat
 from fleet_monitor.domain.idempotency import KeyMemory, key_cost
 from fleet_monitor.domain.limits import UPLOAD_COST
+from fleet_monitor.domain.profiles import EMPTY, Profile
 from fleet_monitor.domain.timestamps import minute_of
 from fleet_monitor.domain.uploads import UploadAggregate, UploadLog
 from fleet_monitor.domain.uptime import uptime_percent
@@ -34,6 +35,7 @@ class DeviceSnapshot(NamedTuple):
     upload_max_ns: int | None
     last_received_ns: int | None = None  # when the service received the latest heartbeat
     last_received_sent_ns: int | None = None  # that heartbeat's sent_at
+    profile: Profile = EMPTY  # labels and the device's own expectations
 
     @property
     def clock_skew_ns(self) -> int | None:
@@ -78,6 +80,7 @@ class DeviceHistory:
         "last_received_ns",
         "last_received_sent_ns",
         "minutes",
+        "profile",
         "upload_count",
         "upload_max_ns",
         "upload_min_ns",
@@ -99,6 +102,7 @@ class DeviceHistory:
         self.upload_max_ns: int | None = None
         self.last_received_ns: int | None = None
         self.last_received_sent_ns: int | None = None
+        self.profile = EMPTY
 
     def is_repeat(self, event: Event, key: str | None) -> bool:
         """Whether ``key`` already recorded ``event`` (then nothing is to change); raises
@@ -179,4 +183,5 @@ class DeviceHistory:
             self.upload_max_ns,
             self.last_received_ns,
             self.last_received_sent_ns,
+            self.profile,
         )

@@ -66,6 +66,17 @@ class Expectations:
     max_skew_ns: int = 60 * 10**9
 
 
+def expected_of(snapshot: DeviceSnapshot, expectations: Expectations) -> tuple[int, int]:
+    """The device's ``expected_every`` and ``grace`` (ns): its own, else the fleet's."""
+    profile = snapshot.profile
+    every = profile.expected_every_s
+    grace = profile.grace_s
+    return (
+        expectations.expected_every_ns if every is None else every * 10**9,
+        expectations.grace_ns if grace is None else grace * 10**9,
+    )
+
+
 def state_of(snapshot: DeviceSnapshot, now_ns: int, expectations: Expectations) -> str:
     """``new`` before its first heartbeat is received; ``up`` until ``expected_every`` after
     the latest was received, ``late`` until ``grace`` more has passed, then ``down``. A device
@@ -77,9 +88,10 @@ def state_of(snapshot: DeviceSnapshot, now_ns: int, expectations: Expectations) 
     if seen is None:
         return "new"
     silent = now_ns - seen
-    if silent <= expectations.expected_every_ns:
+    every, grace = expected_of(snapshot, expectations)
+    if silent <= every:
         return "up"
-    return "late" if silent <= expectations.expected_every_ns + expectations.grace_ns else "down"
+    return "late" if silent <= every + grace else "down"
 
 
 def drifts(snapshot: DeviceSnapshot, expectations: Expectations) -> bool:
@@ -103,6 +115,8 @@ class DeviceView:
     status: str
     state: str
     clock_drift: bool
+    expected_every_ns: int  # the device's own, else the fleet's
+    grace_ns: int
 
 
 def view_of(snapshot: DeviceSnapshot, now_ns: int, expectations: Expectations) -> DeviceView:
@@ -112,6 +126,7 @@ def view_of(snapshot: DeviceSnapshot, now_ns: int, expectations: Expectations) -
         status_of(snapshot.last_heartbeat_ns, now_ns, expectations.offline_after_ns),
         state_of(snapshot, now_ns, expectations),
         drifts(snapshot, expectations),
+        *expected_of(snapshot, expectations),
     )
 
 
@@ -129,11 +144,12 @@ def device_page(
     *,
     status: str | None,
     state: str | None = None,
+    selector: tuple[tuple[str, str], ...] = (),
     after: str | None,
     limit: int,
 ) -> tuple[list[DeviceView], str | None]:
-    """Up to ``limit`` devices sorted by id after ``after``, filtered by ``status`` and
-    ``state``.
+    """Up to ``limit`` devices sorted by id after ``after``, filtered by ``status``,
+    ``state`` and the labels of ``selector``.
 
     Returns the page and the id to continue after, or None when no device follows it. A
     filtered page looks at no more than :data:`SCAN_LIMIT` devices: past that it is returned
@@ -152,7 +168,11 @@ def device_page(
                 view = device_view(store, device_id, now_ns, expectations)
             except UnknownDeviceError:  # removed since the ids were read
                 continue
-            if (status is None or view.status == status) and (state is None or view.state == state):
+            if (
+                (status is None or view.status == status)
+                and (state is None or view.state == state)
+                and view.snapshot.profile.matches(selector)
+            ):
                 page.append(view)
                 if len(page) == limit:
                     break

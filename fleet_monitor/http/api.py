@@ -13,7 +13,9 @@ from fleet_monitor.domain.bitmaps import CHUNK_MINUTES
 from fleet_monitor.domain.devices import is_valid_device_id
 from fleet_monitor.domain.errors import InvalidInputError
 from fleet_monitor.domain.events import parse_json_object, parse_timestamp
+from fleet_monitor.domain.groups import group_summaries
 from fleet_monitor.domain.outages import outage_page
+from fleet_monitor.domain.profiles import EMPTY, parse_label_key, parse_profile, parse_selector
 from fleet_monitor.domain.readmodels import (
     STATES,
     STATUSES,
@@ -30,6 +32,7 @@ from fleet_monitor.http.errors import BodyTooLargeError
 from fleet_monitor.http.replies import (
     device_detail,
     fleet_reply,
+    group_reply,
     list_item,
     outages_reply,
     stats_reply,
@@ -181,6 +184,7 @@ def list_devices() -> Response:
         ctx.expectations,
         status=_one_of("status", STATUSES),
         state=_one_of("state", STATES),
+        selector=parse_selector(request.args.getlist("label")),
         after=None if cursor is None else _decode_cursor(cursor),
         limit=_limit(),
     )
@@ -201,9 +205,17 @@ def get_device(device_id: str) -> Response:
 
 @api.put("/devices/<device_id>")
 def put_device(device_id: str) -> Response:
-    """Register a device: 201 when new, 200 when it was there."""
+    """Register a device: 201 when new, 200 when it was there; a JSON body (``labels``,
+    ``expected_every``, ``grace``) sets its profile, checked before anything changes."""
     ctx = context()
+    body = read_body(request.environ, ctx.max_body_bytes)
+    fields = parse_json_object(body) if body.strip() else None
+    if fields is not None:
+        parse_profile(fields, EMPTY)  # a bad body changes nothing, not even the registry
     created = ctx.store.register(device_id)
+    if fields:
+        current = ctx.store.snapshot(device_id).profile
+        ctx.store.set_profile(device_id, parse_profile(fields, current))
     view = device_view(ctx.store, device_id, ctx.clock(), ctx.expectations)
     response = jsonify(device_detail(view))
     response.status_code = 201 if created else 200
@@ -219,8 +231,16 @@ def delete_device(device_id: str) -> Response:
 
 @api.get("/fleet")
 def get_fleet() -> Response:
-    """Counts by status, mean uptime, the fleet's average upload time."""
-    return jsonify(fleet_reply(context().summaries.get()))
+    """Counts by status, mean uptime, the fleet's average upload time; with ``group_by``,
+    the fleet grouped by that label instead."""
+    ctx = context()
+    key = request.args.get("group_by")
+    if key is None:
+        return jsonify(fleet_reply(ctx.summaries.get()))
+    key = parse_label_key(key)
+    with ctx.reads.spend(ctx.reads.steps):  # it reads every device: one at a time
+        groups = group_summaries(ctx.store, ctx.clock(), ctx.expectations, key)
+    return jsonify({"group_by": key, "groups": [group_reply(group) for group in groups]})
 
 
 def _windowed(device_id: str, reply: Callable[[Window], dict[str, object]]) -> Response:

@@ -8,10 +8,11 @@ from __future__ import annotations
 from typing import TypedDict
 
 from fleet_monitor.domain.durations import format_duration
+from fleet_monitor.domain.groups import WINDOWS, GroupSummary
 from fleet_monitor.domain.history import DeviceSnapshot
 from fleet_monitor.domain.outages import OutagePage
 from fleet_monitor.domain.readmodels import DeviceView, FleetSummary, UptimeBucket, Window
-from fleet_monitor.domain.timestamps import format_minute, format_rfc3339
+from fleet_monitor.domain.timestamps import NS_PER_SECOND, format_minute, format_rfc3339
 from fleet_monitor.domain.uploads import UploadAggregate
 
 
@@ -29,6 +30,7 @@ class ListItem(TypedDict):
     online: bool
     status: str
     state: str
+    labels: dict[str, str]
     last_heartbeat_at: str | None
     uptime: float
     avg_upload_time: str
@@ -41,6 +43,9 @@ class DeviceDetail(TypedDict):
     online: bool
     status: str
     state: str
+    labels: dict[str, str]
+    expected_every: int
+    grace: int
     last_received_at: str | None
     clock_skew_ns: int | None
     clock_drift: bool
@@ -136,6 +141,7 @@ def list_item(view: DeviceView) -> ListItem:
         "online": view.status == "online",
         "status": view.status,
         "state": view.state,
+        "labels": dict(snapshot.profile.labels),
         "last_heartbeat_at": time_text(snapshot.last_heartbeat_ns),
         "uptime": snapshot.uptime,
         "avg_upload_time": format_duration(snapshot.avg_upload_ns),
@@ -150,6 +156,9 @@ def device_detail(view: DeviceView) -> DeviceDetail:
         "online": view.status == "online",
         "status": view.status,
         "state": view.state,
+        "labels": dict(snapshot.profile.labels),
+        "expected_every": view.expected_every_ns // NS_PER_SECOND,
+        "grace": view.grace_ns // NS_PER_SECOND,
         "last_received_at": time_text(snapshot.last_received_ns),
         "clock_skew_ns": snapshot.clock_skew_ns,
         "clock_drift": view.clock_drift,
@@ -206,6 +215,17 @@ def fleet_reply(summary: FleetSummary) -> FleetReply:
         "upload_count": summary.uploads.count,
         "avg_upload_time": format_duration(summary.uploads.avg_ns or 0),
         "states": summary.states,
+    }
+
+
+def group_reply(group: GroupSummary) -> dict[str, object]:
+    """One group of ``GET /fleet?group_by=``."""
+    return {
+        "value": group.value,
+        "devices": group.devices,
+        "states": group.states,
+        "uptime": {name: group.uptime(name) for name, _ in WINDOWS},
+        "downtime_minutes": {name: group.downtime_minutes(name) for name, _ in WINDOWS},
     }
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from fleet_monitor.domain.bitmaps import FULL_CHUNK, MinuteSet
 from fleet_monitor.domain.history import DeviceHistory
 from fleet_monitor.domain.idempotency import KINDS, Fingerprint, KeyMemory
+from fleet_monitor.domain.profiles import Profile
 from fleet_monitor.domain.uploads import UploadLog
 
 
@@ -44,6 +45,7 @@ def encode_device(device_id: str, lsn: int, history: DeviceHistory) -> dict[str,
         "min": history.upload_min_ns,
         "max": history.upload_max_ns,
         "received": [history.last_received_ns, history.last_received_sent_ns],
+        "profile": history.profile.to_json(),
         "keys": [
             [kind, key, *(fingerprint or (None, None))]
             for kind, key, fingerprint in (history.keys.items() if history.keys else ())
@@ -74,6 +76,7 @@ def decode_device(state: dict[str, Any]) -> tuple[str, int, DeviceHistory]:
     history.upload_count, history.upload_sum_ns = state["count"], state["sum"]
     history.upload_min_ns, history.upload_max_ns = state["min"], state["max"]
     history.last_received_ns, history.last_received_sent_ns = state.get("received", [None, None])
+    history.profile = Profile.from_json(state.get("profile"))
     if state["keys"]:
         history.keys = KeyMemory.from_items(_key_items(state["keys"]))
     return state["id"], state["lsn"], history

@@ -21,10 +21,11 @@ from typing import Any
 
 from fleet_monitor.domain.events import HEARTBEAT, UPLOAD, Event, Heartbeat, Upload
 from fleet_monitor.domain.history import DeviceHistory
+from fleet_monitor.domain.profiles import Profile
 from fleet_monitor.store.codec import decode_device, encode_device
 from fleet_monitor.store.journal import Entry, Journal, JournalError, read_segment, segments
 from fleet_monitor.store.journal_format import first_lsn
-from fleet_monitor.store.memory import REGISTERED, REMOVED, Device, MemoryStore
+from fleet_monitor.store.memory import PROFILED, REGISTERED, REMOVED, Device, MemoryStore
 from fleet_monitor.store.snapshot import (
     PREVIOUS_FILE,
     Snapshot,
@@ -42,7 +43,7 @@ class StateError(Exception):
 
 
 # The journal's letter for each change the store makes.
-_LETTERS = {HEARTBEAT: "h", UPLOAD: "u", REGISTERED: "r", REMOVED: "x"}
+_LETTERS = {HEARTBEAT: "h", UPLOAD: "u", REGISTERED: "r", REMOVED: "x", PROFILED: "p"}
 
 
 class JournalChanges:
@@ -54,6 +55,8 @@ class JournalChanges:
     def append(self, kind: str, device_id: str, event: Event | None, key: str | None) -> int:
         """Write one change to the journal (not waiting for its fsync: see :meth:`durable`);
         raises JournalError (a StoreUnavailableError)."""
+        if kind == PROFILED:  # ``key`` holds the profile's JSON
+            return self.journal.append("p", device_id, profile=key, wait=False)
         sent_at_ns = None if event is None else event.sent_at_ns
         upload_ns = event.upload_time_ns if isinstance(event, Upload) else None
         received_ns = event.received_ns if isinstance(event, Heartbeat) else None
@@ -89,6 +92,9 @@ def replay(store: MemoryStore, entry: Entry) -> None:
                 store.apply_registration(entry.device_id, entry.lsn)
             else:
                 store.apply_removal(entry.device_id)
+        return
+    if entry.kind == "p":
+        store.replay_profile(entry.lsn, entry.device_id, Profile.from_json(entry.profile))
         return
     if entry.sent_at_ns is None:
         return

@@ -130,6 +130,7 @@ class Journal:
         key: str | None = None,
         *,
         received_ns: int | None = None,
+        profile: str | None = None,
         wait: bool = True,
     ) -> int:
         """Write one change; return its lsn. Raises :class:`JournalError` if it could not be
@@ -141,7 +142,9 @@ class Journal:
             if segment is None:
                 raise JournalError("cannot write the journal: it is closed")
             lsn = self._next_lsn
-            data = encode(Entry(lsn, kind, device_id, sent_at_ns, upload_ns, key, received_ns))
+            data = encode(
+                Entry(lsn, kind, device_id, sent_at_ns, upload_ns, key, received_ns, profile)
+            )
             try:
                 if segment.dirty_tail:
                     _trim(segment)

@@ -25,16 +25,19 @@ from fleet_monitor.domain.errors import (
 from fleet_monitor.domain.events import Event
 from fleet_monitor.domain.history import DeviceHistory, DeviceSnapshot
 from fleet_monitor.domain.limits import UNLIMITED, HistoryBudget, fleet_full
+from fleet_monitor.domain.profiles import Profile
 from fleet_monitor.domain.uploads import UploadAggregate
 
 REGISTERED, REMOVED = "register", "remove"  # registry changes, as the journal names them
+PROFILED = "profile"  # a device's profile set
 
 
 class ChangeLog(Protocol):
     """Where changes are written before they are applied (the journal)."""
 
     def append(self, kind: str, device_id: str, event: Event | None, key: str | None) -> int:
-        """Write one change (an event's kind, or REGISTERED/REMOVED); return its lsn. Raises
+        """Write one change (an event's kind with its idempotency key, REGISTERED/REMOVED, or
+        PROFILED with the profile's JSON as ``key``); return its lsn. Raises
         StoreUnavailableError when it could not be written."""
 
     def durable(self, lsn: int) -> None:
@@ -256,6 +259,28 @@ class MemoryStore:
                 self._journal.durable(lsn)
             except StoreUnavailableError as error:
                 raise NotConfirmedError(str(error)) from None
+
+    def set_profile(self, device_id: str, profile: Profile) -> None:
+        """Give ``device_id`` ``profile`` (journaled first); raises UnknownDeviceError."""
+        device = self.device(device_id)
+        with device.lock:
+            if device.removed:
+                raise UnknownDeviceError(device_id)
+            if self._journal is not None:
+                device.lsn = self._journal.append(PROFILED, device_id, None, profile.to_json())
+            device.history.profile = profile
+            lsn = device.lsn
+        self._durable(lsn)
+
+    def replay_profile(self, lsn: int, device_id: str, profile: Profile) -> None:
+        """Apply a journaled profile once (see :meth:`replay`)."""
+        device = self._devices.get(device_id)
+        if device is None:
+            return
+        with device.lock:
+            if lsn > device.lsn:
+                device.lsn = lsn
+                device.history.profile = profile
 
     def replay(self, lsn: int, device_id: str, event: Event, key: str | None) -> None:
         """Apply a journaled event once (counted in the budget, never refused): an event the

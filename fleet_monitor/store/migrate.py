@@ -272,6 +272,8 @@ def device_args(device_id: str, history: DeviceHistory, report: Report) -> list[
         fields += ["full", full]
     if history.last_received_ns is not None:
         fields += ["rx", history.last_received_ns, "rs", history.last_received_sent_ns]
+    if history.profile.to_json():
+        fields += ["pf", history.profile.to_json()]
     upload_minutes, times = history.uploads.arrays()
     if history.upload_count and history.upload_min_ns is not None:
         low, high = history.upload_min_ns, history.upload_max_ns or 0

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from fleet_monitor.domain.events import Event
+from fleet_monitor.domain.profiles import Profile
 from fleet_monitor.domain.readmodels import FleetReads
 
 
@@ -38,6 +39,9 @@ class Store(FleetReads, Protocol):
 
     def remove(self, device_id: str) -> None:
         """Remove ``device_id`` and its whole history."""
+
+    def set_profile(self, device_id: str, profile: Profile) -> None:
+        """Give ``device_id`` ``profile`` (labels, its own expectations)."""
 
     def record(self, device_id: str, event: Event, key: str | None, *, wait: bool = True) -> bool:
         """Record ``event`` once per ``key``; return False for a repeat, and for a heartbeat

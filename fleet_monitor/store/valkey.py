@@ -55,6 +55,7 @@ from fleet_monitor.domain.limits import (
     fleet_full,
     fleet_history_full,
 )
+from fleet_monitor.domain.profiles import EMPTY, Profile
 from fleet_monitor.domain.timestamps import MINUTE_NS
 from fleet_monitor.domain.uploads import UploadAggregate
 from fleet_monitor.store import valkey_scripts
@@ -78,7 +79,7 @@ PROBE_INTERVAL_S = 1.0
 PIPELINE_BATCH = 1000
 _FIELDS = (
     *("n", "f", "l", "fm", "fr", "lm", "lr", "uc", "uh", "ul", "mnh", "mnl", "mxh", "mxl"),
-    *("rx", "rs"),
+    *("rx", "rs", "pf"),
 )
 T = TypeVar("T")
 
@@ -113,6 +114,7 @@ class ValkeyStore:
         self._upload = self._engine.register_script(valkey_scripts.UPLOAD)
         self._register = self._engine.register_script(valkey_scripts.REGISTER)
         self._remove = self._engine.register_script(valkey_scripts.REMOVE)
+        self._profile = self._engine.register_script(valkey_scripts.PROFILE)
         self._problem: str | None = None
         self._probed_at = -float("inf")
         self._lock = threading.Lock()
@@ -218,6 +220,16 @@ class ValkeyStore:
                     PREFIX + "lastseen",
                 ],
                 [device_id, keys["chunk_prefix"], keys["key_prefix"]],
+            )
+        )
+        if done != 1:
+            raise UnknownDeviceError(device_id)
+
+    def set_profile(self, device_id: str, profile: Profile) -> None:
+        """Give ``device_id`` ``profile``; raises UnknownDeviceError."""
+        done = self._call(
+            lambda: self._writes.run(
+                self._profile, [self._device_key(device_id)], [profile.to_json()]
             )
         )
         if done != 1:
@@ -496,8 +508,9 @@ def _snapshot(device_id: str, values: list[bytes | None]) -> DeviceSnapshot:
     if values[0] is None:
         raise UnknownDeviceError(device_id)
     n, f, last, fm, fr, lm, lr, uc, uh, ul, mnh, mnl, mxh, mxl, rx, rs = (
-        _number(v) for v in values[1:]
+        _number(v) for v in values[1:-1]
     )
+    profile = values[-1]
     count = uc or 0
     return DeviceSnapshot(
         device_id,
@@ -512,4 +525,5 @@ def _snapshot(device_id: str, values: list[bytes | None]) -> DeviceSnapshot:
         None if mxh is None else (mxh << 32) + (mxl or 0),
         rx,
         rs,
+        EMPTY if profile is None else Profile.from_json(profile.decode()),
     )

@@ -161,6 +161,21 @@ return 1
 """
 )
 
+# A device's profile. KEYS: 1 device hash. ARGV: 1 the profile's JSON ("" for none). Returns 1,
+# or 0 for an unknown device.
+PROFILE = (
+    SHEBANG
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[1] == '' then
+  redis.call('HDEL', KEYS[1], 'pf')
+else
+  redis.call('HSET', KEYS[1], 'pf', ARGV[1])
+end
+return 1
+"""
+)
+
 # A removal. KEYS: 1 device hash, 2 chunk set, 3 uploads, 4 key list, 5 fleet bytes,
 # 6 registry, 7 removed set, 8 last-seen index. ARGV: 1 id, 2 the chunks' name prefix, 3 the
 # keys' name prefix. Returns 1, or 0 for an unknown device.

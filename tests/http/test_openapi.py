@@ -80,9 +80,10 @@ def _conform(case: Case[Any]) -> None:
     cases: JSON Schema counts ``1.0`` as an integer, while ``upload_time`` (Go's int64) must be
     written without a fraction; and a cursor is valid only if the service made it."""
     body = case.body
-    upload_time = body.get("upload_time") if isinstance(body, dict) else None
-    if isinstance(body, dict) and isinstance(upload_time, float) and upload_time.is_integer():
-        body["upload_time"] = int(upload_time)
+    for name in ("upload_time", "expected_every", "grace"):
+        value = body.get(name) if isinstance(body, dict) else None
+        if isinstance(body, dict) and isinstance(value, float) and value.is_integer():
+            body[name] = int(value)
     positive = case.meta is not None and case.meta.generation.mode.is_positive
     if positive and case.query and "cursor" in case.query:
         if case.path == OUTAGES:  # a minute of the window asked for: none to make up here
@@ -186,6 +187,7 @@ PROBES: dict[tuple[str, str, str], Probe] = {
     ("/api/v1/devices/{device_id}", "delete", "503"): Probe("DELETE", D, starting=True),
     ("/api/v1/fleet", "get", "200"): Probe("GET", "/api/v1/fleet"),
     ("/api/v1/fleet", "get", "503"): Probe("GET", "/api/v1/fleet", starting=True),
+    ("/api/v1/fleet", "get", "400"): Probe("GET", "/api/v1/fleet?group_by=Site"),
     ("/api/v1/devices/{device_id}/uptime", "get", "200"): Probe("GET", D + "/uptime"),
     ("/api/v1/devices/{device_id}/uptime", "get", "400"): Probe("GET", D + "/uptime?step=2m"),
     ("/api/v1/devices/{device_id}/uptime", "get", "404"): Probe("GET", "/api/v1/devices/x/uptime"),

@@ -15,6 +15,7 @@ from flask.testing import FlaskClient
 from fleet_monitor.config import Settings
 from fleet_monitor.domain.errors import IdempotencyConflictError
 from fleet_monitor.domain.events import Heartbeat, Upload
+from fleet_monitor.domain.profiles import Profile
 from fleet_monitor.http.app import create_app
 from fleet_monitor.store import snapshot as snapshot_module
 from fleet_monitor.store.durable import DurableStore, StateError
@@ -511,3 +512,25 @@ def test_a_heartbeats_receipt_survives_a_restart_from_the_journal_and_the_snapsh
         BASE - MINUTE_NS,
     )
     assert restored.clock_skew_ns == -MINUTE_NS - 9
+
+
+def test_a_profile_survives_a_restart_from_the_journal_and_the_snapshot(tmp_path: Path) -> None:
+    store = MemoryStore()
+    durable = DurableStore(tmp_path, "no", 0)
+    durable.open(store, SAMPLE_DEVICES)
+    profile, other = Profile((("site", "paris"),), 300, None), SAMPLE_DEVICES[1]
+    store.set_profile(DEVICE, profile)
+    store.set_profile(other, profile)
+    store.remove(DEVICE)
+    store.register(DEVICE)  # starts again, without a profile
+    replayed = open_memory(tmp_path)  # no close(): as after kill -9
+    assert (replayed.snapshot(DEVICE).profile, replayed.snapshot(other).profile) == (
+        Profile(),
+        profile,
+    )
+    durable.close()  # a snapshot
+    restored = open_memory(tmp_path)
+    assert (restored.snapshot(DEVICE).profile, restored.snapshot(other).profile) == (
+        Profile(),
+        profile,
+    )

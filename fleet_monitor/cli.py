@@ -153,6 +153,7 @@ def _migrate(args: argparse.Namespace) -> int:
     print(f"heartbeat minutes: {report.minutes}")
     print(f"uploads: {report.uploads}")
     print(f"idempotency keys: {report.keys}")
+    print(f"maintenance windows: {report.windows}")
     print(f"history bytes: {report.history_bytes}")
     for line in report.differences:
         print(f"differs: {line}")

@@ -6,7 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fleet_monitor.domain.errors import UnknownDeviceError
-from fleet_monitor.domain.readmodels import STATES, Expectations, FleetReads, state_of
+from fleet_monitor.domain.readmodels import (
+    STATES,
+    Expectations,
+    FleetReads,
+    active_windows,
+    state_of,
+)
 from fleet_monitor.domain.timestamps import MINUTE_NS
 
 # The windows a group is summarised over, each ending at the current minute (not counted: it
@@ -43,13 +49,14 @@ def group_summaries(
     (three disjoint ranges, so the month's chunks are read once)."""
     now = now_ns // MINUTE_NS
     groups: dict[str | None, GroupSummary] = {}
+    paused_by = active_windows(store, now_ns)
     for snapshot in store.snapshots():
         value = snapshot.profile.label(key)
         group = groups.get(value)
         if group is None:
             group = groups[value] = GroupSummary(value)
         group.devices += 1
-        group.states[state_of(snapshot, now_ns, expectations)] += 1
+        group.states[state_of(snapshot, now_ns, expectations, paused_by)] += 1
         first = snapshot.first_minute
         if first is None or first >= now:
             continue

@@ -42,6 +42,14 @@ def fleet_full(devices: int) -> LimitExceededError:
     )
 
 
+def windows_full(windows: int) -> LimitExceededError:
+    """The refusal of a maintenance window past the most the fleet keeps."""
+    return LimitExceededError(
+        f"the fleet has {windows} maintenance windows, the most allowed: delete some first",
+        "too_many_windows",
+    )
+
+
 class HistoryBudget:
     """How many estimated bytes of history one device, and the fleet, may hold; safe across
     threads. Records :meth:`reserve` before a write and :meth:`adjust` after it."""

@@ -9,7 +9,8 @@ now. Runs are cut at the edges of the window asked for.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from fleet_monitor.domain.bitmaps import CHUNK_MINUTES
@@ -23,6 +24,7 @@ class Outage:
     start: int
     end: int
     open: bool
+    maintenance_minutes: int = 0  # of its minutes inside a maintenance window
 
     @property
     def minutes(self) -> int:
@@ -39,6 +41,7 @@ class OutageTotals:
     minutes: int
     longest: int
     watched: int  # minutes of the window between the first heartbeat and now
+    maintenance_minutes: int = 0  # of the outages' minutes inside maintenance windows
 
     @property
     def mtbf_minutes(self) -> float | None:
@@ -112,30 +115,46 @@ def outage_page(
     at_least: int,
     after: int | None,
     limit: int,
+    maintained: Sequence[tuple[int, int]] = (),
 ) -> OutagePage:
     """Outages of ``device_id`` in ``window`` (minutes ``start <= m < end``) of ``at_least``
     minutes, starting at ``after`` (a page's ``next_minute``) or the window's start, at most
     ``limit``; with the totals of the whole window. ``span`` is the device's first and last
-    heartbeat minute, ``now_minute`` the current one."""
+    heartbeat minute, ``now_minute`` the current one; ``maintained`` the device's maintenance
+    minutes as sorted, merged runs (each outage says how many of its minutes they hold)."""
     first, last = span
     start, end = window
     if first is None or last is None:
         return OutagePage(start, end, [], None, OutageTotals(0, 0, 0, 0))
     low, high = max(start, first), min(end, now_minute)
     found: list[Outage] = []
-    count = minutes = longest = 0
+    count = minutes = longest = in_maintenance = 0
     next_minute = None
+    starts = [start for start, _ in maintained]
     if high > low:
         for run_start, run_end in gaps(store.heartbeat_chunks(device_id, low, high), low, high):
             if run_end - run_start < at_least:
                 continue
             count, minutes = count + 1, minutes + run_end - run_start
             longest = max(longest, run_end - run_start)
+            overlap = _overlap(maintained, starts, run_start, run_end)
+            in_maintenance += overlap
             if after is not None and run_start < after:
                 continue
             if len(found) < limit:
-                found.append(Outage(run_start, run_end, run_end == now_minute and run_start > last))
+                still = run_end == now_minute and run_start > last
+                found.append(Outage(run_start, run_end, still, overlap))
             elif next_minute is None:
                 next_minute = run_start
-    totals = OutageTotals(count, minutes, longest, max(high - low, 0))
+    totals = OutageTotals(count, minutes, longest, max(high - low, 0), in_maintenance)
     return OutagePage(start, end, found, next_minute, totals)
+
+
+def _overlap(runs: Sequence[tuple[int, int]], starts: list[int], low: int, high: int) -> int:
+    """Minutes of ``[low, high)`` inside ``runs`` (sorted, merged; ``starts`` their starts)."""
+    total = 0
+    for start, end in runs[max(0, bisect_right(starts, low) - 1) :]:
+        if start >= high:
+            break
+        total += max(0, min(end, high) - max(start, low))
+    return total

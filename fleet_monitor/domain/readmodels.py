@@ -14,15 +14,17 @@ from typing import Protocol
 
 from fleet_monitor.domain.errors import InvalidInputError, UnknownDeviceError
 from fleet_monitor.domain.history import DeviceSnapshot
+from fleet_monitor.domain.maintenance import MaintenanceWindow, minutes_in
 from fleet_monitor.domain.timestamps import MIN_UNIX_NS, MINUTE_NS
 from fleet_monitor.domain.uploads import UploadAggregate
+from fleet_monitor.domain.uptime import sla_uptime_percent
 
 STEP_MINUTES = {"1m": 1, "5m": 5, "1h": 60, "1d": 1440}
 DEFAULT_STEP = "1h"
 DEFAULT_SPAN_NS = 24 * 60 * MINUTE_NS
 MAX_BUCKETS = 10_000
 STATUSES = ("online", "offline", "never")
-STATES = ("new", "up", "late", "down")
+STATES = ("new", "up", "late", "down", "paused")
 SCAN_LIMIT = 5_000  # devices one filtered page may look at
 
 
@@ -46,6 +48,9 @@ class FleetReads(Protocol):
         self, device_id: str, ranges: Sequence[tuple[int, int]]
     ) -> list[UploadAggregate]:
         """For each ``(start, end)``, the uploads of minutes ``start <= m < end``."""
+
+    def maintenance(self) -> list[MaintenanceWindow]:
+        """The maintenance windows."""
 
     def heartbeat_chunks(self, device_id: str, start: int, end: int) -> Iterator[tuple[int, int]]:
         """Each chunk of the device's bitmap that holds a minute ``start <= m < end``, in
@@ -77,11 +82,24 @@ def expected_of(snapshot: DeviceSnapshot, expectations: Expectations) -> tuple[i
     )
 
 
-def state_of(snapshot: DeviceSnapshot, now_ns: int, expectations: Expectations) -> str:
-    """``new`` before its first heartbeat is received; ``up`` until ``expected_every`` after
-    the latest was received, ``late`` until ``grace`` more has passed, then ``down``. A device
-    with heartbeats but no receipt (history kept from before receipts were recorded) is judged
-    on its latest ``sent_at``."""
+def active_windows(store: FleetReads, now_ns: int) -> list[MaintenanceWindow]:
+    """The maintenance windows ``now`` is inside."""
+    return [window for window in store.maintenance() if window.active(now_ns)]
+
+
+def state_of(
+    snapshot: DeviceSnapshot,
+    now_ns: int,
+    expectations: Expectations,
+    paused_by: Sequence[MaintenanceWindow] = (),
+) -> str:
+    """``paused`` inside one of ``paused_by`` (the active maintenance windows) that covers
+    it; else ``new`` before its first heartbeat is received; ``up`` until ``expected_every``
+    after the latest was received, ``late`` until ``grace`` more has passed, then ``down``. A
+    device with heartbeats but no receipt (history kept from before receipts were recorded) is
+    judged on its latest ``sent_at``."""
+    if any(window.applies_to(snapshot.device_id, snapshot.profile) for window in paused_by):
+        return "paused"
     seen = snapshot.last_received_ns
     if seen is None:
         seen = snapshot.last_heartbeat_ns
@@ -98,6 +116,20 @@ def drifts(snapshot: DeviceSnapshot, expectations: Expectations) -> bool:
     """Whether the device's clock was off by more than ``max_skew`` at its latest heartbeat."""
     skew = snapshot.clock_skew_ns
     return skew is not None and abs(skew) > expectations.max_skew_ns
+
+
+def sla_uptime(
+    store: FleetReads, snapshot: DeviceSnapshot, windows: Sequence[MaintenanceWindow]
+) -> float:
+    """The device's uptime without its maintenance minutes (between its first and last
+    heartbeat minute): the SPEC's ``uptime`` is never changed by maintenance."""
+    first, last = snapshot.first_minute, snapshot.last_minute
+    if first is None or last is None:
+        return 0.0
+    runs = minutes_in(windows, snapshot.device_id, snapshot.profile, first, last)
+    seen = sum(store.heartbeat_counts(snapshot.device_id, runs)) if runs else 0
+    excluded = sum(end - start for start, end in runs)
+    return sla_uptime_percent(snapshot.heartbeat_minutes, first, last, excluded, seen)
 
 
 def status_of(last_heartbeat_ns: int | None, now_ns: int, offline_after_ns: int) -> str:
@@ -119,12 +151,18 @@ class DeviceView:
     grace_ns: int
 
 
-def view_of(snapshot: DeviceSnapshot, now_ns: int, expectations: Expectations) -> DeviceView:
-    """How ``snapshot``'s device is judged at ``now_ns``."""
+def view_of(
+    snapshot: DeviceSnapshot,
+    now_ns: int,
+    expectations: Expectations,
+    paused_by: Sequence[MaintenanceWindow] = (),
+) -> DeviceView:
+    """How ``snapshot``'s device is judged at ``now_ns`` (``paused_by``: the active
+    maintenance windows)."""
     return DeviceView(
         snapshot,
         status_of(snapshot.last_heartbeat_ns, now_ns, expectations.offline_after_ns),
-        state_of(snapshot, now_ns, expectations),
+        state_of(snapshot, now_ns, expectations, paused_by),
         drifts(snapshot, expectations),
         *expected_of(snapshot, expectations),
     )
@@ -134,7 +172,8 @@ def device_view(
     store: FleetReads, device_id: str, now_ns: int, expectations: Expectations
 ) -> DeviceView:
     """The current view of one device; raises UnknownDeviceError."""
-    return view_of(store.snapshot(device_id), now_ns, expectations)
+    snapshot = store.snapshot(device_id)
+    return view_of(snapshot, now_ns, expectations, active_windows(store, now_ns))
 
 
 def device_page(
@@ -158,6 +197,7 @@ def device_page(
     """
     page: list[DeviceView] = []
     cursor, scanned = after, 0
+    paused_by = active_windows(store, now_ns)
     while len(page) < limit and scanned < SCAN_LIMIT:
         ids = store.ids_after(cursor, min(max(limit, 100), SCAN_LIMIT - scanned))
         if not ids:
@@ -165,7 +205,7 @@ def device_page(
         for device_id in ids:
             cursor, scanned = device_id, scanned + 1
             try:
-                view = device_view(store, device_id, now_ns, expectations)
+                view = view_of(store.snapshot(device_id), now_ns, expectations, paused_by)
             except UnknownDeviceError:  # removed since the ids were read
                 continue
             if (
@@ -202,6 +242,7 @@ def fleet_summary(store: FleetReads, now_ns: int, expectations: Expectations) ->
     """
     counts = dict.fromkeys(STATUSES, 0)
     states = dict.fromkeys(STATES, 0)
+    paused_by = active_windows(store, now_ns)
     uptimes: list[float] = []
     upload_count = upload_sum = 0
     low: list[int] = []
@@ -209,7 +250,7 @@ def fleet_summary(store: FleetReads, now_ns: int, expectations: Expectations) ->
     for snapshot in store.snapshots():
         status = status_of(snapshot.last_heartbeat_ns, now_ns, expectations.offline_after_ns)
         counts[status] += 1
-        states[state_of(snapshot, now_ns, expectations)] += 1
+        states[state_of(snapshot, now_ns, expectations, paused_by)] += 1
         if status != "never":
             uptimes.append(snapshot.uptime)
         if snapshot.upload_count:

@@ -14,6 +14,12 @@ from fleet_monitor.domain.devices import is_valid_device_id
 from fleet_monitor.domain.errors import InvalidInputError
 from fleet_monitor.domain.events import parse_json_object, parse_timestamp
 from fleet_monitor.domain.groups import group_summaries
+from fleet_monitor.domain.maintenance import (
+    UnknownWindowError,
+    check_window_id,
+    minutes_in,
+    parse_window,
+)
 from fleet_monitor.domain.outages import outage_page
 from fleet_monitor.domain.profiles import EMPTY, parse_label_key, parse_profile, parse_selector
 from fleet_monitor.domain.readmodels import (
@@ -23,6 +29,7 @@ from fleet_monitor.domain.readmodels import (
     device_page,
     device_view,
     make_window,
+    sla_uptime,
     upload_series,
     uptime_series,
 )
@@ -30,6 +37,7 @@ from fleet_monitor.domain.timestamps import MINUTE_NS, format_minute
 from fleet_monitor.http.context import context
 from fleet_monitor.http.errors import BodyTooLargeError
 from fleet_monitor.http.replies import (
+    DeviceDetail,
     device_detail,
     fleet_reply,
     group_reply,
@@ -41,6 +49,7 @@ from fleet_monitor.http.replies import (
     upload_step,
     uptime_step,
     window_fields,
+    window_reply,
 )
 from fleet_monitor.http.rules import read_body
 from fleet_monitor.http.writes import (
@@ -196,11 +205,17 @@ def list_devices() -> Response:
     )
 
 
+def _detail(device_id: str) -> DeviceDetail:
+    """One device's detail, its SLA uptime (without maintenance minutes) included."""
+    ctx = context()
+    view = device_view(ctx.store, device_id, ctx.clock(), ctx.expectations)
+    return device_detail(view, sla_uptime(ctx.store, view.snapshot, ctx.store.maintenance()))
+
+
 @api.get("/devices/<device_id>")
 def get_device(device_id: str) -> Response:
     """One device's detail."""
-    ctx = context()
-    return jsonify(device_detail(device_view(ctx.store, device_id, ctx.clock(), ctx.expectations)))
+    return jsonify(_detail(device_id))
 
 
 @api.put("/devices/<device_id>")
@@ -216,8 +231,7 @@ def put_device(device_id: str) -> Response:
     if fields:
         current = ctx.store.snapshot(device_id).profile
         ctx.store.set_profile(device_id, parse_profile(fields, current))
-    view = device_view(ctx.store, device_id, ctx.clock(), ctx.expectations)
-    response = jsonify(device_detail(view))
+    response = jsonify(_detail(device_id))
     response.status_code = 201 if created else 200
     return response
 
@@ -241,6 +255,37 @@ def get_fleet() -> Response:
     with ctx.reads.spend(ctx.reads.steps):  # it reads every device: one at a time
         groups = group_summaries(ctx.store, ctx.clock(), ctx.expectations, key)
     return jsonify({"group_by": key, "groups": [group_reply(group) for group in groups]})
+
+
+# --- maintenance windows ----------------------------------------------------------------------
+
+
+@api.post("/maintenance")
+def post_maintenance() -> Response:
+    """A new maintenance window: 201 with it (and its id)."""
+    ctx = context()
+    now = ctx.clock()
+    window = parse_window(parse_json_object(read_body(request.environ, ctx.max_body_bytes)), now)
+    ctx.store.add_maintenance(window)
+    response = jsonify(window_reply(window, now))
+    response.status_code = 201
+    return response
+
+
+@api.get("/maintenance")
+def list_maintenance() -> Response:
+    """Every maintenance window, by start, each with whether it is active now."""
+    ctx = context()
+    now = ctx.clock()
+    return jsonify({"windows": [window_reply(w, now) for w in ctx.store.maintenance()]})
+
+
+@api.delete("/maintenance/<window_id>")
+def delete_maintenance(window_id: str) -> Response:
+    """Remove a window: 204, or 404."""
+    if not context().store.remove_maintenance(check_window_id(window_id)):
+        raise UnknownWindowError(window_id)
+    return no_content()
 
 
 def _windowed(device_id: str, reply: Callable[[Window], dict[str, object]]) -> Response:
@@ -286,6 +331,10 @@ def get_outages(device_id: str) -> Response:
     after = _minute_cursor(request.args.get("cursor"), start, max(end, start + 1))
     span = (snapshot.first_minute, snapshot.last_minute)
     chunks = max(1, (min(end, now_minute) - start) // CHUNK_MINUTES + 1)
+    low = max(start, snapshot.first_minute or start)
+    maintained = minutes_in(
+        ctx.store.maintenance(), device_id, snapshot.profile, low, max(low, min(end, now_minute))
+    )
     with ctx.reads.spend(min(chunks, ctx.reads.steps)):
         page = outage_page(
             ctx.store,
@@ -296,6 +345,7 @@ def get_outages(device_id: str) -> Response:
             at_least=at_least,
             after=after,
             limit=limit,
+            maintained=maintained,
         )
     following = page.next_minute
     edges = (

@@ -22,6 +22,7 @@ from fleet_monitor.domain.errors import (
     StoreUnavailableError,
     UnknownDeviceError,
 )
+from fleet_monitor.domain.maintenance import UnknownWindowError
 
 log = logging.getLogger(__name__)
 CHALLENGE = 'Bearer realm="fleet-monitor"'
@@ -75,6 +76,10 @@ def _store_unavailable(error: StoreUnavailableError) -> ErrorReply:
 # The first entry whose type matches answers (subclasses before their bases).
 _TABLE: tuple[tuple[type[Exception], Callable[[Any], ErrorReply]], ...] = (
     (UnknownDeviceError, lambda _: ErrorReply(404, "unknown_device", "device not found")),
+    (
+        UnknownWindowError,
+        lambda _: ErrorReply(404, "unknown_window", "maintenance window not found"),
+    ),
     (InvalidInputError, lambda e: ErrorReply(e.status, e.reason, str(e))),
     (RateLimitedError, lambda e: ErrorReply(429, e.reason, str(e), _retry_after(e.retry_after))),
     (StoreUnavailableError, _store_unavailable),

@@ -10,6 +10,7 @@ from typing import TypedDict
 from fleet_monitor.domain.durations import format_duration
 from fleet_monitor.domain.groups import WINDOWS, GroupSummary
 from fleet_monitor.domain.history import DeviceSnapshot
+from fleet_monitor.domain.maintenance import MaintenanceWindow
 from fleet_monitor.domain.outages import OutagePage
 from fleet_monitor.domain.readmodels import DeviceView, FleetSummary, UptimeBucket, Window
 from fleet_monitor.domain.timestamps import NS_PER_SECOND, format_minute, format_rfc3339
@@ -53,6 +54,7 @@ class DeviceDetail(TypedDict):
     last_heartbeat_at: str | None
     heartbeat_minutes: int
     uptime: float
+    sla_uptime: float
     upload_count: int
     avg_upload_time: str
     avg_upload_time_ns: int | None
@@ -100,6 +102,7 @@ class OutageItem(TypedDict):
     end: str | None
     minutes: int
     open: bool
+    maintenance_minutes: int
 
 
 class OutageTotalsReply(TypedDict):
@@ -110,6 +113,7 @@ class OutageTotalsReply(TypedDict):
     longest_minutes: int
     mtbf_minutes: float | None
     mttr_minutes: float | None
+    maintenance_minutes: int
 
 
 class OutagesReply(TypedDict):
@@ -148,8 +152,8 @@ def list_item(view: DeviceView) -> ListItem:
     }
 
 
-def device_detail(view: DeviceView) -> DeviceDetail:
-    """One device in full."""
+def device_detail(view: DeviceView, sla_uptime: float) -> DeviceDetail:
+    """One device in full (``sla_uptime``: its uptime without maintenance minutes)."""
     snapshot, uploads = view.snapshot, view.snapshot.uploads
     return {
         "device_id": snapshot.device_id,
@@ -166,6 +170,7 @@ def device_detail(view: DeviceView) -> DeviceDetail:
         "last_heartbeat_at": time_text(snapshot.last_heartbeat_ns),
         "heartbeat_minutes": snapshot.heartbeat_minutes,
         "uptime": snapshot.uptime,
+        "sla_uptime": sla_uptime,
         "upload_count": uploads.count,
         "avg_upload_time": format_duration(snapshot.avg_upload_ns),
         "avg_upload_time_ns": uploads.avg_ns,
@@ -191,6 +196,7 @@ def outages_reply(
                 "end": None if outage.open else format_minute(outage.end),
                 "minutes": outage.minutes,
                 "open": outage.open,
+                "maintenance_minutes": outage.maintenance_minutes,
             }
             for outage in page.outages
         ],
@@ -200,6 +206,7 @@ def outages_reply(
             "longest_minutes": totals.longest,
             "mtbf_minutes": totals.mtbf_minutes,
             "mttr_minutes": totals.mttr_minutes,
+            "maintenance_minutes": totals.maintenance_minutes,
         },
     }
 
@@ -226,6 +233,21 @@ def group_reply(group: GroupSummary) -> dict[str, object]:
         "states": group.states,
         "uptime": {name: group.uptime(name) for name, _ in WINDOWS},
         "downtime_minutes": {name: group.downtime_minutes(name) for name, _ in WINDOWS},
+    }
+
+
+def window_reply(window: MaintenanceWindow, now_ns: int) -> dict[str, object]:
+    """A maintenance window as the API shows it, with whether it is active at ``now_ns``."""
+    return {
+        "id": window.id,
+        "selector": dict(window.selector),
+        "devices": list(window.devices),
+        "start": time_text(window.start_ns),
+        "end": time_text(window.end_ns),
+        "cron": window.cron,
+        "duration": window.duration_s,
+        "reason": window.reason,
+        "active": window.active(now_ns),
     }
 
 

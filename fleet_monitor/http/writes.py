@@ -79,6 +79,8 @@ ROLES = {
     "api.post_events": DEVICE,
     "api.put_device": ADMIN,
     "api.delete_device": ADMIN,
+    "api.post_maintenance": ADMIN,
+    "api.delete_maintenance": ADMIN,
 }
 # The fast path's matcher: a device write's path, capturing the id and the action.
 DEVICE_WRITE_PATH = re.compile(

@@ -21,11 +21,20 @@ from typing import Any
 
 from fleet_monitor.domain.events import HEARTBEAT, UPLOAD, Event, Heartbeat, Upload
 from fleet_monitor.domain.history import DeviceHistory
+from fleet_monitor.domain.maintenance import MaintenanceWindow
 from fleet_monitor.domain.profiles import Profile
 from fleet_monitor.store.codec import decode_device, encode_device
 from fleet_monitor.store.journal import Entry, Journal, JournalError, read_segment, segments
 from fleet_monitor.store.journal_format import first_lsn
-from fleet_monitor.store.memory import PROFILED, REGISTERED, REMOVED, Device, MemoryStore
+from fleet_monitor.store.memory import (
+    MAINTAINED,
+    PROFILED,
+    REGISTERED,
+    REMOVED,
+    UNMAINTAINED,
+    Device,
+    MemoryStore,
+)
 from fleet_monitor.store.snapshot import (
     PREVIOUS_FILE,
     Snapshot,
@@ -43,7 +52,15 @@ class StateError(Exception):
 
 
 # The journal's letter for each change the store makes.
-_LETTERS = {HEARTBEAT: "h", UPLOAD: "u", REGISTERED: "r", REMOVED: "x", PROFILED: "p"}
+_LETTERS = {
+    HEARTBEAT: "h",
+    UPLOAD: "u",
+    REGISTERED: "r",
+    REMOVED: "x",
+    PROFILED: "p",
+    MAINTAINED: "m",
+    UNMAINTAINED: "n",
+}
 
 
 class JournalChanges:
@@ -55,8 +72,8 @@ class JournalChanges:
     def append(self, kind: str, device_id: str, event: Event | None, key: str | None) -> int:
         """Write one change to the journal (not waiting for its fsync: see :meth:`durable`);
         raises JournalError (a StoreUnavailableError)."""
-        if kind == PROFILED:  # ``key`` holds the profile's JSON
-            return self.journal.append("p", device_id, profile=key, wait=False)
+        if kind in (PROFILED, MAINTAINED, UNMAINTAINED):  # ``key``: its JSON, or None
+            return self.journal.append(_LETTERS[kind], device_id, detail=key, wait=False)
         sent_at_ns = None if event is None else event.sent_at_ns
         upload_ns = event.upload_time_ns if isinstance(event, Upload) else None
         received_ns = event.received_ns if isinstance(event, Heartbeat) else None
@@ -93,8 +110,12 @@ def replay(store: MemoryStore, entry: Entry) -> None:
             else:
                 store.apply_removal(entry.device_id)
         return
+    if entry.kind in ("m", "n"):  # device_id holds the window's id
+        window = MaintenanceWindow.loads(entry.detail or "") if entry.kind == "m" else None
+        store.replay_window(entry.lsn, entry.device_id, window)
+        return
     if entry.kind == "p":
-        store.replay_profile(entry.lsn, entry.device_id, Profile.from_json(entry.profile))
+        store.replay_profile(entry.lsn, entry.device_id, Profile.from_json(entry.detail))
         return
     if entry.sent_at_ns is None:
         return
@@ -138,6 +159,7 @@ class DurableStore:
             store.restore(*device)
         if snapshot is not None:
             store.removed, store.registry_lsn = set(snapshot.removed), snapshot.registry_lsn
+            store.apply_windows(MaintenanceWindow.loads(text) for text in snapshot.maintenance)
             next_lsn = self._covered = snapshot.next_lsn
         found = segments(self.directory)
         if found and first_lsn(found[0]) > next_lsn:
@@ -214,9 +236,14 @@ class DurableStore:
             started = time.perf_counter()
             older = self._journal.rotate()
             next_lsn = self._journal.next_lsn
-            registry_lsn, removed, devices = self._store.registry_state()
+            registry_lsn, removed, devices, windows = self._store.fleet_state()
             count = write_snapshot(
-                self.directory, next_lsn, registry_lsn, removed, _encoded(devices)
+                self.directory,
+                next_lsn,
+                registry_lsn,
+                removed,
+                _encoded(devices),
+                maintenance=windows,
             )
             dropped = _covered_by(older, next_lsn, self._covered)
             for path in dropped:

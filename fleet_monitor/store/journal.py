@@ -130,7 +130,7 @@ class Journal:
         key: str | None = None,
         *,
         received_ns: int | None = None,
-        profile: str | None = None,
+        detail: str | None = None,
         wait: bool = True,
     ) -> int:
         """Write one change; return its lsn. Raises :class:`JournalError` if it could not be
@@ -143,7 +143,7 @@ class Journal:
                 raise JournalError("cannot write the journal: it is closed")
             lsn = self._next_lsn
             data = encode(
-                Entry(lsn, kind, device_id, sent_at_ns, upload_ns, key, received_ns, profile)
+                Entry(lsn, kind, device_id, sent_at_ns, upload_ns, key, received_ns, detail)
             )
             try:
                 if segment.dirty_tail:

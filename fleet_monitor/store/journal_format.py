@@ -50,7 +50,9 @@ class Entry:
     upload_ns: int | None = None
     key: str | None = None
     received_ns: int | None = None  # a heartbeat's receipt (records since issue 15)
-    profile: str | None = None  # a profile's JSON ("" for none), kind "p"
+    detail: str | None = (
+        None  # kind "p": a profile's JSON; "m": a maintenance window's; "n": its id
+    )
 
 
 def encode(entry: Entry) -> bytes:
@@ -64,8 +66,8 @@ def encode(entry: Entry) -> bytes:
         fields["k"] = entry.key
     if entry.received_ns is not None:
         fields["r"] = entry.received_ns
-    if entry.profile is not None:
-        fields["p"] = entry.profile
+    if entry.detail is not None:
+        fields["p"] = entry.detail
     payload = json.dumps(fields, separators=(",", ":")).encode()
     return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
@@ -80,7 +82,7 @@ def _decode(payload: bytes) -> Entry:
         upload_ns=fields.get("n"),
         key=fields.get("k"),
         received_ns=fields.get("r"),
-        profile=fields.get("p"),
+        detail=fields.get("p"),
     )
 
 

@@ -24,12 +24,14 @@ from fleet_monitor.domain.errors import (
 )
 from fleet_monitor.domain.events import Event
 from fleet_monitor.domain.history import DeviceHistory, DeviceSnapshot
-from fleet_monitor.domain.limits import UNLIMITED, HistoryBudget, fleet_full
+from fleet_monitor.domain.limits import UNLIMITED, HistoryBudget, fleet_full, windows_full
+from fleet_monitor.domain.maintenance import MAX_WINDOWS, MaintenanceWindow, by_start
 from fleet_monitor.domain.profiles import Profile
 from fleet_monitor.domain.uploads import UploadAggregate
 
 REGISTERED, REMOVED = "register", "remove"  # registry changes, as the journal names them
 PROFILED = "profile"  # a device's profile set
+MAINTAINED, UNMAINTAINED = "maintenance", "end-maintenance"  # a window added, removed
 
 
 class ChangeLog(Protocol):
@@ -81,6 +83,7 @@ class MemoryStore:
         self._journal: ChangeLog | None = None
         self.registry_lsn = 0  # the lsn of the latest registration or removal
         self.removed: set[str] = set()  # removed at run time and not registered since
+        self._windows: dict[str, MaintenanceWindow] = {}
         self.add_all(device_ids)
 
     # --- the registry ---------------------------------------------------------------------
@@ -191,6 +194,59 @@ class MemoryStore:
         """The registry lsn, the removed ids and the devices, copied under the fleet lock."""
         with self._lock:
             return self.registry_lsn, sorted(self.removed), list(self._devices.items())
+
+    def fleet_state(self) -> tuple[int, list[str], list[tuple[str, Device]], list[str]]:
+        """:meth:`registry_state` and the maintenance windows as JSON, copied under the fleet
+        lock at once: a snapshot's fleet-wide state."""
+        with self._lock:
+            windows = [window.dumps() for window in self._windows.values()]
+            return self.registry_lsn, sorted(self.removed), list(self._devices.items()), windows
+
+    # --- maintenance windows --------------------------------------------------------------
+
+    def maintenance(self) -> list[MaintenanceWindow]:
+        """The maintenance windows, by start."""
+        with self._lock:
+            return by_start(self._windows.values())
+
+    def add_maintenance(self, window: MaintenanceWindow) -> None:
+        """Keep ``window`` (journaled first); raises LimitExceededError past MAX_WINDOWS."""
+        with self._lock:
+            if len(self._windows) >= MAX_WINDOWS:
+                raise windows_full(len(self._windows))
+            if self._journal is not None:
+                self.registry_lsn = self._journal.append(
+                    MAINTAINED, window.id, None, window.dumps()
+                )
+            self._windows[window.id] = window
+            lsn = self.registry_lsn
+        self._durable(lsn)
+
+    def remove_maintenance(self, window_id: str) -> bool:
+        """Drop a window (journaled first); False if there was none of that id."""
+        with self._lock:
+            if window_id not in self._windows:
+                return False
+            if self._journal is not None:
+                self.registry_lsn = self._journal.append(UNMAINTAINED, window_id, None, None)
+            del self._windows[window_id]
+            lsn = self.registry_lsn
+        self._durable(lsn)
+        return True
+
+    def apply_windows(self, windows: Iterable[MaintenanceWindow]) -> None:
+        """Put the windows of a snapshot back (before serving)."""
+        self._windows = {window.id: window for window in windows}
+
+    def replay_window(self, lsn: int, window_id: str, window: MaintenanceWindow | None) -> None:
+        """Apply a journaled window change once (a removal when ``window`` is None)."""
+        if lsn <= self.registry_lsn:
+            return
+        self.registry_lsn = lsn
+        if window is None:
+            self._windows.pop(window_id, None)
+        else:
+            self._windows[window_id] = window
 
     # --- writes ---------------------------------------------------------------------------
 

@@ -145,6 +145,7 @@ class Report:
     replayed: int = 0
     notes: list[str] = field(default_factory=list)  # torn tails skipped, fm:bytes corrected
     differences: list[str] = field(default_factory=list)  # one line per device that differs
+    windows: int = 0  # maintenance windows copied
     not_removed: list[str] = field(default_factory=list)  # removed ids the engine still holds
 
     @property
@@ -331,6 +332,11 @@ def copy(store: MemoryStore, engine: redis.Redis, report: Report) -> None:
             pipe.execute()
             pipe, pending = engine.pipeline(transaction=False), 0
     pipe.execute()
+    windows = store.maintenance()
+    engine.delete(PREFIX + "maintenance")  # the dir's windows replace the engine's
+    for window in windows:
+        engine.hset(PREFIX + "maintenance", window.id, window.dumps())
+    report.windows = len(windows)
     recount = engine.register_script(RECOUNT)
     answer = recount(keys=[PREFIX + "bytes", PREFIX + "registry"], args=[PREFIX])
     before, after = (int(value) for value in cast(list[bytes], answer))

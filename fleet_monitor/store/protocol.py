@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from fleet_monitor.domain.events import Event
+from fleet_monitor.domain.maintenance import MaintenanceWindow
 from fleet_monitor.domain.profiles import Profile
 from fleet_monitor.domain.readmodels import FleetReads
 
@@ -42,6 +43,12 @@ class Store(FleetReads, Protocol):
 
     def set_profile(self, device_id: str, profile: Profile) -> None:
         """Give ``device_id`` ``profile`` (labels, its own expectations)."""
+
+    def add_maintenance(self, window: MaintenanceWindow) -> None:
+        """Keep a maintenance window; LimitExceededError past MAX_WINDOWS."""
+
+    def remove_maintenance(self, window_id: str) -> bool:
+        """Drop a maintenance window; False if there was none of that id."""
 
     def record(self, device_id: str, event: Event, key: str | None, *, wait: bool = True) -> bool:
         """Record ``event`` once per ``key``; return False for a repeat, and for a heartbeat

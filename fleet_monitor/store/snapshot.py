@@ -39,6 +39,7 @@ class Snapshot:
     registry_lsn: int
     removed: list[str]
     devices: list[dict[str, Any]]
+    maintenance: list[str]  # each window's JSON
 
 
 def write_snapshot(
@@ -47,6 +48,8 @@ def write_snapshot(
     registry_lsn: int,
     removed: list[str],
     devices: Iterator[dict[str, Any]],
+    *,
+    maintenance: list[str] | None = None,
 ) -> int:
     """Write a snapshot atomically; return how many devices it holds. The one it replaces
     becomes the previous snapshot. On failure the old snapshot stays and the partial new one
@@ -54,7 +57,9 @@ def write_snapshot(
     final = directory / SNAPSHOT_FILE
     temporary = directory / (SNAPSHOT_FILE + ".tmp")
     try:
-        count = _write(temporary, next_lsn, registry_lsn, removed, devices)
+        count = _write(
+            temporary, next_lsn, registry_lsn, removed, devices, maintenance=maintenance or []
+        )
         if final.exists():
             _keep_as_previous(directory, final)
         os.replace(temporary, final)
@@ -94,6 +99,8 @@ def _write(
     registry_lsn: int,
     removed: list[str],
     devices: Iterator[dict[str, Any]],
+    *,
+    maintenance: list[str],
 ) -> int:
     count = 0
     digest = hashlib.sha256()
@@ -110,6 +117,7 @@ def _write(
             "next_lsn": next_lsn,
             "registry_lsn": registry_lsn,
             "removed": removed,
+            "maintenance": maintenance,
         }
         line(header)
         for state in devices:
@@ -156,5 +164,9 @@ def _parse(path: Path, data: bytes) -> Snapshot:
     if expected is not None and hashlib.sha256(b"".join(lines[:-1])).hexdigest() != expected:
         raise SnapshotError(f"{path}: the snapshot is damaged (its checksum does not match)")
     return Snapshot(
-        int(header["next_lsn"]), int(header["registry_lsn"]), list(header["removed"]), devices
+        int(header["next_lsn"]),
+        int(header["registry_lsn"]),
+        list(header["removed"]),
+        devices,
+        list(header.get("maintenance", [])),
     )

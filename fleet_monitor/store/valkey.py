@@ -54,7 +54,9 @@ from fleet_monitor.domain.limits import (
     device_history_full,
     fleet_full,
     fleet_history_full,
+    windows_full,
 )
+from fleet_monitor.domain.maintenance import MAX_WINDOWS, MaintenanceWindow, by_start
 from fleet_monitor.domain.profiles import EMPTY, Profile
 from fleet_monitor.domain.timestamps import MINUTE_NS
 from fleet_monitor.domain.uploads import UploadAggregate
@@ -115,6 +117,7 @@ class ValkeyStore:
         self._register = self._engine.register_script(valkey_scripts.REGISTER)
         self._remove = self._engine.register_script(valkey_scripts.REMOVE)
         self._profile = self._engine.register_script(valkey_scripts.PROFILE)
+        self._add_window = self._engine.register_script(valkey_scripts.ADD_WINDOW)
         self._problem: str | None = None
         self._probed_at = -float("inf")
         self._lock = threading.Lock()
@@ -234,6 +237,31 @@ class ValkeyStore:
         )
         if done != 1:
             raise UnknownDeviceError(device_id)
+
+    # --- maintenance windows ----------------------------------------------------------------
+
+    def maintenance(self) -> list[MaintenanceWindow]:
+        """The maintenance windows (one HGETALL), by start."""
+        found = cast(
+            dict[bytes, bytes], self._call(lambda: self._engine.hgetall(PREFIX + "maintenance"))
+        )
+        return by_start(MaintenanceWindow.loads(text.decode()) for text in found.values())
+
+    def add_maintenance(self, window: MaintenanceWindow) -> None:
+        """Keep ``window``; raises LimitExceededError past MAX_WINDOWS."""
+        answer = self._call(
+            lambda: self._writes.run(
+                self._add_window,
+                [PREFIX + "maintenance"],
+                [window.id, window.dumps(), MAX_WINDOWS],
+            )
+        )
+        if isinstance(answer, list):
+            raise windows_full(int(answer[1]))
+
+    def remove_maintenance(self, window_id: str) -> bool:
+        """Drop a window; False if there was none of that id."""
+        return bool(self._call(lambda: self._engine.hdel(PREFIX + "maintenance", window_id)))
 
     def __contains__(self, device_id: object) -> bool:
         if not isinstance(device_id, str):

@@ -176,6 +176,18 @@ return 1
 """
 )
 
+# A maintenance window added. KEYS: 1 the windows' hash. ARGV: 1 its id, 2 its JSON, 3 the most
+# windows kept. Returns 1, or {'full', count}.
+ADD_WINDOW = (
+    SHEBANG
+    + """
+local count = redis.call('HLEN', KEYS[1])
+if count >= tonumber(ARGV[3]) then return {'full', count} end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+)
+
 # A removal. KEYS: 1 device hash, 2 chunk set, 3 uploads, 4 key list, 5 fleet bytes,
 # 6 registry, 7 removed set, 8 last-seen index. ARGV: 1 id, 2 the chunks' name prefix, 3 the
 # keys' name prefix. Returns 1, or 0 for an unknown device.

@@ -28,6 +28,16 @@ HTTP_METHODS = ("get", "put", "post", "delete", "patch")
 OUTAGES = "/api/v1/devices/{device_id}/outages"
 WINDOWED = ("/api/v1/devices/{device_id}/uptime", "/api/v1/devices/{device_id}/uploads", OUTAGES)
 WINDOW_RULES = ("end must be after start", "the window holds ")
+MAINTENANCE = "/api/v1/maintenance"
+# What a maintenance window must be beyond its fields' schemas (cross-field rules, cron syntax)
+MAINTENANCE_RULES = (
+    "a window needs a selector",
+    "a one-off window needs",
+    "duration belongs to a recurring window",
+    "duration must be",  # a recurring window needs one
+    "end must be after start",
+    "cron ",
+)
 _CONVERTER = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
 
 FLEET = MemoryStore(SAMPLE_DEVICES)
@@ -103,6 +113,12 @@ def test_app_conforms_to_its_document(case: Case[Any]) -> None:
         # refusal of invalid data; the 400s and the 413 have their own probes below.
         case.call_and_validate(excluded_checks=[negative_data_rejection])
         return
+    if case.path == MAINTENANCE and case.method == "POST":
+        response = case.call_and_validate(excluded_checks=[positive_data_acceptance])
+        if case.meta is not None and case.meta.generation.mode.is_positive:
+            message = response.json().get("msg", "") if response.status_code == 400 else ""
+            assert response.status_code != 400 or message.startswith(MAINTENANCE_RULES)
+        return
     if case.path not in WINDOWED:
         assert case.call_and_validate().status_code < 500
         return
@@ -126,6 +142,7 @@ class Probe:
     settings: Settings = field(default_factory=Settings)
     repeat: int = 1  # sent this many times; the last answer counts
     before: tuple[tuple[str, str, str], ...] = ()  # (method, path, body) sent first
+    windows: int = 0  # the most maintenance windows the fleet keeps, when not 0
 
 
 D = f"/api/v1/devices/{DEVICE}"
@@ -146,6 +163,9 @@ SLOW_READS = Settings(read_rate_limit=1 / 3600, burst=1)
 STRICT = Settings(max_sent_at_age=60, max_devices=5)
 KEY = {"Idempotency-Key": "k"}
 HEARTBEAT_2 = '{"sent_at": "2024-04-02T09:05:00Z"}'
+WINDOW = json.dumps(
+    {"devices": [DEVICE], "start": "2024-04-02T09:00:00Z", "end": "2024-04-03T00:00:00Z"}
+)
 UPLOAD_2 = '{"sent_at": "2024-04-02T09:00:00Z", "upload_time": 6}'
 # One probe per documented (path, method, status): each status is shown reachable.
 PROBES: dict[tuple[str, str, str], Probe] = {
@@ -210,6 +230,32 @@ PROBES: dict[tuple[str, str, str], Probe] = {
     ("/api/v1/devices/{device_id}/outages", "get", "503"): Probe(
         "GET", D + "/outages", starting=True
     ),
+    ("/api/v1/maintenance", "get", "200"): Probe("GET", "/api/v1/maintenance"),
+    ("/api/v1/maintenance", "get", "503"): Probe("GET", "/api/v1/maintenance", starting=True),
+    ("/api/v1/maintenance", "post", "201"): Probe("POST", "/api/v1/maintenance", WINDOW),
+    ("/api/v1/maintenance", "post", "400"): Probe("POST", "/api/v1/maintenance", "{}"),
+    ("/api/v1/maintenance", "post", "413"): Probe(
+        "POST", "/api/v1/maintenance", WINDOW, settings=Settings(max_body_bytes=10)
+    ),
+    ("/api/v1/maintenance", "post", "422"): Probe(
+        "POST",
+        "/api/v1/maintenance",
+        WINDOW,
+        before=(("POST", "/api/v1/maintenance", WINDOW),),
+        windows=1,
+    ),
+    ("/api/v1/maintenance", "post", "503"): Probe(
+        "POST", "/api/v1/maintenance", WINDOW, starting=True
+    ),
+    ("/api/v1/maintenance/{window_id}", "delete", "204"): Probe(
+        "DELETE", "/api/v1/maintenance/{created}", before=(("POST", "/api/v1/maintenance", WINDOW),)
+    ),
+    ("/api/v1/maintenance/{window_id}", "delete", "404"): Probe(
+        "DELETE", "/api/v1/maintenance/0123456789abcdef0123456789abcdef"
+    ),
+    ("/api/v1/maintenance/{window_id}", "delete", "503"): Probe(
+        "DELETE", "/api/v1/maintenance/0123456789abcdef0123456789abcdef", starting=True
+    ),
     ("/api/v1/events", "post", "200"): Probe("POST", "/api/v1/events", EVENTS),
     ("/api/v1/events", "post", "400"): Probe("POST", "/api/v1/events", '{"events": []}'),
     ("/api/v1/events", "post", "401"): Probe("POST", "/api/v1/events", EVENTS, settings=TOKENS),
@@ -237,6 +283,14 @@ PROBES: dict[tuple[str, str, str], Probe] = {
             ("/api/v1/devices/{device_id}/uptime", "get", D + "/uptime", None),
             ("/api/v1/devices/{device_id}/uploads", "get", D + "/uploads", None),
             ("/api/v1/devices/{device_id}/outages", "get", D + "/outages", None),
+            ("/api/v1/maintenance", "get", "/api/v1/maintenance", None),
+            ("/api/v1/maintenance", "post", "/api/v1/maintenance", WINDOW),
+            (
+                "/api/v1/maintenance/{window_id}",
+                "delete",
+                "/api/v1/maintenance/0123456789abcdef0123456789abcdef",
+                None,
+            ),
         )
     },
     ("/api/v1/devices/{device_id}/heartbeat", "post", "409"): Probe(
@@ -264,6 +318,7 @@ PROBES: dict[tuple[str, str, str], Probe] = {
             ("/api/v1/devices/{device_id}/uptime", D + "/uptime"),
             ("/api/v1/devices/{device_id}/uploads", D + "/uploads"),
             ("/api/v1/devices/{device_id}/outages", D + "/outages"),
+            ("/api/v1/maintenance", "/api/v1/maintenance"),
         )
     },
     ("/healthz", "get", "200"): Probe("GET", "/healthz"),
@@ -287,19 +342,26 @@ def test_every_documented_status_has_a_probe() -> None:
 
 @pytest.mark.parametrize("key", sorted(PROBES), ids=" ".join)
 def test_each_documented_status_is_reachable_and_matches_its_schema(
-    key: tuple[str, str, str],
+    key: tuple[str, str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path, method, status = key
     probe = PROBES[key]
+    if probe.windows:
+        monkeypatch.setattr("fleet_monitor.store.memory.MAX_WINDOWS", probe.windows)
     readiness = Readiness() if probe.starting else None
     store = new_store(probe.settings)
     store.add_all(SAMPLE_DEVICES)
     client = create_app(probe.settings, store, readiness=readiness).test_client()
+    created = ""
     for method_first, path_first, body_first in probe.before:
-        client.open(path_first, method=method_first, data=body_first, headers=probe.headers)
+        first = client.open(path_first, method=method_first, data=body_first, headers=probe.headers)
+        created = (first.get_json(silent=True) or {}).get("id", created)
     for _ in range(probe.repeat):
         response = client.open(
-            probe.path, method=probe.method, data=probe.body, headers=probe.headers
+            probe.path.replace("{created}", created),
+            method=probe.method,
+            data=probe.body,
+            headers=probe.headers,
         )
     assert response.status_code == int(status), response.get_data(as_text=True)
     SCHEMA[path][method.upper()].validate_response(response)

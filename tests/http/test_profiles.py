@@ -145,7 +145,7 @@ def test_the_fleet_grouped_by_a_label(client: FlaskClient, store: Store, clock: 
             {
                 "value": "lyon",
                 "devices": 1,
-                "states": {"new": 1, "up": 0, "late": 0, "down": 0},
+                "states": {"new": 1, "up": 0, "late": 0, "down": 0, "paused": 0},
                 "uptime": {"24h": None, "7d": None, "30d": None},
                 "downtime_minutes": {"24h": 0, "7d": 0, "30d": 0},
             },
@@ -154,7 +154,7 @@ def test_the_fleet_grouped_by_a_label(client: FlaskClient, store: Store, clock: 
                 "devices": 2,
                 # no arrival recorded (written straight to the store): judged on sent_at, A's
                 # 90 s ago, B's 150 s ago
-                "states": {"new": 0, "up": 0, "late": 1, "down": 1},
+                "states": {"new": 0, "up": 0, "late": 1, "down": 1, "paused": 0},
                 "uptime": {
                     "24h": 100 * (1440 + 720) / (1440 + 1440),
                     "7d": 100 * (2880 + 5040) / (2880 + 10080),
@@ -165,7 +165,7 @@ def test_the_fleet_grouped_by_a_label(client: FlaskClient, store: Store, clock: 
             {
                 "value": None,
                 "devices": 2,
-                "states": {"new": 1, "up": 0, "late": 1, "down": 0},
+                "states": {"new": 1, "up": 0, "late": 1, "down": 0, "paused": 0},
                 "uptime": {"24h": 100.0, "7d": 100.0, "30d": 100.0},
                 "downtime_minutes": {"24h": 0, "7d": 0, "30d": 0},
             },

@@ -106,11 +106,13 @@ def test_filter_by_state_fleet_counts_and_gauges(client: FlaskClient, clock: Clo
     assert [d["device_id"] for d in client.get(f"{API}?state=down").get_json()["devices"]] == [A]
     assert [d["device_id"] for d in client.get(f"{API}?state=up").get_json()["devices"]] == [B]
     states = client.get("/api/v1/fleet").get_json()["states"]
-    assert states == {"new": len(SAMPLE_DEVICES) - 2, "up": 1, "late": 0, "down": 1}
+    assert states == {"new": len(SAMPLE_DEVICES) - 2, "up": 1, "late": 0, "down": 1, "paused": 0}
     metrics = client.get("/metrics").get_data(as_text=True)
     assert 'fleet_monitor_devices_by_state{state="down"} 1.0' in metrics
     assert f'fleet_monitor_devices_by_state{{state="new"}} {len(SAMPLE_DEVICES) - 2}.0' in metrics
 
 
 def test_an_unknown_state_is_a_400(client: FlaskClient) -> None:
-    assert_error(client.get(f"{API}?state=gone"), 400, "state must be one of new, up, late, down")
+    assert_error(
+        client.get(f"{API}?state=gone"), 400, "state must be one of new, up, late, down, paused"
+    )

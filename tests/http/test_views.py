@@ -242,6 +242,7 @@ def test_device_detail_before_any_event(client: FlaskClient) -> None:
         "last_heartbeat_at": None,
         "heartbeat_minutes": 0,
         "uptime": 0.0,
+        "sla_uptime": 0.0,
         "upload_count": 0,
         "avg_upload_time": "0s",
         "avg_upload_time_ns": None,
@@ -272,6 +273,7 @@ def test_device_detail_after_events(client: FlaskClient) -> None:
         "last_heartbeat_at": "2024-04-02T11:59:00Z",
         "heartbeat_minutes": 3,
         "uptime": 5.0,
+        "sla_uptime": 5.0,
         "upload_count": 3,
         "avg_upload_time": "6ns",
         "avg_upload_time_ns": 6,
@@ -338,7 +340,7 @@ def test_fleet_summary_empty(client: FlaskClient) -> None:
         "avg_uptime": 0.0,
         "upload_count": 0,
         "avg_upload_time": "0s",
-        "states": {"new": 5, "up": 0, "late": 0, "down": 0},
+        "states": {"new": 5, "up": 0, "late": 0, "down": 0, "paused": 0},
     }
 
 
@@ -354,7 +356,7 @@ def test_fleet_summary(client: FlaskClient) -> None:
         "avg_uptime": math.fsum([100.0, 100.0, 100.0, 100 * 2 / 119]) / 4,
         "upload_count": 2,
         "avg_upload_time": "1.5µs",
-        "states": {"new": 1, "up": 4, "late": 0, "down": 0},
+        "states": {"new": 1, "up": 4, "late": 0, "down": 0, "paused": 0},
     }
 
 

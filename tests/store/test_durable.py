@@ -15,6 +15,7 @@ from flask.testing import FlaskClient
 from fleet_monitor.config import Settings
 from fleet_monitor.domain.errors import IdempotencyConflictError
 from fleet_monitor.domain.events import Heartbeat, Upload
+from fleet_monitor.domain.maintenance import parse_window
 from fleet_monitor.domain.profiles import Profile
 from fleet_monitor.http.app import create_app
 from fleet_monitor.store import snapshot as snapshot_module
@@ -534,3 +535,20 @@ def test_a_profile_survives_a_restart_from_the_journal_and_the_snapshot(tmp_path
         Profile(),
         profile,
     )
+
+
+def test_maintenance_windows_survive_a_restart_from_the_journal_and_the_snapshot(
+    tmp_path: Path,
+) -> None:
+    store = MemoryStore()
+    durable = DurableStore(tmp_path, "no", 0)
+    durable.open(store, SAMPLE_DEVICES)
+    body = {"devices": [DEVICE], "cron": "0 2 * * 0", "duration": 3600, "reason": "patch"}
+    kept, dropped = parse_window(body, BASE), parse_window(body, BASE + 1)
+    store.add_maintenance(kept)
+    store.add_maintenance(dropped)
+    assert store.remove_maintenance(dropped.id) is True
+    assert store.remove_maintenance(dropped.id) is False
+    assert open_memory(tmp_path).maintenance() == [kept]  # replayed
+    durable.close()  # a snapshot
+    assert open_memory(tmp_path).maintenance() == [kept]

@@ -17,6 +17,7 @@ import redis
 from fleet_monitor.domain.errors import IdempotencyConflictError, UnknownDeviceError
 from fleet_monitor.domain.events import Heartbeat, Upload
 from fleet_monitor.domain.idempotency import KeyMemory
+from fleet_monitor.domain.maintenance import parse_window
 from fleet_monitor.domain.profiles import Profile
 from fleet_monitor.domain.timestamps import MIN_UNIX_NS
 from fleet_monitor.store.durable import DurableStore
@@ -38,6 +39,9 @@ from tests.support.state import BASE, MINUTE_NS, open_memory
 
 GONE = SAMPLE_DEVICES[1]
 FAR_MINUTE = 2**33  # far beyond year 9999: the memory store takes it from the journal
+
+
+WINDOW = parse_window({"selector": {"site": "Zürich"}, "cron": "0 2 * * 0", "duration": 600}, BASE)
 
 
 def fill_before_snapshot(store: Store) -> None:
@@ -67,6 +71,7 @@ def fill_after_snapshot(store: Store) -> None:
     store.register("cam-08")
     store.record("cam-08", Upload(BASE, 10**9), "only-an-upload")
     store.set_profile("cam-08", Profile((("site", "Zürich"),), 300, 0))
+    store.add_maintenance(WINDOW)
     store.record(SAMPLE_DEVICES[2], Heartbeat((8192 * 4096 + 4096) * MINUTE_NS), None)
 
 
@@ -181,6 +186,7 @@ def test_every_device_reads_the_same_from_the_engine(
     assert report.removed == 2  # GONE and "gone"
     assert valkey.snapshot("cam-07").last_received_ns == BASE + 123
     assert valkey.snapshot("cam-08").profile == Profile((("site", "Zürich"),), 300, 0)
+    assert valkey.maintenance() == [WINDOW]
     assert valkey.snapshot(DEVICE).clock_skew_ns == -5 * MINUTE_NS - 9
 
 
@@ -412,7 +418,7 @@ def test_the_command_copies_checks_and_counts(
     assert (result.returncode, result.stderr) == (0, "")
     minutes = sum(s.heartbeat_minutes for s in written.snapshots())
     uploads = sum(s.upload_count for s in written.snapshots())
-    replayed = 9  # fill_after_snapshot's changes
+    replayed = 10  # fill_after_snapshot's changes
     assert result.stdout.splitlines() == [
         f"copied {directory} into {target}",
         f"journal records replayed: {replayed}",
@@ -421,6 +427,7 @@ def test_the_command_copies_checks_and_counts(
         f"heartbeat minutes: {minutes}",
         f"uploads: {uploads}",
         "idempotency keys: 83",
+        "maintenance windows: 1",
         f"history bytes: {written.history_bytes()}",
         f"verified: {len(written)} devices match",
     ]

@@ -1,0 +1,228 @@
+"""Maintenance windows: when devices are expected to be silent.
+
+A window picks devices by label selector or by id, and is one-off (``start`` to ``end``) or
+recurring (a cron expression in UTC, each occurrence lasting ``duration`` seconds, from
+``start`` until ``end`` if given). A device inside an active window is ``paused``; its outages'
+minutes inside windows are marked, and ``sla_uptime`` leaves them out. Occurrences are computed
+by ``cronsim`` (the cron library Healthchecks.io wrote for the same job).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cronsim import CronSim, CronSimError
+
+from fleet_monitor.domain.devices import device_id_problem
+from fleet_monitor.domain.errors import InvalidInputError
+from fleet_monitor.domain.events import parse_timestamp
+from fleet_monitor.domain.profiles import Profile, parse_selector
+from fleet_monitor.domain.timestamps import MINUTE_NS, NS_PER_SECOND
+
+MAX_WINDOWS = 1000  # in the fleet
+MAX_DEVICES = 1000  # named by one window
+MAX_REASON = 200
+MAX_DURATION_S = 366 * 86400
+MAX_OCCURRENCES = 100_000  # of one recurring window in one read: later ones are not seen
+_ID = re.compile(r"[0-9a-f]{32}")
+_FIELDS = ("selector", "devices", "start", "end", "cron", "duration", "reason")
+
+
+@dataclass(frozen=True)
+class MaintenanceWindow:
+    """One window (times in nanoseconds since the epoch; ``end`` None: open-ended)."""
+
+    id: str
+    selector: tuple[tuple[str, str], ...]
+    devices: tuple[str, ...]
+    start_ns: int
+    end_ns: int | None
+    cron: str | None
+    duration_s: int | None
+    reason: str
+
+    def applies_to(self, device_id: str, profile: Profile) -> bool:
+        """Whether the window covers this device."""
+        if self.devices:
+            return device_id in self.devices
+        return profile.matches(self.selector)
+
+    def intervals(self, low_ns: int, high_ns: int) -> list[tuple[int, int]]:
+        """The window's spans ``(start, end)`` that overlap ``[low, high)``, in order (at most
+        :data:`MAX_OCCURRENCES` of a recurring one)."""
+        first = max(low_ns, self.start_ns)
+        last = high_ns if self.end_ns is None else min(high_ns, self.end_ns)
+        if self.cron is None:
+            return [(self.start_ns, self.end_ns or high_ns)] if first < last else []
+        assert self.duration_s is not None
+        length = self.duration_s * NS_PER_SECOND
+        found: list[tuple[int, int]] = []
+        begin = max(first - length, self.start_ns)
+        # CronSim gives the occurrences after the instant it is given: one second before
+        for moment in CronSim(self.cron, _datetime(begin - NS_PER_SECOND)):
+            start = _ns(moment)
+            if start >= last or len(found) == MAX_OCCURRENCES:
+                break
+            if start + length > first and start >= self.start_ns:
+                found.append((start, start + length))
+        return found
+
+    def active(self, now_ns: int) -> bool:
+        """Whether ``now`` is inside the window."""
+        return bool(self.intervals(now_ns, now_ns + 1))
+
+    def to_json(self) -> dict[str, Any]:
+        """The window as stored and as the API shows it."""
+        return {
+            "id": self.id,
+            "selector": dict(self.selector),
+            "devices": list(self.devices),
+            "start": self.start_ns,
+            "end": self.end_ns,
+            "cron": self.cron,
+            "duration": self.duration_s,
+            "reason": self.reason,
+        }
+
+    def dumps(self) -> str:
+        """The window as compact JSON text, for storage."""
+        return json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False)
+
+    @staticmethod
+    def loads(text: str) -> MaintenanceWindow:
+        """A window :meth:`dumps` wrote (unchecked: it was valid when stored)."""
+        fields = json.loads(text)
+        return MaintenanceWindow(
+            fields["id"],
+            tuple(sorted(fields["selector"].items())),
+            tuple(fields["devices"]),
+            fields["start"],
+            fields["end"],
+            fields["cron"],
+            fields["duration"],
+            fields["reason"],
+        )
+
+
+def by_start(windows: Iterable[MaintenanceWindow]) -> list[MaintenanceWindow]:
+    """``windows`` in the order every store lists them: by start, then id."""
+    return sorted(windows, key=lambda window: (window.start_ns, window.id))
+
+
+def _datetime(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns // NS_PER_SECOND, UTC)
+
+
+def _ns(moment: datetime) -> int:
+    return int(moment.timestamp()) * NS_PER_SECOND
+
+
+def _fail(message: str) -> InvalidInputError:
+    return InvalidInputError(message, "invalid_field")
+
+
+def _time(fields: dict[str, Any], name: str) -> int | None:
+    value = fields.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _fail(f"{name} must be an RFC 3339 date-time string")
+    return parse_timestamp(name, value)
+
+
+def _devices(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_DEVICES:
+        raise _fail(f"devices must be a list of 1 to {MAX_DEVICES} device ids")
+    for device_id in value:
+        if not isinstance(device_id, str) or device_id_problem(device_id) is not None:
+            raise _fail(f"devices: {device_id!r} is not a valid device id")
+    return tuple(sorted(set(value)))
+
+
+def _selector(value: object) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict) or not value:
+        raise _fail('selector must be an object of labels, e.g. {"site": "paris"}')
+    texts = [f"{key}:{text}" if isinstance(text, str) else "" for key, text in value.items()]
+    try:
+        return tuple(sorted(parse_selector(texts)))
+    except InvalidInputError as error:
+        raise _fail(f"selector: {error}") from None
+
+
+def parse_window(fields: dict[str, Any], now_ns: int) -> MaintenanceWindow:
+    """A new window from a ``POST /maintenance`` body; raises InvalidInputError naming the
+    problem."""
+    unknown = sorted(set(fields) - set(_FIELDS))
+    if unknown:
+        raise _fail(f"unknown field {unknown[0]!r}: a window takes {', '.join(_FIELDS)}")
+    if ("selector" in fields) == ("devices" in fields):
+        raise _fail("a window needs a selector (labels) or devices (ids), not both")
+    selector = _selector(fields["selector"]) if "selector" in fields else ()
+    devices = _devices(fields["devices"]) if "devices" in fields else ()
+    reason = fields.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > MAX_REASON:
+        raise _fail(f"reason must be a string of at most {MAX_REASON} characters")
+    start, end = _time(fields, "start"), _time(fields, "end")
+    cron, duration = fields.get("cron"), fields.get("duration")
+    if cron is None:
+        if duration is not None:
+            raise _fail("duration belongs to a recurring window (with cron)")
+        if start is None or end is None:
+            raise _fail("a one-off window needs start and end")
+    else:
+        if not isinstance(cron, str):
+            raise _fail('cron must be a cron expression string, e.g. "0 2 * * 0"')
+        try:
+            CronSim(cron, _datetime(now_ns))
+        except CronSimError as error:
+            raise _fail(f"cron {cron!r} is not a cron expression: {error}") from None
+        if type(duration) is not int or not 60 <= duration <= MAX_DURATION_S:
+            raise _fail(f"duration must be a whole number of seconds from 60 to {MAX_DURATION_S}")
+        start = now_ns if start is None else start
+    assert start is not None
+    if end is not None and end <= start:
+        raise _fail("end must be after start")
+    return MaintenanceWindow(
+        uuid.uuid4().hex, selector, devices, start, end, cron, duration, reason
+    )
+
+
+class UnknownWindowError(LookupError):
+    """No maintenance window has this id (404)."""
+
+
+def check_window_id(text: str) -> str:
+    """A window id as the API gives them (else UnknownWindowError: nothing has that id)."""
+    if not _ID.fullmatch(text):
+        raise UnknownWindowError(text)
+    return text
+
+
+def minutes_in(
+    windows: Iterable[MaintenanceWindow], device_id: str, profile: Profile, low: int, high: int
+) -> list[tuple[int, int]]:
+    """The minutes ``low <= m < high`` inside the device's windows, as sorted, merged runs
+    ``(first, end)``: a minute counts when it starts inside a window."""
+    runs: list[tuple[int, int]] = []
+    for window in windows:
+        if not window.applies_to(device_id, profile):
+            continue
+        for start, end in window.intervals(low * MINUTE_NS, high * MINUTE_NS):
+            first = max(low, -(-start // MINUTE_NS))
+            stop = min(high, -(-end // MINUTE_NS))
+            if first < stop:
+                runs.append((first, stop))
+    runs.sort()
+    merged: list[tuple[int, int]] = []
+    for first, stop in runs:
+        if merged and first <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], stop))
+        else:
+            merged.append((first, stop))
+    return merged

@@ -205,11 +205,31 @@ def list_devices() -> Response:
     )
 
 
-def _detail(device_id: str) -> DeviceDetail:
-    """One device's detail, its SLA uptime (without maintenance minutes) included."""
+def _detail(device_id: str, *, budget: bool = True) -> DeviceDetail:
+    """One device's detail, with its SLA uptime (without maintenance minutes) and the totals
+    of its outages over its whole history (under the read budget, unless ``budget`` is off:
+    a registration's answer is never refused after the registration)."""
     ctx = context()
-    view = device_view(ctx.store, device_id, ctx.clock(), ctx.expectations)
-    return device_detail(view, sla_uptime(ctx.store, view.snapshot, ctx.store.maintenance()))
+    now = ctx.clock()
+    view = device_view(ctx.store, device_id, now, ctx.expectations)
+    snapshot, windows = view.snapshot, ctx.store.maintenance()
+    first, now_minute = snapshot.first_minute or 0, now // MINUTE_NS
+    chunks = max(1, (now_minute - first) // CHUNK_MINUTES + 1)
+    with ctx.reads.spend(min(chunks, ctx.reads.steps) if budget else 0):  # the whole bitmap
+        history = outage_page(
+            ctx.store,
+            device_id,
+            (snapshot.first_minute, snapshot.last_minute),
+            now_minute,
+            (first, now_minute),
+            at_least=1,
+            after=None,
+            limit=0,
+            maintained=minutes_in(
+                windows, device_id, snapshot.profile, first, max(first, now_minute)
+            ),
+        )
+    return device_detail(view, sla_uptime(ctx.store, snapshot, windows), history.totals)
 
 
 @api.get("/devices/<device_id>")
@@ -231,7 +251,7 @@ def put_device(device_id: str) -> Response:
     if fields:
         current = ctx.store.snapshot(device_id).profile
         ctx.store.set_profile(device_id, parse_profile(fields, current))
-    response = jsonify(_detail(device_id))
+    response = jsonify(_detail(device_id, budget=False))
     response.status_code = 201 if created else 200
     return response
 

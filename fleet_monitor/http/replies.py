@@ -11,7 +11,7 @@ from fleet_monitor.domain.durations import format_duration
 from fleet_monitor.domain.groups import WINDOWS, GroupSummary
 from fleet_monitor.domain.history import DeviceSnapshot
 from fleet_monitor.domain.maintenance import MaintenanceWindow
-from fleet_monitor.domain.outages import OutagePage
+from fleet_monitor.domain.outages import OutagePage, OutageTotals
 from fleet_monitor.domain.readmodels import DeviceView, FleetSummary, UptimeBucket, Window
 from fleet_monitor.domain.timestamps import NS_PER_SECOND, format_minute, format_rfc3339
 from fleet_monitor.domain.uploads import UploadAggregate
@@ -55,6 +55,7 @@ class DeviceDetail(TypedDict):
     heartbeat_minutes: int
     uptime: float
     sla_uptime: float
+    outages: OutageTotalsReply
     upload_count: int
     avg_upload_time: str
     avg_upload_time_ns: int | None
@@ -152,8 +153,9 @@ def list_item(view: DeviceView) -> ListItem:
     }
 
 
-def device_detail(view: DeviceView, sla_uptime: float) -> DeviceDetail:
-    """One device in full (``sla_uptime``: its uptime without maintenance minutes)."""
+def device_detail(view: DeviceView, sla_uptime: float, outages: OutageTotals) -> DeviceDetail:
+    """One device in full (``sla_uptime``: its uptime without maintenance minutes;
+    ``outages``: the totals of its outages from its first heartbeat to now)."""
     snapshot, uploads = view.snapshot, view.snapshot.uploads
     return {
         "device_id": snapshot.device_id,
@@ -171,6 +173,7 @@ def device_detail(view: DeviceView, sla_uptime: float) -> DeviceDetail:
         "heartbeat_minutes": snapshot.heartbeat_minutes,
         "uptime": snapshot.uptime,
         "sla_uptime": sla_uptime,
+        "outages": totals_reply(outages),
         "upload_count": uploads.count,
         "avg_upload_time": format_duration(snapshot.avg_upload_ns),
         "avg_upload_time_ns": uploads.avg_ns,
@@ -200,14 +203,19 @@ def outages_reply(
             }
             for outage in page.outages
         ],
-        "totals": {
-            "count": totals.count,
-            "minutes": totals.minutes,
-            "longest_minutes": totals.longest,
-            "mtbf_minutes": totals.mtbf_minutes,
-            "mttr_minutes": totals.mttr_minutes,
-            "maintenance_minutes": totals.maintenance_minutes,
-        },
+        "totals": totals_reply(totals),
+    }
+
+
+def totals_reply(totals: OutageTotals) -> OutageTotalsReply:
+    """The totals of outages in a window."""
+    return {
+        "count": totals.count,
+        "minutes": totals.minutes,
+        "longest_minutes": totals.longest,
+        "mtbf_minutes": totals.mtbf_minutes,
+        "mttr_minutes": totals.mttr_minutes,
+        "maintenance_minutes": totals.maintenance_minutes,
     }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fleet_monitor.domain.errors import UnknownDeviceError
+from fleet_monitor.domain.outages import gaps
 from fleet_monitor.domain.readmodels import (
     STATES,
     Expectations,
@@ -42,15 +43,22 @@ class GroupSummary:
 
 
 def group_summaries(
-    store: FleetReads, now_ns: int, expectations: Expectations, key: str
+    store: FleetReads,
+    now_ns: int,
+    expectations: Expectations,
+    key: str,
+    selector: tuple[tuple[str, str], ...] = (),
 ) -> list[GroupSummary]:
-    """The fleet grouped by label ``key``, groups sorted by value, the group of devices
-    without the label last. Each device costs one snapshot and one count over its last 30 days
-    (three disjoint ranges, so the month's chunks are read once)."""
+    """The fleet (its devices with the labels of ``selector``) grouped by label ``key``,
+    groups sorted by value, the group of devices without the label last. Each device costs one
+    snapshot and one count over its last 30 days (three disjoint ranges, so the month's chunks
+    are read once)."""
     now = now_ns // MINUTE_NS
     groups: dict[str | None, GroupSummary] = {}
     paused_by = active_windows(store, now_ns)
     for snapshot in store.snapshots():
+        if selector and not snapshot.profile.matches(selector):
+            continue
         value = snapshot.profile.label(key)
         group = groups.get(value)
         if group is None:
@@ -72,3 +80,95 @@ def group_summaries(
             group.watched[name] += sum(end - start for start, end in used)
             group.with_heartbeat[name] += sum(counts[len(WINDOWS) - 1 - n :])
     return sorted(groups.values(), key=lambda g: (g.value is None, g.value or ""))
+
+
+MAX_SITE_WINDOW = 31 * 1440  # minutes a site-outage read may cover
+
+
+@dataclass(frozen=True)
+class SiteOutage:
+    """Minutes ``start`` to ``end - 1`` in which more than the threshold of a group's watched
+    devices had no heartbeat; ``peak`` the largest share down (percent) in them."""
+
+    start: int
+    end: int
+    peak: float
+
+
+@dataclass(frozen=True)
+class GroupOutages:
+    """A group's site outages (``devices``: how many it has)."""
+
+    value: str | None
+    devices: int
+    outages: list[SiteOutage]
+
+
+def site_outages(
+    store: FleetReads,
+    key: str,
+    window: tuple[int, int],
+    threshold: float,
+    selector: tuple[tuple[str, str], ...] = (),
+) -> list[GroupOutages]:
+    """For each group of label ``key`` (sorted as :func:`group_summaries`), the runs of minutes
+    of ``window`` (``start <= m < end``, already cut at the current minute) in which more than
+    ``threshold`` percent of the group's watched devices (those past their first heartbeat) had
+    no heartbeat. Each device costs one scan of its bitmap over the window; each group, one
+    pass over the window's minutes."""
+    start, end = window
+    width = max(0, end - start)
+    down: dict[str | None, list[int]] = {}
+    watched: dict[str | None, list[int]] = {}
+    sizes: dict[str | None, int] = {}
+    for snapshot in store.snapshots():
+        if selector and not snapshot.profile.matches(selector):
+            continue
+        value = snapshot.profile.label(key)
+        sizes[value] = sizes.get(value, 0) + 1
+        if value not in down:
+            down[value], watched[value] = [0] * (width + 1), [0] * (width + 1)
+        first = snapshot.first_minute
+        if first is None or first >= end or not width:
+            continue
+        low = max(start, first)
+        watched[value][low - start] += 1
+        watched[value][width] -= 1
+        try:
+            chunks = store.heartbeat_chunks(snapshot.device_id, low, end)
+            for run_start, run_end in gaps(chunks, low, end):
+                down[value][run_start - start] += 1
+                down[value][run_end - start] -= 1
+        except UnknownDeviceError:  # removed since the snapshots were read
+            sizes[value] -= 1
+            watched[value][low - start] -= 1
+            watched[value][width] += 1
+    found = []
+    for value in sorted(sizes, key=lambda v: (v is None, v or "")):
+        found.append(
+            GroupOutages(value, sizes[value], _runs(down[value], watched[value], start, threshold))
+        )
+    return found
+
+
+def _runs(down: list[int], watched: list[int], start: int, threshold: float) -> list[SiteOutage]:
+    """The runs of minutes whose share down (from the difference arrays) exceeds
+    ``threshold``."""
+    runs: list[SiteOutage] = []
+    now_down = now_watched = 0
+    open_at: int | None = None
+    peak = 0.0
+    for offset in range(len(down) - 1):
+        now_down += down[offset]
+        now_watched += watched[offset]
+        share = 100 * now_down / now_watched if now_watched else 0.0
+        if share > threshold:
+            if open_at is None:
+                open_at, peak = start + offset, share
+            peak = max(peak, share)
+        elif open_at is not None:
+            runs.append(SiteOutage(open_at, start + offset, peak))
+            open_at = None
+    if open_at is not None:
+        runs.append(SiteOutage(open_at, start + len(down) - 1, peak))
+    return runs

@@ -234,8 +234,13 @@ class FleetSummary:
     states: dict[str, int]  # by each of STATES
 
 
-def fleet_summary(store: FleetReads, now_ns: int, expectations: Expectations) -> FleetSummary:
-    """The summary over every device.
+def fleet_summary(
+    store: FleetReads,
+    now_ns: int,
+    expectations: Expectations,
+    selector: tuple[tuple[str, str], ...] = (),
+) -> FleetSummary:
+    """The summary over every device (with the labels of ``selector``).
 
     ``avg_uptime`` is the mean uptime of the devices that sent a heartbeat (0.0 if none),
     summed with ``math.fsum`` so the result does not depend on the devices' order.
@@ -248,6 +253,8 @@ def fleet_summary(store: FleetReads, now_ns: int, expectations: Expectations) ->
     low: list[int] = []
     high: list[int] = []
     for snapshot in store.snapshots():
+        if selector and not snapshot.profile.matches(selector):
+            continue
         status = status_of(snapshot.last_heartbeat_ns, now_ns, expectations.offline_after_ns)
         counts[status] += 1
         states[state_of(snapshot, now_ns, expectations, paused_by)] += 1

@@ -13,7 +13,7 @@ from fleet_monitor.domain.bitmaps import CHUNK_MINUTES
 from fleet_monitor.domain.devices import is_valid_device_id
 from fleet_monitor.domain.errors import InvalidInputError
 from fleet_monitor.domain.events import parse_json_object, parse_timestamp
-from fleet_monitor.domain.groups import group_summaries
+from fleet_monitor.domain.groups import MAX_SITE_WINDOW, group_summaries, site_outages
 from fleet_monitor.domain.maintenance import (
     UnknownWindowError,
     check_window_id,
@@ -28,6 +28,7 @@ from fleet_monitor.domain.readmodels import (
     Window,
     device_page,
     device_view,
+    fleet_summary,
     make_window,
     sla_uptime,
     upload_series,
@@ -43,6 +44,7 @@ from fleet_monitor.http.replies import (
     group_reply,
     list_item,
     outages_reply,
+    site_outages_reply,
     stats_reply,
     time_text,
     upload_figures,
@@ -269,12 +271,63 @@ def get_fleet() -> Response:
     the fleet grouped by that label instead."""
     ctx = context()
     key = request.args.get("group_by")
-    if key is None:
-        return jsonify(fleet_reply(ctx.summaries.get()))
-    key = parse_label_key(key)
+    selector = parse_selector(request.args.getlist("label"))
+    if key is None and not selector:
+        return jsonify(fleet_reply(ctx.summaries.get()))  # shared by concurrent requests
     with ctx.reads.spend(ctx.reads.steps):  # it reads every device: one at a time
-        groups = group_summaries(ctx.store, ctx.clock(), ctx.expectations, key)
+        if key is None:
+            summary = fleet_summary(ctx.store, ctx.clock(), ctx.expectations, selector)
+            return jsonify(fleet_reply(summary))
+        key = parse_label_key(key)
+        groups = group_summaries(ctx.store, ctx.clock(), ctx.expectations, key, selector)
     return jsonify({"group_by": key, "groups": [group_reply(group) for group in groups]})
+
+
+def _threshold() -> float:
+    """The ``threshold`` query: a percent from 0 to 100 (default 50), below 100."""
+    text = request.args.get("threshold", "50")
+    try:
+        value = float(text) if len(text) <= 20 else -1.0
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 100:  # NaN fails too
+        raise InvalidInputError("threshold must be a percent from 0 to under 100", "invalid_query")
+    return value
+
+
+@api.get("/fleet/outages")
+def get_site_outages() -> Response:
+    """The minutes in which more than ``threshold`` percent of a group's devices were down:
+    a site's outage, not N devices' outages."""
+    ctx = context()
+    text = request.args.get("group_by")
+    if text is None:
+        raise InvalidInputError("group_by is required: a label key", "invalid_query")
+    key = parse_label_key(text)
+    selector = parse_selector(request.args.getlist("label"))
+    threshold = _threshold()
+    now_minute = ctx.clock() // MINUTE_NS
+    start_ns, end_ns = _optional_time("start"), _optional_time("end")
+    end = min(now_minute, -(-end_ns // MINUTE_NS)) if end_ns is not None else now_minute
+    start = -(-start_ns // MINUTE_NS) if start_ns is not None else end - 1440
+    if start_ns is not None and end_ns is not None and end_ns <= start_ns:
+        raise InvalidInputError("end must be after start", "invalid_query")
+    if end - start > MAX_SITE_WINDOW:
+        raise InvalidInputError(
+            f"the window holds {end - start} minutes; at most {MAX_SITE_WINDOW} (31 days)",
+            "invalid_query",
+        )
+    with ctx.reads.spend(ctx.reads.steps):  # it reads every device: one at a time
+        groups = site_outages(ctx.store, key, (start, max(start, end)), threshold, selector)
+    return jsonify(
+        {
+            "group_by": key,
+            "threshold": threshold,
+            "start": format_minute(start),
+            "end": format_minute(max(start, end)),
+            "groups": [site_outages_reply(group) for group in groups],
+        }
+    )
 
 
 # --- maintenance windows ----------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TypedDict
 
 from fleet_monitor.domain.durations import format_duration
-from fleet_monitor.domain.groups import WINDOWS, GroupSummary
+from fleet_monitor.domain.groups import WINDOWS, GroupOutages, GroupSummary
 from fleet_monitor.domain.history import DeviceSnapshot
 from fleet_monitor.domain.maintenance import MaintenanceWindow
 from fleet_monitor.domain.outages import OutagePage, OutageTotals
@@ -241,6 +241,23 @@ def group_reply(group: GroupSummary) -> dict[str, object]:
         "states": group.states,
         "uptime": {name: group.uptime(name) for name, _ in WINDOWS},
         "downtime_minutes": {name: group.downtime_minutes(name) for name, _ in WINDOWS},
+    }
+
+
+def site_outages_reply(group: GroupOutages) -> dict[str, object]:
+    """One group of ``GET /fleet/outages``."""
+    return {
+        "value": group.value,
+        "devices": group.devices,
+        "outages": [
+            {
+                "start": format_minute(outage.start),
+                "end": format_minute(outage.end),
+                "minutes": outage.end - outage.start,
+                "peak_down_percent": outage.peak,
+            }
+            for outage in group.outages
+        ],
     }
 
 

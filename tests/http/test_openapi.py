@@ -26,7 +26,12 @@ from tests.conftest import DEVICE, SAMPLE_DEVICES
 
 HTTP_METHODS = ("get", "put", "post", "delete", "patch")
 OUTAGES = "/api/v1/devices/{device_id}/outages"
-WINDOWED = ("/api/v1/devices/{device_id}/uptime", "/api/v1/devices/{device_id}/uploads", OUTAGES)
+WINDOWED = (
+    "/api/v1/devices/{device_id}/uptime",
+    "/api/v1/devices/{device_id}/uploads",
+    OUTAGES,
+    "/api/v1/fleet/outages",
+)
 WINDOW_RULES = ("end must be after start", "the window holds ")
 MAINTENANCE = "/api/v1/maintenance"
 # What a maintenance window must be beyond its fields' schemas (cross-field rules, cron syntax)
@@ -230,6 +235,11 @@ PROBES: dict[tuple[str, str, str], Probe] = {
     ("/api/v1/devices/{device_id}/outages", "get", "503"): Probe(
         "GET", D + "/outages", starting=True
     ),
+    ("/api/v1/fleet/outages", "get", "200"): Probe("GET", "/api/v1/fleet/outages?group_by=site"),
+    ("/api/v1/fleet/outages", "get", "400"): Probe("GET", "/api/v1/fleet/outages"),
+    ("/api/v1/fleet/outages", "get", "503"): Probe(
+        "GET", "/api/v1/fleet/outages?group_by=site", starting=True
+    ),
     ("/api/v1/maintenance", "get", "200"): Probe("GET", "/api/v1/maintenance"),
     ("/api/v1/maintenance", "get", "503"): Probe("GET", "/api/v1/maintenance", starting=True),
     ("/api/v1/maintenance", "post", "201"): Probe("POST", "/api/v1/maintenance", WINDOW),
@@ -284,6 +294,7 @@ PROBES: dict[tuple[str, str, str], Probe] = {
             ("/api/v1/devices/{device_id}/uploads", "get", D + "/uploads", None),
             ("/api/v1/devices/{device_id}/outages", "get", D + "/outages", None),
             ("/api/v1/maintenance", "get", "/api/v1/maintenance", None),
+            ("/api/v1/fleet/outages", "get", "/api/v1/fleet/outages?group_by=site", None),
             ("/api/v1/maintenance", "post", "/api/v1/maintenance", WINDOW),
             (
                 "/api/v1/maintenance/{window_id}",
@@ -319,6 +330,7 @@ PROBES: dict[tuple[str, str, str], Probe] = {
             ("/api/v1/devices/{device_id}/uploads", D + "/uploads"),
             ("/api/v1/devices/{device_id}/outages", D + "/outages"),
             ("/api/v1/maintenance", "/api/v1/maintenance"),
+            ("/api/v1/fleet/outages", "/api/v1/fleet/outages?group_by=site"),
         )
     },
     ("/healthz", "get", "200"): Probe("GET", "/healthz"),

@@ -179,3 +179,71 @@ def test_group_by_needs_a_label_key(client: FlaskClient) -> None:
         400,
         "group_by must be a label key: 1 to 63 characters of a-z 0-9 _ . -, starting with a letter",
     )
+
+
+def test_the_fleet_summary_of_a_selector(client: FlaskClient, clock: Clock) -> None:
+    put(client, A, {"labels": {"site": "paris"}})
+    put(client, B, {"labels": {"site": "paris"}})
+    assert heartbeat(client, format_rfc3339(clock.now), A).status_code == 204
+    summary = client.get("/api/v1/fleet?label=site:paris").get_json()
+    assert (summary["devices"], summary["states"]["up"], summary["states"]["new"]) == (2, 1, 1)
+    assert client.get("/api/v1/fleet?label=site:nowhere").get_json()["devices"] == 0
+    grouped = client.get("/api/v1/fleet?group_by=site&label=site:paris").get_json()
+    assert [group["value"] for group in grouped["groups"]] == ["paris"]
+
+
+def test_site_outages_are_minutes_when_most_of_a_group_was_down(
+    client: FlaskClient, store: Store
+) -> None:
+    for device in (A, B, C):
+        put(client, device, {"labels": {"site": "paris"}})
+    put(client, D, {"labels": {"site": "lyon"}})
+    now = NOW // MINUTE_NS
+    # paris: A and B silent 60 to 51 minutes ago, C throughout; C alone silent 30 to 21 ago;
+    # lyon: D every minute
+    for device in (A, B, C):
+        silent = range(now - 60, now - 50) if device != C else range(now - 30, now - 20)
+        minutes = [m for m in range(now - 120, now) if m not in silent]
+        store.record_many([(device, Heartbeat(m * MINUTE_NS)) for m in minutes])
+    store.record_many([(D, Heartbeat(m * MINUTE_NS)) for m in range(now - 120, now)])
+    reply = client.get("/api/v1/fleet/outages?group_by=site&threshold=50").get_json()
+    assert reply == {
+        "group_by": "site",
+        "threshold": 50.0,
+        "start": format_rfc3339((now - 1440) * MINUTE_NS),
+        "end": format_rfc3339(now * MINUTE_NS),
+        "groups": [
+            {"value": "lyon", "devices": 1, "outages": []},
+            {
+                "value": "paris",
+                "devices": 3,
+                "outages": [
+                    {
+                        "start": format_rfc3339((now - 60) * MINUTE_NS),
+                        "end": format_rfc3339((now - 50) * MINUTE_NS),
+                        "minutes": 10,
+                        "peak_down_percent": 100 * 2 / 3,
+                    }
+                ],
+            },
+            {"value": None, "devices": 1, "outages": []},
+        ],
+    }
+    low = client.get("/api/v1/fleet/outages?group_by=site&threshold=30").get_json()
+    paris = low["groups"][1]["outages"]
+    assert [(o["minutes"], o["peak_down_percent"]) for o in paris] == [(10, 200 / 3), (10, 100 / 3)]
+
+
+@pytest.mark.parametrize(
+    ("query", "msg"),
+    [
+        ("", "group_by is required: a label key"),
+        ("?group_by=site&threshold=100", "threshold must be a percent from 0 to under 100"),
+        ("?group_by=site&threshold=nan", "threshold must be a percent from 0 to under 100"),
+        ("?group_by=site&start=2024-01-01T00:00:00Z&end=2024-03-01T00:00:00Z", "the window holds"),
+        ("?group_by=site&start=2024-01-02T00:00:00Z&end=2024-01-01T00:00:00Z", "end must be after"),
+    ],
+)
+def test_bad_site_outage_queries(client: FlaskClient, query: str, msg: str) -> None:
+    reply = client.get(f"/api/v1/fleet/outages{query}")
+    assert reply.status_code == 400 and reply.get_json()["msg"].startswith(msg)

@@ -18,7 +18,7 @@ from fleet_monitor.domain.limits import HistoryBudget
 from fleet_monitor.http.app import create_app
 from fleet_monitor.http.readiness import Readiness
 from fleet_monitor.http.server import serve_app
-from fleet_monitor.store.devices_file import fleet_device_ids
+from fleet_monitor.store.devices_file import DevicesFile, fleet_devices
 from fleet_monitor.store.durable import DurableStore
 from fleet_monitor.store.memory import MemoryStore
 from fleet_monitor.store.valkey import ValkeyStore
@@ -53,7 +53,8 @@ def serve(settings: Settings, command: Sequence[str] = ()) -> int:
             "(its AOF): drop one of them (fleet-monitor migrate moves a data dir into the engine)"
         )
     check_workers(settings)
-    device_ids, source = fleet_device_ids(settings.devices)
+    devices_file, source = fleet_devices(settings.devices)
+    device_ids = devices_file.ids
     sockets = inherited_sockets()
     if settings.workers > 1 and sockets is None:
         return supervise(settings, command)
@@ -66,8 +67,9 @@ def serve(settings: Settings, command: Sequence[str] = ()) -> int:
     def load() -> None:
         if durable is not None and isinstance(store, MemoryStore):
             durable.open(store, device_ids, repair=settings.repair)
+            store.apply_file_profiles(devices_file.profiles)
         else:
-            _add_when_reachable(store, device_ids)
+            _add_when_reachable(store, devices_file)
         where = source if durable is None else f"{source} and {durable.directory}"
         if isinstance(store, ValkeyStore):
             where = f"{source} into {store.url}"
@@ -87,12 +89,15 @@ def serve(settings: Settings, command: Sequence[str] = ()) -> int:
     return 0
 
 
-def _add_when_reachable(store: MemoryStore | ValkeyStore, device_ids: list[str]) -> None:
-    """Add the devices file's ids, waiting (``/readyz`` 503 meanwhile) for an engine that
-    cannot be reached yet: it may be starting too."""
+def _add_when_reachable(store: MemoryStore | ValkeyStore, devices_file: DevicesFile) -> None:
+    """Add the devices file's ids and give them its profiles (where the API set none),
+    waiting (``/readyz`` 503 meanwhile) for an engine that cannot be reached yet: it may be
+    starting too."""
     while True:
         try:
-            store.add_all(device_ids)
+            store.add_all(devices_file.ids)
+            if devices_file.has_profiles:
+                store.apply_file_profiles(devices_file.profiles)
         except StoreUnavailableError as error:
             log.warning("waiting for the store: %s", error)  # throttled: one per 10 s
             time.sleep(RETRY_S)

@@ -32,6 +32,7 @@ class Profile:
     labels: tuple[tuple[str, str], ...] = ()
     expected_every_s: int | None = None
     grace_s: int | None = None
+    from_file: bool = False  # set from the devices file's columns (not by the API)
 
     def label(self, key: str) -> str | None:
         """The value of label ``key``, or None."""
@@ -45,7 +46,8 @@ class Profile:
         """The profile as compact JSON ("" for the empty profile), for storage."""
         if self == EMPTY:
             return ""
-        fields: dict[str, Any] = {"labels": dict(self.labels)}
+        fields: dict[str, Any] = {"file": True} if self.from_file else {}  # first: see FILE_MARK
+        fields["labels"] = dict(self.labels)
         if self.expected_every_s is not None:
             fields["expected_every"] = self.expected_every_s
         if self.grace_s is not None:
@@ -62,10 +64,12 @@ class Profile:
             tuple(sorted(fields.get("labels", {}).items())),
             fields.get("expected_every"),
             fields.get("grace"),
+            bool(fields.get("file")),
         )
 
 
 EMPTY = Profile()
+FILE_MARK = '{"file":true'  # how the JSON of a profile from the devices file begins
 
 
 def _seconds(fields: dict[str, Any], name: str, least: int) -> int | None:
@@ -106,7 +110,7 @@ def parse_profile(fields: dict[str, Any], current: Profile) -> Profile:
         raise InvalidInputError(
             f"unknown field {unknown[0]!r}: a device takes {', '.join(_FIELDS)}", "invalid_field"
         )
-    profile = current
+    profile = replace(current, from_file=False)  # set by the API now: the file leaves it be
     if "labels" in fields:
         profile = replace(profile, labels=_labels(fields["labels"]))
     if "expected_every" in fields:
@@ -114,6 +118,25 @@ def parse_profile(fields: dict[str, Any], current: Profile) -> Profile:
     if "grace" in fields:
         profile = replace(profile, grace_s=_seconds(fields, "grace", 0))
     return profile
+
+
+def file_profile(path_line: str, row: dict[str, str]) -> Profile:
+    """The profile a devices file's row gives (``row``: its columns other than ``device_id``,
+    empty cells left out): ``expected_every`` and ``grace`` in seconds, the rest labels.
+    Raises InvalidInputError naming ``path_line``."""
+    fields: dict[str, Any] = {"labels": {}}
+    for column, text in row.items():
+        if column in ("expected_every", "grace"):
+            if not (text.isascii() and text.isdigit() and len(text) <= 9):
+                raise InvalidInputError(f"{path_line}: {column} must be whole seconds", "file")
+            fields[column] = int(text)
+        else:
+            fields["labels"][column] = text
+    try:
+        profile = parse_profile(fields, EMPTY)
+    except InvalidInputError as error:
+        raise InvalidInputError(f"{path_line}: {error}", "file") from None
+    return replace(profile, from_file=True)
 
 
 def parse_selector(texts: list[str]) -> tuple[tuple[str, str], ...]:

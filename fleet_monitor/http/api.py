@@ -34,7 +34,7 @@ from fleet_monitor.domain.readmodels import (
     upload_series,
     uptime_series,
 )
-from fleet_monitor.domain.timestamps import MINUTE_NS, format_minute
+from fleet_monitor.domain.timestamps import MIN_UNIX_NS, MINUTE_NS, format_minute
 from fleet_monitor.http.context import context
 from fleet_monitor.http.errors import BodyTooLargeError
 from fleet_monitor.http.replies import (
@@ -61,6 +61,7 @@ from fleet_monitor.http.writes import (
     write_from_request,
 )
 
+MIN_MINUTE = MIN_UNIX_NS // MINUTE_NS  # 0001-01-01T00:00Z
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 
@@ -309,7 +310,8 @@ def get_site_outages() -> Response:
     now_minute = ctx.clock() // MINUTE_NS
     start_ns, end_ns = _optional_time("start"), _optional_time("end")
     end = min(now_minute, -(-end_ns // MINUTE_NS)) if end_ns is not None else now_minute
-    start = -(-start_ns // MINUTE_NS) if start_ns is not None else end - 1440
+    # the default start never falls before year 1, where no instant can be written
+    start = -(-start_ns // MINUTE_NS) if start_ns is not None else max(end - 1440, MIN_MINUTE)
     if start_ns is not None and end_ns is not None and end_ns <= start_ns:
         raise InvalidInputError("end must be after start", "invalid_query")
     if end - start > MAX_SITE_WINDOW:
@@ -323,8 +325,8 @@ def get_site_outages() -> Response:
         {
             "group_by": key,
             "threshold": threshold,
-            "start": format_minute(start),
-            "end": format_minute(max(start, end)),
+            "start": time_text(start_ns) if start_ns is not None else format_minute(start),
+            "end": time_text(end_ns) if end_ns is not None else format_minute(end),
             "groups": [site_outages_reply(group) for group in groups],
         }
     )

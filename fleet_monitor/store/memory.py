@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 from fleet_monitor.domain.devices import check_device_id
@@ -26,7 +26,7 @@ from fleet_monitor.domain.events import Event
 from fleet_monitor.domain.history import DeviceHistory, DeviceSnapshot
 from fleet_monitor.domain.limits import UNLIMITED, HistoryBudget, fleet_full, windows_full
 from fleet_monitor.domain.maintenance import MAX_WINDOWS, MaintenanceWindow, by_start
-from fleet_monitor.domain.profiles import Profile
+from fleet_monitor.domain.profiles import EMPTY, Profile
 from fleet_monitor.domain.uploads import UploadAggregate
 
 REGISTERED, REMOVED = "register", "remove"  # registry changes, as the journal names them
@@ -327,6 +327,21 @@ class MemoryStore:
             device.history.profile = profile
             lsn = device.lsn
         self._durable(lsn)
+
+    def apply_file_profiles(self, profiles: Mapping[str, Profile]) -> int:
+        """Give each device the profile of its devices-file row, unless the API set its
+        profile (not journaled: the file is read at every start); return how many changed."""
+        changed = 0
+        for device_id, profile in profiles.items():
+            device = self._devices.get(device_id)
+            if device is None:
+                continue
+            with device.lock:
+                current = device.history.profile
+                if current != profile and (current == EMPTY or current.from_file):
+                    device.history.profile = profile
+                    changed += 1
+        return changed
 
     def replay_profile(self, lsn: int, device_id: str, profile: Profile) -> None:
         """Apply a journaled profile once (see :meth:`replay`)."""

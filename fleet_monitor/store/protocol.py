@@ -7,7 +7,7 @@ this seam changes with the store.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from fleet_monitor.domain.events import Event
@@ -43,6 +43,10 @@ class Store(FleetReads, Protocol):
 
     def set_profile(self, device_id: str, profile: Profile) -> None:
         """Give ``device_id`` ``profile`` (labels, its own expectations)."""
+
+    def apply_file_profiles(self, profiles: Mapping[str, Profile]) -> int:
+        """Give each device its devices-file profile unless the API set one; how many
+        changed."""
 
     def add_maintenance(self, window: MaintenanceWindow) -> None:
         """Keep a maintenance window; LimitExceededError past MAX_WINDOWS."""

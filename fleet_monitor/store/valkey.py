@@ -23,7 +23,7 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 import redis
@@ -57,7 +57,7 @@ from fleet_monitor.domain.limits import (
     windows_full,
 )
 from fleet_monitor.domain.maintenance import MAX_WINDOWS, MaintenanceWindow, by_start
-from fleet_monitor.domain.profiles import EMPTY, Profile
+from fleet_monitor.domain.profiles import EMPTY, FILE_MARK, Profile
 from fleet_monitor.domain.timestamps import MINUTE_NS
 from fleet_monitor.domain.uploads import UploadAggregate
 from fleet_monitor.store import valkey_scripts
@@ -118,6 +118,7 @@ class ValkeyStore:
         self._remove = self._engine.register_script(valkey_scripts.REMOVE)
         self._profile = self._engine.register_script(valkey_scripts.PROFILE)
         self._add_window = self._engine.register_script(valkey_scripts.ADD_WINDOW)
+        self._file_profile = self._engine.register_script(valkey_scripts.FILE_PROFILE)
         self._problem: str | None = None
         self._probed_at = -float("inf")
         self._lock = threading.Lock()
@@ -237,6 +238,22 @@ class ValkeyStore:
         )
         if done != 1:
             raise UnknownDeviceError(device_id)
+
+    def apply_file_profiles(self, profiles: Mapping[str, Profile]) -> int:
+        """Give each device the profile of its devices-file row, unless the API set its
+        profile (pipelines of scripts); return how many changed."""
+        changed = 0
+        items = list(profiles.items())
+        for start in range(0, len(items), PIPELINE_BATCH):
+            pipe = self._engine.pipeline(transaction=False)
+            for device_id, profile in items[start : start + PIPELINE_BATCH]:
+                self._file_profile(
+                    keys=[self._device_key(device_id)],
+                    args=[profile.to_json(), FILE_MARK],
+                    client=pipe,
+                )
+            changed += sum(1 for answer in self._call(pipe.execute) if answer == 1)
+        return changed
 
     # --- maintenance windows ----------------------------------------------------------------
 

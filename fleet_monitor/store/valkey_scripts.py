@@ -176,6 +176,21 @@ return 1
 """
 )
 
+# A device's profile from the devices file. KEYS: 1 device hash. ARGV: 1 the profile's JSON.
+# Returns 1 when set, 0 for an unknown device or one whose profile the API set (its JSON does not
+# begin with the file's mark).
+FILE_PROFILE = (
+    SHEBANG
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local current = redis.call('HGET', KEYS[1], 'pf')
+if current == ARGV[1] then return 0 end
+if current and string.sub(current, 1, #ARGV[2]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'pf', ARGV[1])
+return 1
+"""
+)
+
 # A maintenance window added. KEYS: 1 the windows' hash. ARGV: 1 its id, 2 its JSON, 3 the most
 # windows kept. Returns 1, or {'full', count}.
 ADD_WINDOW = (

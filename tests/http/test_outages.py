@@ -134,3 +134,22 @@ def test_bad_queries_are_400s(client: FlaskClient, query: str, msg: str) -> None
 
 def test_an_unknown_device_is_a_404(client: FlaskClient) -> None:
     assert_error(client.get(f"{API}/nope/outages"), 404, "device not found")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"{URL}?end=0001-01-01T00:00:00Z",
+        f"{URL}?start=9999-12-31T23:59:30Z",
+        f"{URL}?end=9999-12-31T23:59:59.999Z",
+        "/api/v1/fleet/outages?group_by=site&end=0001-01-01T00:00:00Z",
+        "/api/v1/fleet/outages?group_by=site&start=9999-12-31T23:59:30Z",
+        "/api/v1/fleet/outages?group_by=site&start=0001-01-01T00:00:00Z&end=0001-01-01T00:01:00Z",
+    ],
+)
+def test_windows_at_the_ends_of_time_are_answered(client: FlaskClient, url: str) -> None:
+    seed(client)
+    assert heartbeat(client, "0001-01-01T00:00:00Z").status_code == 204
+    assert heartbeat(client, "9999-12-31T23:59:59Z").status_code == 204
+    assert client.get(url).status_code == 200
+    assert client.get(f"{API}/{DEVICE}").status_code == 200

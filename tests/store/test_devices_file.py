@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fleet_monitor.store.devices_file import DevicesFileError, load_device_ids
+from fleet_monitor.domain.profiles import Profile
+from fleet_monitor.store.devices_file import DevicesFileError, load_device_ids, load_devices
 from tests.conftest import REPO, SAMPLE_DEVICES
 
 
@@ -51,7 +52,12 @@ def test_duplicates_kept_once_and_logged_once(
         ("id\na\n", "{path}:1: expected the header 'device_id', found 'id'"),
         ("a-1\nb-2\n", "{path}:1: expected the header 'device_id', found 'a-1'"),
         ("device_id\na,b\n", "{path}:2: expected one column, found 2"),
-        ("device_id,name\n", "{path}:1: expected one column, found 2"),
+        ("device_id,Name\n", "{path}:1: column 'Name' is not a label key"),
+        ("device_id,site,site\n", "{path}:1: column 'site' is not a label key"),
+        ("device_id,site\na\n", "{path}:2: expected 2 columns, found 1"),
+        ("device_id,grace\na,soon\n", "{path}:2: grace must be whole seconds"),
+        ("device_id,expected_every\na,0\n", "{path}:2: expected_every must be null or a"),
+        ("device_id,site\na,x\x01y\n", "{path}:2: label 'site': a value is a string"),
         ("device_id\n\nbad id\n", "{path}:3: invalid device id 'bad id': 1 to 128 characters"),
         ("device_id\na/b\n", "{path}:2: invalid device id 'a/b'"),
         (
@@ -106,3 +112,18 @@ def test_the_fast_path_names_the_same_line_as_the_csv_module(tmp_path: Path) -> 
 def test_the_bundled_sample_is_the_repositorys_devices_csv() -> None:
     bundled = REPO / "fleet_monitor" / "store" / "sample-devices.csv"
     assert bundled.read_bytes() == (REPO / "devices.csv").read_bytes()
+
+
+def test_profile_columns(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "device_id,site,expected_every,grace,rack\na,paris,300,,r1\nb,,,0,\nc,lyon,,,\n",
+    )
+    found = load_devices(path)
+    assert found.ids == ["a", "b", "c"] and found.has_profiles
+    assert found.profiles == {
+        "a": Profile((("rack", "r1"), ("site", "paris")), 300, None, from_file=True),
+        "b": Profile((), None, 0, from_file=True),
+        "c": Profile((("site", "lyon"),), None, None, from_file=True),
+    }
+    assert not load_devices(write(tmp_path, "device_id\na\n")).has_profiles

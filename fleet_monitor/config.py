@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from fleet_monitor.domain.profiles import LABEL_KEY
+
 ENV_PREFIX = "FLEET_MONITOR_"
 
 
@@ -92,6 +94,16 @@ def parse_store(text: str) -> str:
     raise ValueError(
         f"must be memory or a URL like redis://host:6379/0 or unix:///run/valkey.sock, got {text!r}"
     )
+
+
+def parse_label_key_option(text: str) -> str:
+    """A label key (1 to 63 characters of a-z 0-9 _ . -, starting with a letter)."""
+    value = text.strip()
+    if not LABEL_KEY.fullmatch(value):
+        raise ValueError(
+            f"must be a label key: a-z 0-9 _ . -, starting with a letter; got {text!r}"
+        )
+    return value
 
 
 def parse_switch(text: str) -> bool:
@@ -192,6 +204,13 @@ class Settings:
         parse_switch,
         "also export each device's uptime and last heartbeat on /metrics (one series per device)",
         "",
+    )
+    metrics_group_by: str | None = _option(
+        None,
+        parse_label_key_option,
+        "a label key: /metrics also counts devices by state for each of its values (the first "
+        "100 values; the rest as _other)",
+        "KEY",
     )
     store: str = _option(
         "memory",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from fleet_monitor.domain.errors import InvalidInputError, UnknownDeviceError
@@ -232,6 +232,8 @@ class FleetSummary:
     avg_uptime: float
     uploads: UploadAggregate
     states: dict[str, int]  # by each of STATES
+    # with a group_by key: for each of its values (None: devices without it), counts by state
+    groups: dict[str | None, dict[str, int]] = field(default_factory=dict)
 
 
 def fleet_summary(
@@ -239,8 +241,10 @@ def fleet_summary(
     now_ns: int,
     expectations: Expectations,
     selector: tuple[tuple[str, str], ...] = (),
+    group_by: str | None = None,
 ) -> FleetSummary:
-    """The summary over every device (with the labels of ``selector``).
+    """The summary over every device (with the labels of ``selector``), and with
+    ``group_by`` the states counted per value of that label.
 
     ``avg_uptime`` is the mean uptime of the devices that sent a heartbeat (0.0 if none),
     summed with ``math.fsum`` so the result does not depend on the devices' order.
@@ -248,6 +252,7 @@ def fleet_summary(
     counts = dict.fromkeys(STATUSES, 0)
     states = dict.fromkeys(STATES, 0)
     paused_by = active_windows(store, now_ns)
+    groups: dict[str | None, dict[str, int]] = {}
     uptimes: list[float] = []
     upload_count = upload_sum = 0
     low: list[int] = []
@@ -257,7 +262,13 @@ def fleet_summary(
             continue
         status = status_of(snapshot.last_heartbeat_ns, now_ns, expectations.offline_after_ns)
         counts[status] += 1
-        states[state_of(snapshot, now_ns, expectations, paused_by)] += 1
+        state = state_of(snapshot, now_ns, expectations, paused_by)
+        states[state] += 1
+        if group_by is not None:
+            value = snapshot.profile.label(group_by)
+            if value not in groups:
+                groups[value] = dict.fromkeys(STATES, 0)
+            groups[value][state] += 1
         if status != "never":
             uptimes.append(snapshot.uptime)
         if snapshot.upload_count:
@@ -275,6 +286,7 @@ def fleet_summary(
             upload_count, upload_sum, min(low, default=None), max(high, default=None)
         ),
         states=states,
+        groups=groups,
     )
 
 

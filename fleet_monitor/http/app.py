@@ -115,7 +115,7 @@ def _context(settings: Settings, store: Store, clock: Clock, readiness: Readines
         grace_ns=settings.grace * NS_PER_SECOND,
         max_skew_ns=settings.max_clock_skew * NS_PER_SECOND,
     )
-    summaries = FleetSummaries(store, clock, expectations)
+    summaries = FleetSummaries(store, clock, expectations, settings.metrics_group_by)
     metrics = Metrics(store, summaries, per_device=settings.metrics_per_device)
     ingest = Ingest(
         store,

@@ -26,6 +26,7 @@ from fleet_monitor.http.reads import FleetSummaries
 from fleet_monitor.store.protocol import Store
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MAX_GROUPS = 100  # label values exported by --metrics-group-by; the rest: _other
 NAMESPACE = "fleet_monitor"
 UNMATCHED_ROUTE = "unmatched"  # the route label of a request no route matched
 # From 0.5 ms: a heartbeat is answered in well under a millisecond.
@@ -76,8 +77,34 @@ class FleetCollector(Collector):
         for state, count in summary.states.items():
             states.add_metric([state], count)
         yield states
+        if summary.groups:
+            yield self._group_gauges(summary.groups)
         if self._per_device:
             yield from self._device_gauges()
+
+    @staticmethod
+    def _group_gauges(groups: dict[str | None, dict[str, int]]) -> Metric:
+        """Devices by group and state: the first :data:`MAX_GROUPS` values of the label (in
+        order), the rest summed as ``_other``, devices without it as ``_none``."""
+        gauge = GaugeMetricFamily(
+            f"{NAMESPACE}_group_devices",
+            "Devices by the value of the --metrics-group-by label and by state.",
+            labels=["group", "state"],
+        )
+        named = sorted(value for value in groups if value is not None)
+        totals: dict[str, dict[str, int]] = {}
+        for value in named[:MAX_GROUPS]:
+            totals[value] = groups[value]
+        for value in named[MAX_GROUPS:]:
+            other = totals.setdefault("_other", dict.fromkeys(groups[value], 0))
+            for state, count in groups[value].items():
+                other[state] += count
+        if None in groups:
+            totals["_none"] = groups[None]
+        for value, counts in totals.items():
+            for state, count in counts.items():
+                gauge.add_metric([value, state], count)
+        return gauge
 
     def _device_gauges(self) -> Iterator[Metric]:
         uptime = GaugeMetricFamily(

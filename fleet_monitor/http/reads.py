@@ -52,9 +52,14 @@ class FleetSummaries:
     """
 
     def __init__(
-        self, store: FleetReads, clock: Callable[[], int], expectations: Expectations
+        self,
+        store: FleetReads,
+        clock: Callable[[], int],
+        expectations: Expectations,
+        group_by: str | None = None,
     ) -> None:
         self._store, self._clock, self._expectations = store, clock, expectations
+        self._group_by = group_by  # counted per value too (for /metrics)
         self._lock = threading.Lock()
         self._running: _Computation | None = None
 
@@ -72,7 +77,7 @@ class FleetSummaries:
             return running.result
         try:
             running.result = readmodels.fleet_summary(
-                self._store, self._clock(), self._expectations
+                self._store, self._clock(), self._expectations, group_by=self._group_by
             )
         finally:
             with self._lock:

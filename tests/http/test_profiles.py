@@ -247,3 +247,23 @@ def test_site_outages_are_minutes_when_most_of_a_group_was_down(
 def test_bad_site_outage_queries(client: FlaskClient, query: str, msg: str) -> None:
     reply = client.get(f"/api/v1/fleet/outages{query}")
     assert reply.status_code == 400 and reply.get_json()["msg"].startswith(msg)
+
+
+def test_metrics_count_devices_by_group_and_state(
+    store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("fleet_monitor.http.metrics.MAX_GROUPS", 1)
+    client = create_app(Settings(metrics_group_by="site"), store, clock=clock).test_client()
+    put(client, A, {"labels": {"site": "lyon"}})
+    put(client, B, {"labels": {"site": "paris"}})
+    put(client, C, {"labels": {"site": "rome"}})
+    assert heartbeat(client, format_rfc3339(clock.now), A).status_code == 204
+    text = client.get("/metrics").get_data(as_text=True)
+    lines = [line for line in text.splitlines() if line.startswith("fleet_monitor_group_devices{")]
+    assert 'fleet_monitor_group_devices{group="lyon",state="up"} 1.0' in lines
+    assert 'fleet_monitor_group_devices{group="_other",state="new"} 2.0' in lines  # paris, rome
+    assert (
+        f'fleet_monitor_group_devices{{group="_none",state="new"}} {len(SAMPLE_DEVICES) - 3}.0'
+        in lines
+    )
+    assert len(lines) == 3 * 5  # three groups, five states

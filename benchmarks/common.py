@@ -6,7 +6,10 @@ import http.client
 import json
 import math
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -84,3 +87,29 @@ def stats_latencies(url: str, requests: int) -> dict[str, object]:
         percentile(latencies["big"], 99) / percentile(latencies["small"], 99), 3
     )
     return result
+
+
+@contextmanager
+def serve(
+    workdir: Path, store: str | None = None, workers: int = 1, devices: Path | None = None
+) -> Iterator[str]:
+    """``python -m fleet_monitor serve`` (text log, access log included, as row 1's service)
+    on a free port, with ``--store`` and ``--workers`` when given; its base URL once every
+    worker is ready."""
+    args = [sys.executable, "-m", "fleet_monitor", "serve", "--port", "0", "--log-format", "text"]
+    if store is not None:
+        args += ["--store", store]
+    if workers > 1:
+        args += ["--workers", str(workers)]
+    if devices is not None:
+        args += ["--devices", str(devices)]
+    log = workdir / f"serve-{time.monotonic_ns()}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(args, cwd=REPO, stdout=out, stderr=out)
+    try:
+        line = wait_for_line(log, process, "listening on http://")
+        wait_for_line(log, process, ": ready", count=workers)
+        yield f"http://127.0.0.1:{port_of(line)}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

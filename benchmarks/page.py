@@ -8,7 +8,25 @@ from benchmarks.soak_page import BEGIN
 
 TITLE = "# Benchmark results"
 TABLE_HEAD = "| # | what | reference | figure | ratio / target |\n|---|---|---|---|---|"
-ORDER = ("1", "2", "3", "3b", "4", "6", "5", "7", "\N{EN DASH}", "8a", "8b", "8c", "8d", "8e", "8f")
+ORDER = (
+    "1",
+    "2",
+    "3",
+    "3b",
+    "4",
+    "6",
+    "5",
+    "7",
+    "\N{EN DASH}",
+    "8a",
+    "8b",
+    "8c",
+    "8d",
+    "8e",
+    "8f",
+    "9a",
+    "9b",
+)
 NOTE = "Rows "  # how a paragraph about a run of some rows begins
 
 Row = tuple[str, str]  # (its number, its Markdown line)

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -30,10 +28,8 @@ import redis
 from benchmarks.common import (
     HEARTBEAT_PATH,
     MINUTE_NS,
-    REPO,
-    port_of,
+    serve,
     stats_latencies,
-    wait_for_line,
 )
 from benchmarks.load import batch_body, load
 from benchmarks.page import Row, row
@@ -61,32 +57,6 @@ def flush(url: str) -> None:
     client = redis.Redis.from_url(url)
     client.flushall()
     client.close()
-
-
-@contextmanager
-def serve(
-    workdir: Path, store: str | None = None, workers: int = 1, devices: Path | None = None
-) -> Iterator[str]:
-    """``python -m fleet_monitor serve`` (text log, access log included, as row 1's service)
-    on a free port, with ``--store`` and ``--workers`` when given; its base URL once every
-    worker is ready."""
-    args = [sys.executable, "-m", "fleet_monitor", "serve", "--port", "0", "--log-format", "text"]
-    if store is not None:
-        args += ["--store", store]
-    if workers > 1:
-        args += ["--workers", str(workers)]
-    if devices is not None:
-        args += ["--devices", str(devices)]
-    log = workdir / f"serve-{time.monotonic_ns()}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(args, cwd=REPO, stdout=out, stderr=out)
-    try:
-        line = wait_for_line(log, process, "listening on http://")
-        wait_for_line(log, process, ": ready", count=workers)
-        yield f"http://127.0.0.1:{port_of(line)}"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def engine_work(url: str) -> tuple[float, int]:

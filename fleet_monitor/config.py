@@ -16,7 +16,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from fleet_monitor.domain.profiles import LABEL_KEY
+from fleet_monitor.domain.errors import InvalidInputError
+from fleet_monitor.domain.profiles import LABEL_KEY, ExpectationRule, parse_selector
 
 ENV_PREFIX = "FLEET_MONITOR_"
 
@@ -106,6 +107,28 @@ def parse_label_key_option(text: str) -> str:
     return value
 
 
+def parse_expectation_rules(text: str) -> tuple[ExpectationRule, ...]:
+    """``selector=every[/grace]`` rules separated by ``;`` (a selector: ``key:value`` pairs
+    joined by ``&``)."""
+    rules = []
+    for part in (piece.strip() for piece in text.split(";")):
+        if not part:
+            continue
+        selector_text, equals, times = part.partition("=")
+        every_text, _, grace_text = times.partition("/")
+        if not equals or not every_text.strip().isdigit() or int(every_text) < 1:
+            raise ValueError(f"a rule is selector=expected_every[/grace] in seconds, got {part!r}")
+        if grace_text and not grace_text.strip().isdigit():
+            raise ValueError(f"a rule's grace must be whole seconds, got {part!r}")
+        try:
+            selector = parse_selector(selector_text.strip().split("&"))
+        except InvalidInputError as error:
+            raise ValueError(f"{part!r}: {error}") from None
+        grace = int(grace_text) if grace_text else None
+        rules.append(ExpectationRule(selector, int(every_text), grace))
+    return tuple(rules)
+
+
 def parse_switch(text: str) -> bool:
     """On or off: 1/true/yes/on or 0/false/no/off, in any case."""
     value = text.strip().lower()
@@ -188,6 +211,13 @@ class Settings:
         parse_positive_int,
         "seconds a late device has before it is down",
         "SECONDS",
+    )
+    expect: tuple[ExpectationRule, ...] = _option(
+        (),
+        parse_expectation_rules,
+        "expectations by label, for devices without their own: 'site:paris=300/60; "
+        "kind:gate=600' (selector=expected_every[/grace] in seconds; the first match counts)",
+        "RULES",
     )
     max_clock_skew: int = _option(
         60,

@@ -9,6 +9,7 @@ import pytest
 
 from fleet_monitor.cli import build_parser
 from fleet_monitor.config import ConfigError, Settings, parse_size, settings_from
+from fleet_monitor.domain.profiles import ExpectationRule
 from fleet_monitor.http.wsgi_server import waitress_options
 
 
@@ -280,3 +281,26 @@ def test_a_store_url_the_client_cannot_use_is_refused_at_start(url: str, message
 )
 def test_store_urls_the_client_can_use(url: str) -> None:
     assert parse([], {"FLEET_MONITOR_STORE": url}).store == url
+
+
+def test_expectation_rules() -> None:
+    rules = parse([], {"FLEET_MONITOR_EXPECT": "site:paris=300/60; kind:gate&site:lyon=600;"})
+    assert rules.expect == (
+        ExpectationRule((("site", "paris"),), 300, 60),
+        ExpectationRule((("kind", "gate"), ("site", "lyon")), 600, None),
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("site:paris", "a rule is selector=expected_every[/grace] in seconds, got 'site:paris'"),
+        ("site:paris=0", "a rule is selector=expected_every[/grace]"),
+        ("site:paris=60/soon", "a rule's grace must be whole seconds"),
+        ("Site:paris=60", "'Site:paris=60': label must be key:value"),
+    ],
+)
+def test_bad_expectation_rules(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse([], {"FLEET_MONITOR_EXPECT": text})
+    assert str(raised.value).startswith(f"FLEET_MONITOR_EXPECT {message}")

@@ -174,7 +174,7 @@ def test_the_module_map_names_every_module() -> None:
 def _shown_default(field: dataclasses.Field[Any]) -> str:
     value: Any = field.default
     parse = field.metadata["parse"]
-    if value is None:
+    if value is None or value == ():
         return "none"
     if parse is parse_switch:
         return "on" if value else "off"

@@ -69,6 +69,18 @@ class Profile:
 
 
 EMPTY = Profile()
+
+
+@dataclass(frozen=True)
+class ExpectationRule:
+    """``--expect``: devices with the labels of ``selector`` and no expectations of their own
+    are expected every ``expected_every_s`` seconds, with ``grace_s`` (None: the fleet's)."""
+
+    selector: tuple[tuple[str, str], ...]
+    expected_every_s: int
+    grace_s: int | None
+
+
 FILE_MARK = '{"file":true'  # how the JSON of a profile from the devices file begins
 
 

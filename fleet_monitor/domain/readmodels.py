@@ -15,6 +15,7 @@ from typing import Protocol
 from fleet_monitor.domain.errors import InvalidInputError, UnknownDeviceError
 from fleet_monitor.domain.history import DeviceSnapshot
 from fleet_monitor.domain.maintenance import MaintenanceWindow, minutes_in
+from fleet_monitor.domain.profiles import ExpectationRule
 from fleet_monitor.domain.timestamps import MIN_UNIX_NS, MINUTE_NS
 from fleet_monitor.domain.uploads import UploadAggregate
 from fleet_monitor.domain.uptime import sla_uptime_percent
@@ -69,13 +70,21 @@ class Expectations:
     expected_every_ns: int = 60 * 10**9
     grace_ns: int = 60 * 10**9
     max_skew_ns: int = 60 * 10**9
+    rules: tuple[ExpectationRule, ...] = ()  # by label, before the fleet's
 
 
 def expected_of(snapshot: DeviceSnapshot, expectations: Expectations) -> tuple[int, int]:
-    """The device's ``expected_every`` and ``grace`` (ns): its own, else the fleet's."""
+    """The device's ``expected_every`` and ``grace`` (ns): its own, else those of the first
+    ``--expect`` rule its labels match, else the fleet's."""
     profile = snapshot.profile
     every = profile.expected_every_s
     grace = profile.grace_s
+    if every is None or grace is None:
+        for rule in expectations.rules:
+            if profile.matches(rule.selector):
+                every = rule.expected_every_s if every is None else every
+                grace = rule.grace_s if grace is None else grace
+                break
     return (
         expectations.expected_every_ns if every is None else every * 10**9,
         expectations.grace_ns if grace is None else grace * 10**9,

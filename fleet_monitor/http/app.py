@@ -114,6 +114,7 @@ def _context(settings: Settings, store: Store, clock: Clock, readiness: Readines
         expected_every_ns=settings.expected_every * NS_PER_SECOND,
         grace_ns=settings.grace * NS_PER_SECOND,
         max_skew_ns=settings.max_clock_skew * NS_PER_SECOND,
+        rules=settings.expect,
     )
     summaries = FleetSummaries(store, clock, expectations, settings.metrics_group_by)
     metrics = Metrics(store, summaries, per_device=settings.metrics_per_device)

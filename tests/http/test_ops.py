@@ -388,11 +388,11 @@ def test_concurrent_summaries_share_one_computation(monkeypatch: pytest.MonkeyPa
     started, release, computed = threading.Event(), threading.Event(), []
     real = readmodels.fleet_summary
 
-    def slow_summary(*args: Any) -> Any:
+    def slow_summary(*args: Any, **options: Any) -> Any:
         computed.append(1)
         started.set()
         release.wait(10)
-        return real(*args)
+        return real(*args, **options)
 
     monkeypatch.setattr(readmodels, "fleet_summary", slow_summary)
     answers: list[Any] = []

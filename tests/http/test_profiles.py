@@ -11,6 +11,7 @@ from flask.testing import FlaskClient
 
 from fleet_monitor.config import Settings
 from fleet_monitor.domain.events import Heartbeat
+from fleet_monitor.domain.profiles import ExpectationRule
 from fleet_monitor.domain.timestamps import MINUTE_NS, NS_PER_SECOND, format_rfc3339
 from fleet_monitor.http.app import create_app
 from fleet_monitor.store.protocol import Store
@@ -267,3 +268,18 @@ def test_metrics_count_devices_by_group_and_state(
         in lines
     )
     assert len(lines) == 3 * 5  # three groups, five states
+
+
+def test_expectation_rules_by_label(store: Store, clock: Clock) -> None:
+    rules = (ExpectationRule((("site", "paris"),), 600, 0),)
+    client = create_app(Settings(expect=rules), store, clock=clock).test_client()
+    put(client, A, {"labels": {"site": "paris"}})
+    put(client, B, {"labels": {"site": "paris"}, "expected_every": 60})  # its own wins
+    put(client, C, {"labels": {"site": "lyon"}})
+    for device in (A, B, C):
+        assert heartbeat(client, format_rfc3339(clock.now), device).status_code == 204
+    clock.now += 300 * NS_PER_SECOND
+    states = {d["device_id"]: d["state"] for d in client.get(API).get_json()["devices"]}
+    assert (states[A], states[B], states[C]) == ("up", "down", "down")
+    detail = client.get(f"{API}/{A}").get_json()
+    assert (detail["expected_every"], detail["grace"]) == (600, 0)

@@ -16,23 +16,16 @@ from fleet_monitor.http.app import create_app
 from fleet_monitor.store.protocol import Store
 from tests.conftest import SAMPLE_DEVICES
 from tests.support.api import API, assert_error, heartbeat
+from tests.support.clock import Clock
 
 NOW = "2024-04-02T12:00:00Z"
 A, B = sorted(SAMPLE_DEVICES)[:2]
 URL = "/api/v1/maintenance"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = parse_rfc3339(NOW)
-
-    def __call__(self) -> int:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(parse_rfc3339(NOW))
 
 
 @pytest.fixture

@@ -17,22 +17,15 @@ from fleet_monitor.http.app import create_app
 from fleet_monitor.store.protocol import Store
 from tests.conftest import SAMPLE_DEVICES
 from tests.support.api import API, assert_error, heartbeat
+from tests.support.clock import Clock
 
 NOW = 28_500_000 * MINUTE_NS  # a whole minute
 A, B, C, D, E = sorted(SAMPLE_DEVICES)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> int:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(NOW)
 
 
 @pytest.fixture

@@ -15,25 +15,15 @@ from fleet_monitor.http.app import create_app
 from fleet_monitor.store.protocol import Store
 from tests.conftest import SAMPLE_DEVICES
 from tests.support.api import API, assert_error, heartbeat
+from tests.support.clock import Clock
 
 START = parse_rfc3339("2024-04-02T12:00:00Z")
 A, B = sorted(SAMPLE_DEVICES)[:2]
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> int:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += int(seconds * NS_PER_SECOND)
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(START)
 
 
 @pytest.fixture

@@ -104,6 +104,7 @@ class OutageItem(TypedDict):
     minutes: int
     open: bool
     maintenance_minutes: int
+    in_maintenance: bool
 
 
 class OutageTotalsReply(TypedDict):
@@ -200,6 +201,7 @@ def outages_reply(
                 "minutes": outage.minutes,
                 "open": outage.open,
                 "maintenance_minutes": outage.maintenance_minutes,
+                "in_maintenance": outage.maintenance_minutes == outage.minutes,
             }
             for outage in page.outages
         ],

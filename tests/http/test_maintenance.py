@@ -80,10 +80,18 @@ def test_a_one_off_window_marks_outages_and_sla_uptime(client: FlaskClient) -> N
             "minutes": 7,
             "open": False,
             "maintenance_minutes": 3,
+            "in_maintenance": False,
         }
     ]
     assert outages["totals"]["maintenance_minutes"] == 3
     assert client.get(f"{API}/{B}").get_json()["sla_uptime"] == 0.0  # no heartbeat
+    whole = {"devices": [A], "start": "2024-04-02T10:03:00Z", "end": "2024-04-02T10:10:00Z"}
+    assert post(client, whole).status_code == 201
+    outages = client.get(f"{API}/{A}/outages?end=2024-04-02T10:12:00Z").get_json()
+    assert [(o["maintenance_minutes"], o["in_maintenance"]) for o in outages["outages"]] == [
+        (7, True)
+    ]
+    assert client.get(f"{API}/{A}").get_json()["sla_uptime"] == 100.0  # 5 of 11 - 7 minutes
 
 
 def test_a_recurring_window_pauses_its_devices_while_it_lasts(

@@ -51,9 +51,30 @@ def test_the_outages_of_a_device_and_their_totals(client: FlaskClient) -> None:
         "end": NOW,
         "min": 1,
         "outages": [
-            {"start": at(55), "end": at(50), "minutes": 5, "open": False, "maintenance_minutes": 0},
-            {"start": at(49), "end": at(48), "minutes": 1, "open": False, "maintenance_minutes": 0},
-            {"start": at(40), "end": None, "minutes": 40, "open": True, "maintenance_minutes": 0},
+            {
+                "start": at(55),
+                "end": at(50),
+                "minutes": 5,
+                "open": False,
+                "maintenance_minutes": 0,
+                "in_maintenance": False,
+            },
+            {
+                "start": at(49),
+                "end": at(48),
+                "minutes": 1,
+                "open": False,
+                "maintenance_minutes": 0,
+                "in_maintenance": False,
+            },
+            {
+                "start": at(40),
+                "end": None,
+                "minutes": 40,
+                "open": True,
+                "maintenance_minutes": 0,
+                "in_maintenance": False,
+            },
         ],
         "totals": {
             "count": 3,
@@ -84,9 +105,30 @@ def test_min_and_a_window(client: FlaskClient) -> None:
     cut = get(client, f"?start={at(52)}&end={at(30)}")
     assert (cut["start"], cut["end"]) == (at(52), at(30))
     assert cut["outages"] == [
-        {"start": at(52), "end": at(50), "minutes": 2, "open": False, "maintenance_minutes": 0},
-        {"start": at(49), "end": at(48), "minutes": 1, "open": False, "maintenance_minutes": 0},
-        {"start": at(40), "end": at(30), "minutes": 10, "open": False, "maintenance_minutes": 0},
+        {
+            "start": at(52),
+            "end": at(50),
+            "minutes": 2,
+            "open": False,
+            "maintenance_minutes": 0,
+            "in_maintenance": False,
+        },
+        {
+            "start": at(49),
+            "end": at(48),
+            "minutes": 1,
+            "open": False,
+            "maintenance_minutes": 0,
+            "in_maintenance": False,
+        },
+        {
+            "start": at(40),
+            "end": at(30),
+            "minutes": 10,
+            "open": False,
+            "maintenance_minutes": 0,
+            "in_maintenance": False,
+        },
     ]
 
 

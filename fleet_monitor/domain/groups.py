@@ -19,6 +19,7 @@ from fleet_monitor.domain.timestamps import MINUTE_NS
 # The windows a group is summarised over, each ending at the current minute (not counted: it
 # is not over), as (name, minutes).
 WINDOWS = (("24h", 1440), ("7d", 7 * 1440), ("30d", 30 * 1440))
+COUNT_BATCH = 1000  # devices whose counts are asked of the store at once
 
 
 @dataclass
@@ -42,6 +43,9 @@ class GroupSummary:
         return self.watched[window] - self.with_heartbeat[window]
 
 
+Pending = list[tuple[GroupSummary, str, list[tuple[int, int]]]]  # group, device, its pieces
+
+
 def group_summaries(
     store: FleetReads,
     now_ns: int,
@@ -52,10 +56,11 @@ def group_summaries(
     """The fleet (its devices with the labels of ``selector``) grouped by label ``key``,
     groups sorted by value, the group of devices without the label last. Each device costs one
     snapshot and one count over its last 30 days (three disjoint ranges, so the month's chunks
-    are read once)."""
+    are read once), asked of the store a thousand devices at a time."""
     now = now_ns // MINUTE_NS
     groups: dict[str | None, GroupSummary] = {}
     paused_by = active_windows(store, now_ns)
+    pending: Pending = []
     for snapshot in store.snapshots():
         if selector and not snapshot.profile.matches(selector):
             continue
@@ -70,16 +75,25 @@ def group_summaries(
             continue
         edges = [max(now - minutes, first) for _, minutes in reversed(WINDOWS)] + [now]
         pieces = [(edges[i], edges[i + 1]) for i in range(len(WINDOWS))]  # oldest first
-        try:
-            counts = store.heartbeat_counts(snapshot.device_id, pieces)
-        except UnknownDeviceError:  # removed since the snapshots were read
-            group.devices -= 1
-            continue
-        for n, (name, _) in enumerate(WINDOWS):  # 24h is the newest piece; 30d all three
-            used = pieces[len(WINDOWS) - 1 - n :]
-            group.watched[name] += sum(end - start for start, end in used)
-            group.with_heartbeat[name] += sum(counts[len(WINDOWS) - 1 - n :])
+        pending.append((group, snapshot.device_id, pieces))
+        if len(pending) == COUNT_BATCH:
+            _count(store, pending)
+    _count(store, pending)
     return sorted(groups.values(), key=lambda g: (g.value is None, g.value or ""))
+
+
+def _count(
+    store: FleetReads, pending: list[tuple[GroupSummary, str, list[tuple[int, int]]]]
+) -> None:
+    """Add the windows' watched minutes and heartbeat counts of the ``pending`` devices to
+    their groups, and empty it."""
+    answers = store.heartbeat_counts_many([(device_id, pieces) for _, device_id, pieces in pending])
+    for (group, _, pieces), counts in zip(pending, answers, strict=True):
+        for n, (name, _) in enumerate(WINDOWS):  # 24h is the newest piece; 30d all three
+            newest = len(WINDOWS) - 1 - n
+            group.watched[name] += sum(end - start for start, end in pieces[newest:])
+            group.with_heartbeat[name] += sum(counts[newest:])
+    pending.clear()
 
 
 MAX_SITE_WINDOW = 31 * 1440  # minutes a site-outage read may cover

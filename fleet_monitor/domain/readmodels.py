@@ -50,6 +50,12 @@ class FleetReads(Protocol):
     ) -> list[UploadAggregate]:
         """For each ``(start, end)``, the uploads of minutes ``start <= m < end``."""
 
+    def heartbeat_counts_many(
+        self, requests: Sequence[tuple[str, Sequence[tuple[int, int]]]]
+    ) -> list[list[int]]:
+        """:meth:`heartbeat_counts` of many devices at once (zeros for one not in the
+        fleet)."""
+
     def maintenance(self) -> list[MaintenanceWindow]:
         """The maintenance windows."""
 

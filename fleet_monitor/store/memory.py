@@ -398,6 +398,18 @@ class MemoryStore:
             minutes = device.history.minutes
             return [minutes.count_between(start, end) for start, end in ranges]
 
+    def heartbeat_counts_many(
+        self, requests: Sequence[tuple[str, Sequence[tuple[int, int]]]]
+    ) -> list[list[int]]:
+        """:meth:`heartbeat_counts` of many devices (zeros for one not in the fleet)."""
+        results = []
+        for device_id, ranges in requests:
+            try:
+                results.append(self.heartbeat_counts(device_id, ranges))
+            except UnknownDeviceError:
+                results.append([0] * len(ranges))
+        return results
+
     def heartbeat_chunks(self, device_id: str, start: int, end: int) -> Iterator[tuple[int, int]]:
         """The device's bitmap chunks meeting ``start <= m < end`` (copied under its lock)."""
         device = self.device(device_id)

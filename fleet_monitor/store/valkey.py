@@ -28,6 +28,7 @@ from typing import Any, TypeVar, cast
 
 import redis
 from redis.backoff import NoBackoff
+from redis.client import Pipeline
 from redis.commands.core import Script
 from redis.exceptions import (
     ResponseError,
@@ -440,24 +441,32 @@ class ValkeyStore:
                     yield _snapshot(device_id, values)
 
     def heartbeat_counts(self, device_id: str, ranges: Sequence[tuple[int, int]]) -> list[int]:
-        """For each ``(start, end)``, the heartbeat minutes ``start <= m < end``: the device's
-        chunk indices (one SMEMBERS), then one pipeline of BITCOUNTs over the chunks each range
-        meets (two round trips, whatever the number of ranges)."""
-        keys = self._keys_of(device_id)
-        found = self._call(lambda: self._engine.smembers(keys["chunks"]))
-        indices = sorted(int(index) for index in cast(set[bytes], found))
-        pipe = self._engine.pipeline(transaction=False)
-        pieces: list[int] = []
-        for start, end in ranges:
-            first = bisect.bisect_left(indices, start // CHUNK_MINUTES)
-            last = bisect.bisect_right(indices, (end - 1) // CHUNK_MINUTES)
-            for index in indices[first:last]:
-                base = index * CHUNK_MINUTES
-                low, high = max(start, base) - base, min(end, base + CHUNK_MINUTES) - base - 1
-                pipe.bitcount(keys["chunk_prefix"] + str(index), low, high, mode="BIT")
-            pieces.append(max(0, last - first))
-        counts = iter(cast(list[int], self._call(pipe.execute)) if sum(pieces) else [])
-        return [sum(next(counts) for _ in range(parts)) for parts in pieces]
+        """For each ``(start, end)``, the heartbeat minutes ``start <= m < end`` (see
+        :meth:`heartbeat_counts_many`: two round trips, whatever the number of ranges)."""
+        return self.heartbeat_counts_many([(device_id, ranges)])[0]
+
+    def heartbeat_counts_many(
+        self, requests: Sequence[tuple[str, Sequence[tuple[int, int]]]]
+    ) -> list[list[int]]:
+        """:meth:`heartbeat_counts` of many devices (zeros for one not in the fleet): for each
+        thousand, their chunk indices (one pipeline of SMEMBERS), then one pipeline of
+        BITCOUNTs over the chunks each range meets: two round trips a thousand devices."""
+        results: list[list[int]] = []
+        for at in range(0, len(requests), PIPELINE_BATCH):
+            batch = requests[at : at + PIPELINE_BATCH]
+            pipe = self._engine.pipeline(transaction=False)
+            for device_id, _ in batch:
+                pipe.smembers(self._keys_of(device_id)["chunks"])
+            found = cast(list[set[bytes]], self._call(pipe.execute))
+            pipe = self._engine.pipeline(transaction=False)
+            plans: list[list[int]] = []
+            for (device_id, ranges), members in zip(batch, found, strict=True):
+                prefix = self._keys_of(device_id)["chunk_prefix"]
+                plans.append(_plan_counts(pipe, prefix, sorted(map(int, members)), ranges))
+            wanted = any(any(plan) for plan in plans)
+            counts = iter(cast(list[int], self._call(pipe.execute)) if wanted else [])
+            results += [[sum(next(counts) for _ in range(n)) for n in plan] for plan in plans]
+        return results
 
     def heartbeat_chunks(self, device_id: str, start: int, end: int) -> Iterator[tuple[int, int]]:
         """The device's bitmap chunks meeting ``start <= m < end``: its chunk indices (one
@@ -542,6 +551,23 @@ class ValkeyStore:
         """Close the engine's connections."""
         self._writes.close()
         self._engine.close()
+
+
+def _plan_counts(
+    pipe: Pipeline, prefix: str, indices: list[int], ranges: Sequence[tuple[int, int]]
+) -> list[int]:
+    """Add to ``pipe`` the BITCOUNTs of each range over the chunks (``indices``, sorted) it
+    meets; return how many each range added."""
+    pieces: list[int] = []
+    for start, end in ranges:
+        first = bisect.bisect_left(indices, start // CHUNK_MINUTES)
+        last = bisect.bisect_right(indices, (end - 1) // CHUNK_MINUTES)
+        for index in indices[first:last]:
+            base = index * CHUNK_MINUTES
+            low, high = max(start, base) - base, min(end, base + CHUNK_MINUTES) - base - 1
+            pipe.bitcount(prefix + str(index), low, high, mode="BIT")
+        pieces.append(max(0, last - first))
+    return pieces
 
 
 def _number(value: bytes | None) -> int | None:

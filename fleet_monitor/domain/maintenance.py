@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,13 +23,13 @@ from fleet_monitor.domain.devices import device_id_problem
 from fleet_monitor.domain.errors import InvalidInputError
 from fleet_monitor.domain.events import parse_timestamp
 from fleet_monitor.domain.profiles import Profile, parse_selector
-from fleet_monitor.domain.timestamps import MINUTE_NS, NS_PER_SECOND
+from fleet_monitor.domain.timestamps import MIN_UNIX_NS, MINUTE_NS, NS_PER_SECOND
 
 MAX_WINDOWS = 1000  # in the fleet
 MAX_DEVICES = 1000  # named by one window
 MAX_REASON = 200
 MAX_DURATION_S = 366 * 86400
-MAX_OCCURRENCES = 100_000  # of one recurring window in one read: later ones are not seen
+MAX_OCCURRENCES = 10_000  # of one recurring window in one read: later ones are not seen
 _ID = re.compile(r"[0-9a-f]{32}")
 _FIELDS = ("selector", "devices", "start", "end", "cron", "duration", "reason")
 
@@ -64,9 +64,7 @@ class MaintenanceWindow:
         length = self.duration_s * NS_PER_SECOND
         found: list[tuple[int, int]] = []
         begin = max(first - length, self.start_ns)
-        # CronSim gives the occurrences after the instant it is given: one second before
-        for moment in CronSim(self.cron, _datetime(begin - NS_PER_SECOND)):
-            start = _ns(moment)
+        for start in _occurrences(self.cron, begin):
             if start >= last or len(found) == MAX_OCCURRENCES:
                 break
             if start + length > first and start >= self.start_ns:
@@ -74,8 +72,18 @@ class MaintenanceWindow:
         return found
 
     def active(self, now_ns: int) -> bool:
-        """Whether ``now`` is inside the window."""
-        return bool(self.intervals(now_ns, now_ns + 1))
+        """Whether ``now`` is inside the window: for a recurring one, its latest occurrence
+        (one step of cron backwards, however often it fires) has not ended yet."""
+        if now_ns < self.start_ns:
+            return False
+        if self.cron is None:
+            return bool(self.intervals(now_ns, now_ns + 1))
+        assert self.duration_s is not None
+        latest = _latest(self.cron, now_ns)
+        if latest is None:
+            return False
+        started = latest >= self.start_ns and (self.end_ns is None or latest < self.end_ns)
+        return started and now_ns < latest + self.duration_s * NS_PER_SECOND
 
     def to_json(self) -> dict[str, Any]:
         """The window as stored and as the API shows it."""
@@ -116,7 +124,28 @@ def by_start(windows: Iterable[MaintenanceWindow]) -> list[MaintenanceWindow]:
 
 
 def _datetime(ns: int) -> datetime:
-    return datetime.fromtimestamp(ns // NS_PER_SECOND, UTC)
+    return datetime.fromtimestamp(max(ns, MIN_UNIX_NS) // NS_PER_SECOND, UTC)
+
+
+def _occurrences(cron: str, from_ns: int) -> Iterator[int]:
+    """The instants (ns) ``cron`` fires at from ``from_ns`` on, until year 9999 ends."""
+    # CronSim gives the occurrences after the instant it is given: one second before
+    moments = CronSim(cron, _datetime(from_ns - NS_PER_SECOND))
+    while True:
+        try:
+            moment = next(moments)
+        except (OverflowError, ValueError):  # past year 9999
+            return
+        yield _ns(moment)
+
+
+def _latest(cron: str, at_ns: int) -> int | None:
+    """The last instant (ns) at or before ``at_ns`` that ``cron`` fires at (None before
+    year 1)."""
+    try:  # CronSim gives the occurrences before the instant it is given: one second after
+        return _ns(next(CronSim(cron, _datetime(at_ns + NS_PER_SECOND), reverse=True)))
+    except (OverflowError, ValueError):
+        return None
 
 
 def _ns(moment: datetime) -> int:
@@ -185,6 +214,8 @@ def parse_window(fields: dict[str, Any], now_ns: int) -> MaintenanceWindow:
         if type(duration) is not int or not 60 <= duration <= MAX_DURATION_S:
             raise _fail(f"duration must be a whole number of seconds from 60 to {MAX_DURATION_S}")
         start = now_ns if start is None else start
+        if next(_occurrences(cron, start), None) is None:
+            raise _fail(f"cron {cron!r} never fires after start (before the end of year 9999)")
     assert start is not None
     if end is not None and end <= start:
         raise _fail("end must be after start")

@@ -172,3 +172,36 @@ def test_the_fleet_keeps_at_most_so_many_windows(
         "the fleet has 2 maintenance windows, the most allowed: delete some first",
     )
     assert MAX_WINDOWS == 1000
+
+
+def test_windows_at_the_ends_of_time_never_break_a_read(client: FlaskClient) -> None:
+    assert heartbeat(client, "0001-01-01T00:00:00Z", A).status_code == 204
+    assert heartbeat(client, "9999-12-31T23:59:00Z", A).status_code == 204
+    never = {"devices": [A], "cron": "0 0 1 1 *", "duration": 3600, "start": "9999-06-01T00:00:00Z"}
+    assert_error(
+        post(client, never),
+        400,
+        "cron '0 0 1 1 *' never fires after start (before the end of year 9999)",
+    )
+    for body in (
+        {
+            "devices": [A],
+            "cron": "* * * * *",
+            "duration": 31622400,
+            "start": "0001-01-01T00:00:00Z",
+        },
+        {"devices": [A], "cron": "59 23 31 12 *", "duration": 60, "start": "9999-12-31T23:58:00Z"},
+        {"devices": [A], "start": "0001-01-01T00:00:00Z", "end": "9999-12-31T23:59:59Z"},
+    ):
+        assert post(client, body).status_code == 201
+    for url in (
+        f"{API}/{A}",
+        f"{API}/{A}/outages",
+        URL,
+        "/api/v1/fleet",
+        API,
+        "/api/v1/fleet?group_by=site",
+        "/api/v1/fleet/outages?group_by=site",
+    ):
+        assert client.get(url).status_code == 200, url
+    assert client.get(f"{API}/{A}").get_json()["state"] == "paused"

@@ -85,12 +85,36 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
             "request body must be JSON in UTF-8, without a byte-order mark", "invalid_json"
         )
     try:
-        value = _DECODER.decode(body.decode("utf-8"))
+        text = body.decode("utf-8")
+        value = _DECODER.decode(text)
     except (ValueError, RecursionError):  # UnicodeDecodeError included
         raise InvalidInputError("request body is not valid JSON", "invalid_json") from None
     if not isinstance(value, dict):
         raise InvalidInputError("request body must be a JSON object", "invalid_json")
+    if "\\ud" in text or "\\uD" in text:  # an escaped surrogate: it must have its pair
+        _check_text(value)
     return value
+
+
+def _check_text(value: object) -> None:
+    """Raise InvalidInputError if a string in ``value`` holds a lone surrogate (JSON escapes
+    allow one; no UTF-8 text can hold it, so it could never be answered back)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInputError(
+                "request body is not valid JSON: a string holds a lone surrogate (\\ud800-"
+                "\\udfff without its pair)",
+                "invalid_json",
+            ) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key)
+            _check_text(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_text(item)
 
 
 def parse_sent_at(fields: dict[str, Any]) -> int:

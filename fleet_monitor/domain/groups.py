@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fleet_monitor.domain.errors import UnknownDeviceError
+from fleet_monitor.domain.errors import InvalidInputError, UnknownDeviceError
 from fleet_monitor.domain.outages import gaps
 from fleet_monitor.domain.readmodels import (
     STATES,
@@ -97,6 +97,7 @@ def _count(
 
 
 MAX_SITE_WINDOW = 31 * 1440  # minutes a site-outage read may cover
+MAX_SITE_CELLS = 5_000_000  # groups x minutes a site-outage read may hold (about 80 MB)
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,13 @@ def site_outages(
         value = snapshot.profile.label(key)
         sizes[value] = sizes.get(value, 0) + 1
         if value not in down:
+            if (len(down) + 1) * (width + 1) > MAX_SITE_CELLS:
+                raise InvalidInputError(
+                    f"site outages of over {MAX_SITE_CELLS // (width + 1)} groups in a window "
+                    f"of {width} minutes are too many at once: narrow them with label= or a "
+                    "shorter window",
+                    "invalid_query",
+                )
             down[value], watched[value] = [0] * (width + 1), [0] * (width + 1)
         first = snapshot.first_minute
         if first is None or first >= end or not width:

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import islice, pairwise
 from typing import Any
 
 from cronsim import CronSim, CronSimError
@@ -59,7 +60,8 @@ class MaintenanceWindow:
         first = max(low_ns, self.start_ns)
         last = high_ns if self.end_ns is None else min(high_ns, self.end_ns)
         if self.cron is None:
-            return [(self.start_ns, self.end_ns or high_ns)] if first < last else []
+            end = self.end_ns if self.end_ns is not None else high_ns
+            return [(self.start_ns, end)] if first < last else []
         assert self.duration_s is not None
         length = self.duration_s * NS_PER_SECOND
         found: list[tuple[int, int]] = []
@@ -80,6 +82,8 @@ class MaintenanceWindow:
             return bool(self.intervals(now_ns, now_ns + 1))
         assert self.duration_s is not None
         latest = _latest(self.cron, now_ns)
+        if latest is not None and self.end_ns is not None and latest >= self.end_ns:
+            latest = _latest(self.cron, self.end_ns - NS_PER_SECOND)  # the last one it has
         if latest is None:
             return False
         started = latest >= self.start_ns and (self.end_ns is None or latest < self.end_ns)
@@ -184,6 +188,27 @@ def _selector(value: object) -> tuple[tuple[str, str], ...]:
         raise _fail(f"selector: {error}") from None
 
 
+def _check_recurring(cron: object, duration: object, start: int) -> int:
+    """``start``, once ``cron`` and ``duration`` make a valid recurring window from it: a
+    cron expression that fires after ``start``, at most once an hour (so that a read never
+    walks more than a few occurrences an hour of history), and a duration from a minute to a
+    year; else InvalidInputError."""
+    if not isinstance(cron, str):
+        raise _fail('cron must be a cron expression string, e.g. "0 2 * * 0"')
+    try:
+        CronSim(cron, _datetime(start))
+    except CronSimError as error:
+        raise _fail(f"cron {cron!r} is not a cron expression: {error}") from None
+    if type(duration) is not int or not 60 <= duration <= MAX_DURATION_S:
+        raise _fail(f"duration must be a whole number of seconds from 60 to {MAX_DURATION_S}")
+    firsts = list(islice(_occurrences(cron, start), 100))
+    if not firsts:
+        raise _fail(f"cron {cron!r} never fires after start (before the end of year 9999)")
+    if any(later - earlier < 3600 * NS_PER_SECOND for earlier, later in pairwise(firsts)):
+        raise _fail(f"cron {cron!r} fires more than once an hour: a window recurs at most hourly")
+    return start
+
+
 def parse_window(fields: dict[str, Any], now_ns: int) -> MaintenanceWindow:
     """A new window from a ``POST /maintenance`` body; raises InvalidInputError naming the
     problem."""
@@ -205,17 +230,7 @@ def parse_window(fields: dict[str, Any], now_ns: int) -> MaintenanceWindow:
         if start is None or end is None:
             raise _fail("a one-off window needs start and end")
     else:
-        if not isinstance(cron, str):
-            raise _fail('cron must be a cron expression string, e.g. "0 2 * * 0"')
-        try:
-            CronSim(cron, _datetime(now_ns))
-        except CronSimError as error:
-            raise _fail(f"cron {cron!r} is not a cron expression: {error}") from None
-        if type(duration) is not int or not 60 <= duration <= MAX_DURATION_S:
-            raise _fail(f"duration must be a whole number of seconds from 60 to {MAX_DURATION_S}")
-        start = now_ns if start is None else start
-        if next(_occurrences(cron, start), None) is None:
-            raise _fail(f"cron {cron!r} never fires after start (before the end of year 9999)")
+        start = _check_recurring(cron, duration, now_ns if start is None else start)
     assert start is not None
     if end is not None and end <= start:
         raise _fail("end must be after start")

@@ -33,6 +33,7 @@ class Profile:
     expected_every_s: int | None = None
     grace_s: int | None = None
     from_file: bool = False  # set from the devices file's columns (not by the API)
+    by_api: bool = False  # set through the API (even empty: the devices file leaves it be)
 
     def label(self, key: str) -> str | None:
         """The value of label ``key``, or None."""
@@ -47,6 +48,8 @@ class Profile:
         if self == EMPTY:
             return ""
         fields: dict[str, Any] = {"file": True} if self.from_file else {}  # first: see FILE_MARK
+        if self.by_api:
+            fields["api"] = True
         fields["labels"] = dict(self.labels)
         if self.expected_every_s is not None:
             fields["expected_every"] = self.expected_every_s
@@ -65,6 +68,7 @@ class Profile:
             fields.get("expected_every"),
             fields.get("grace"),
             bool(fields.get("file")),
+            bool(fields.get("api")),
         )
 
 
@@ -122,7 +126,7 @@ def parse_profile(fields: dict[str, Any], current: Profile) -> Profile:
         raise InvalidInputError(
             f"unknown field {unknown[0]!r}: a device takes {', '.join(_FIELDS)}", "invalid_field"
         )
-    profile = replace(current, from_file=False)  # set by the API now: the file leaves it be
+    profile = replace(current, from_file=False, by_api=True)  # the file leaves it be now
     if "labels" in fields:
         profile = replace(profile, labels=_labels(fields["labels"]))
     if "expected_every" in fields:
@@ -148,7 +152,7 @@ def file_profile(path_line: str, row: dict[str, str]) -> Profile:
         profile = parse_profile(fields, EMPTY)
     except InvalidInputError as error:
         raise InvalidInputError(f"{path_line}: {error}", "file") from None
-    return replace(profile, from_file=True)
+    return replace(profile, from_file=True, by_api=False)
 
 
 def parse_selector(texts: list[str]) -> tuple[tuple[str, str], ...]:

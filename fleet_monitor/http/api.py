@@ -228,9 +228,9 @@ def _detail(device_id: str, *, budget: bool = True) -> DeviceDetail:
             at_least=1,
             after=None,
             limit=0,
-            maintained=minutes_in(
-                windows, device_id, snapshot.profile, first, max(first, now_minute)
-            ),
+            maintained=minutes_in(windows, device_id, snapshot.profile, first, now_minute)
+            if snapshot.first_minute is not None
+            else [],
         )
     return device_detail(view, sla_uptime(ctx.store, snapshot, windows), history.totals)
 
@@ -341,8 +341,9 @@ def post_maintenance() -> Response:
     ctx = context()
     now = ctx.clock()
     window = parse_window(parse_json_object(read_body(request.environ, ctx.max_body_bytes)), now)
+    reply = window_reply(window, now)  # built first: nothing is kept that cannot be shown
     ctx.store.add_maintenance(window)
-    response = jsonify(window_reply(window, now))
+    response = jsonify(reply)
     response.status_code = 201
     return response
 
@@ -381,9 +382,10 @@ def _minute_cursor(cursor: str | None, low: int, high: int) -> int | None:
     if cursor is None:
         return None
     text = _decoded(cursor)
-    number = text[1:]
+    number = text[1:].removeprefix("-")  # minutes before 1970 are negative
     if not (text[:1] == "m" and number.isascii() and number.isdigit() and len(number) < 20):
         raise _bad_cursor()
+    number = text[1:]
     if not low <= int(number) < high:
         raise _bad_cursor()
     return int(number)

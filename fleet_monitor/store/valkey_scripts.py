@@ -78,9 +78,10 @@ end
 # 13 sent_at's minute, 14 its nanoseconds within the minute, 15 a partial chunk's cost, 16 a
 # full one's, 17 bits a chunk holds, 18 the device id, 19 sent_at in Unix seconds, 20 when it
 # was received (ns, "" if not known), 21 sent_at (ns). Returns
-# {'ok', 1 if the minute was new else 0}, or a refusal. h: cost, f, l, fm, fr, lm, lr.
+# {'ok', 1 if the minute was new else 0}, or a refusal. h: cost, f, l, fm, fr, lm, lr, rx (the
+# latest arrival is kept, as in memory: an arrival stamped earlier does not replace it).
 HEARTBEAT = (
-    _check("f", "l", "fm", "fr", "lm", "lr")
+    _check("f", "l", "fm", "fr", "lm", "lr", "rx")
     + """
 local new_chunk = redis.call('EXISTS', KEYS[2]) == 0
 local extra = 0
@@ -111,7 +112,7 @@ if not h[6] or at_m > tonumber(h[6]) or (at_m == tonumber(h[6]) and at_r > tonum
   set[#set + 1] = 'lm'; set[#set + 1] = ARGV[13]; set[#set + 1] = 'lr'; set[#set + 1] = ARGV[14]
 end
 redis.call('ZADD', KEYS[7], 'GT', ARGV[19], ARGV[18])
-if ARGV[20] ~= '' then
+if ARGV[20] ~= '' and (not h[8] or tonumber(ARGV[20]) >= tonumber(h[8])) then
   set[#set + 1] = 'rx'; set[#set + 1] = ARGV[20]; set[#set + 1] = 'rs'; set[#set + 1] = ARGV[21]
 end
 """

@@ -10,7 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from fleet_monitor.config import Settings
-from fleet_monitor.domain.maintenance import MAX_WINDOWS
+from fleet_monitor.domain.maintenance import MAX_WINDOWS, parse_window
 from fleet_monitor.domain.timestamps import NS_PER_SECOND, parse_rfc3339
 from fleet_monitor.http.app import create_app
 from fleet_monitor.store.protocol import Store
@@ -138,6 +138,7 @@ def test_list_and_delete(client: FlaskClient) -> None:
         ({"devices": [A], "start": NOW, "end": NOW}, "end must be after start"),
         ({"devices": [A], "cron": "0 2 * *", "duration": 60}, "cron '0 2 * *' is not a cron"),
         ({"devices": [A], "cron": "0 2 * * *", "duration": 59}, "duration must be a whole"),
+        ({"devices": [A], "cron": "*/30 * * * *", "duration": 60}, "cron '*/30 * * * *' fires"),
         ({"devices": [A], "cron": "0 2 * * *"}, "duration must be a whole number of seconds"),
         ({"devices": [A], "start": NOW, "end": "x"}, "end is not an RFC 3339"),
         (
@@ -186,7 +187,7 @@ def test_windows_at_the_ends_of_time_never_break_a_read(client: FlaskClient) -> 
     for body in (
         {
             "devices": [A],
-            "cron": "* * * * *",
+            "cron": "0 * * * *",
             "duration": 31622400,
             "start": "0001-01-01T00:00:00Z",
         },
@@ -205,3 +206,27 @@ def test_windows_at_the_ends_of_time_never_break_a_read(client: FlaskClient) -> 
     ):
         assert client.get(url).status_code == 200, url
     assert client.get(f"{API}/{A}").get_json()["state"] == "paused"
+
+
+def test_a_window_ending_at_the_epoch_ends_there(store: Store) -> None:
+    clock = Clock(2 * 3600 * NS_PER_SECOND)  # 1970-01-01T02:00Z
+    client = create_app(Settings(), store, clock=clock).test_client()
+    for sent in ("1969-12-31T22:00:00Z", "1970-01-01T01:59:00Z"):
+        assert heartbeat(client, sent, A).status_code == 204
+    body = {"devices": [A], "start": "1969-12-31T23:00:00Z", "end": "1970-01-01T00:00:00Z"}
+    assert post(client, body).status_code == 201
+    outage = client.get(f"{API}/{A}/outages").get_json()["outages"][0]
+    assert (outage["minutes"], outage["maintenance_minutes"]) == (238, 60)
+
+
+def test_a_recurring_window_is_active_until_its_last_occurrence_ends(clock: Clock) -> None:
+    window = parse_window(
+        {"devices": [A], "cron": "0 * * * *", "duration": 7200,
+         "start": "2024-04-09T00:00:00Z", "end": "2024-04-09T10:30:00Z"},
+        clock.now,
+    )  # fmt: skip
+    at = parse_rfc3339("2024-04-09T11:15:00Z")  # inside 10:00-12:00, the last one
+    assert window.active(at) is True
+    assert window.intervals(at, at + 1) == [(parse_rfc3339("2024-04-09T10:00:00Z"),
+                                               parse_rfc3339("2024-04-09T12:00:00Z"))]  # fmt: skip
+    assert window.active(parse_rfc3339("2024-04-09T12:00:00Z")) is False

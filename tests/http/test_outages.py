@@ -195,3 +195,14 @@ def test_windows_at_the_ends_of_time_are_answered(client: FlaskClient, url: str)
     assert heartbeat(client, "9999-12-31T23:59:59Z").status_code == 204
     assert client.get(url).status_code == 200
     assert client.get(f"{API}/{DEVICE}").status_code == 200
+
+
+def test_cursors_before_1970(store: Store) -> None:
+    clock = 2 * 3600 * 10**9  # 1970-01-01T02:00Z
+    client = create_app(Settings(), store, clock=lambda: clock).test_client()
+    for sent in ("1969-12-31T23:50:00Z", "1969-12-31T23:52:00Z", "1969-12-31T23:55:00Z"):
+        assert heartbeat(client, sent).status_code == 204
+    first = client.get(f"{URL}?limit=1").get_json()
+    assert first["outages"][0]["start"] == "1969-12-31T23:51:00Z"
+    second = client.get(f"{URL}?limit=1&cursor={first['next']}").get_json()
+    assert second["outages"][0]["start"] == "1969-12-31T23:53:00Z"

@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 
 from fleet_monitor.config import Settings
 from fleet_monitor.domain.events import Heartbeat
-from fleet_monitor.domain.profiles import ExpectationRule
+from fleet_monitor.domain.profiles import ExpectationRule, Profile
 from fleet_monitor.domain.timestamps import MINUTE_NS, NS_PER_SECOND, format_rfc3339
 from fleet_monitor.http.app import create_app
 from fleet_monitor.store.protocol import Store
@@ -276,3 +276,43 @@ def test_expectation_rules_by_label(store: Store, clock: Clock) -> None:
     assert (states[A], states[B], states[C]) == ("up", "down", "down")
     detail = client.get(f"{API}/{A}").get_json()
     assert (detail["expected_every"], detail["grace"]) == (600, 0)
+
+
+def test_a_lone_surrogate_is_a_400_and_nothing_is_kept(client: FlaskClient) -> None:
+    body = b'{"labels": {"site": "\\ud800"}}'
+    reply = client.put(f"{API}/{A}", data=body, content_type="application/json")
+    assert reply.status_code == 400
+    assert reply.get_json()["msg"].startswith("request body is not valid JSON: a string holds")
+    assert client.get(f"{API}/{A}").get_json()["labels"] == {}
+    paired = b'{"labels": {"site": "\\ud83d\\ude00"}}'  # a pair is one character
+    assert client.put(f"{API}/{A}", data=paired, content_type="application/json").status_code == 200
+    assert client.get(f"{API}/{A}").get_json()["labels"] == {"site": "\U0001f600"}
+
+
+def test_a_profile_cleared_through_the_api_stays_cleared(store: Store) -> None:
+    client = create_app(Settings(), store).test_client()
+    store.apply_file_profiles({A: Profile((("site", "file"),), from_file=True)})
+    assert put(client, A, {"labels": {}}).get_json()["labels"] == {}
+    assert store.apply_file_profiles({A: Profile((("site", "file"),), from_file=True)}) == 0
+    assert client.get(f"{API}/{A}").get_json()["labels"] == {}
+
+
+def test_the_latest_arrival_is_kept_on_every_store(store: Store, clock: Clock) -> None:
+    client = create_app(Settings(), store, clock=clock).test_client()
+    sent = format_rfc3339(clock.now)
+    assert heartbeat(client, sent, A).status_code == 204
+    clock.now -= 5 * NS_PER_SECOND  # a request stamped earlier that runs later
+    assert heartbeat(client, format_rfc3339(clock.now - 60 * NS_PER_SECOND), A).status_code == 204
+    detail = client.get(f"{API}/{A}").get_json()
+    assert (detail["last_received_at"], detail["clock_skew_ns"]) == (sent, 0)
+
+
+def test_site_outages_of_too_many_groups_are_refused(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("fleet_monitor.domain.groups.MAX_SITE_CELLS", 2 * 1441)
+    for device in (A, B, C):
+        put(client, device, {"labels": {"serial": device}})
+    reply = client.get("/api/v1/fleet/outages?group_by=serial")
+    assert reply.status_code == 400
+    assert reply.get_json()["msg"].startswith("site outages of over 2 groups in a window of 1440")

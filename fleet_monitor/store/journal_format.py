@@ -22,7 +22,7 @@ import logging
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,17 +153,26 @@ class Damage:
         return f"{count} records, lsn {self.first_lsn} to {self.last_lsn}"
 
 
+TornTail = Callable[[Path, int, int, str], None]  # (path, offset, size, problem)
+
+
 def read_segment(
-    path: Path, *, last: bool, repair: bool, next_lsn: int | None = None
+    path: Path,
+    *,
+    last: bool,
+    repair: bool,
+    next_lsn: int | None = None,
+    on_torn: TornTail | None = None,
 ) -> Iterator[Entry]:
     """The entries of one segment, in order (see the module's docstring for damage).
 
     ``next_lsn`` (the next segment's first lsn) only sharpens the report of damage that runs
     to the end of a segment. Raises :class:`CorruptJournalError` naming the file and offset.
     """
+    torn = on_torn or _cut  # the torn tail of the last segment: cut off unless told
     data = path.read_bytes()
     if data[: len(MAGIC)] != MAGIC and last and len(data) < len(MAGIC) and MAGIC.startswith(data):
-        _cut(path, 0, len(data), "a torn segment header")
+        torn(path, 0, len(data), "a torn segment header")
         return
     prev_lsn = first_lsn(path) - 1
     offset, problem, skipped = len(MAGIC), "", []
@@ -178,7 +187,7 @@ def read_segment(
                 continue
         resume = next_valid(data, offset, prev_lsn)
         if resume is None and last and offset >= len(MAGIC):
-            _cut(path, offset, len(data), problem)
+            torn(path, offset, len(data), problem)
             data = data[:offset]
             break
         last_lsn = _lost_through(data, resume, next_lsn)

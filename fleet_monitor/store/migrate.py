@@ -36,15 +36,10 @@ from fleet_monitor.domain.history import DeviceHistory
 from fleet_monitor.domain.timestamps import MINUTE_NS
 from fleet_monitor.store.durable import _decoded, replay
 from fleet_monitor.store.journal_format import (
-    MAGIC,
     CorruptJournalError,
-    Damage,
     Entry,
-    _lost_through,
-    _refusal,
     first_lsn,
-    next_valid,
-    record_at,
+    read_segment,
     segments,
 )
 from fleet_monitor.store.memory import MemoryStore
@@ -217,32 +212,14 @@ def read_segment_only(
     """The entries of one segment, as ``journal.read_segment`` reads them without
     ``--repair``, but leaving the file as it is: a torn tail of the last segment is skipped
     (and said in ``notes``), not cut off. Raises CorruptJournalError with the same line."""
-    data = path.read_bytes()
-    if data[: len(MAGIC)] != MAGIC and last and len(data) < len(MAGIC) and MAGIC.startswith(data):
-        notes.append(f"{path}: skipped {len(data)} bytes at offset 0 (a torn segment header)")
-        return
-    prev_lsn = first_lsn(path) - 1
-    offset, problem = len(MAGIC), ""
-    if data[: len(MAGIC)] != MAGIC:
-        offset, problem = 0, "does not start with FMJ1"
-    while offset < len(data):
-        if not problem:
-            entry, size, problem = record_at(data, offset)
-            if entry is not None:
-                yield entry
-                prev_lsn, offset = entry.lsn, offset + size
-                continue
-        resume = next_valid(data, offset, prev_lsn)
-        if resume is None and last and offset >= len(MAGIC):
-            notes.append(
-                f"{path}: skipped {len(data) - offset} bytes at offset {offset} ({problem}): "
-                "the last write before a crash, never acknowledged (the file is left as it is)"
-            )
-            return
-        end = len(data) if resume is None else resume
-        lost = _lost_through(data, resume, next_lsn)
-        damage = Damage(offset, end, problem, prev_lsn + 1, lost)
-        raise CorruptJournalError(_refusal(path, damage, len(data)))
+
+    def skip(torn: Path, offset: int, size: int, problem: str) -> None:
+        notes.append(
+            f"{torn}: skipped {size - offset} bytes at offset {offset} ({problem}): the last "
+            "write before a crash, never acknowledged (the file is left as it is)"
+        )
+
+    return read_segment(path, last=last, repair=False, next_lsn=next_lsn, on_torn=skip)
 
 
 # --- 2. the copy ---------------------------------------------------------------------------

@@ -130,8 +130,13 @@ def group_by(
     workdir: Path, devices: int = 100_000, groups: int = 50, requests: int = 5
 ) -> dict[str, object]:
     """9b: ``GET /fleet?group_by=site`` over ``devices`` devices in ``groups`` sites (a devices
-    file with a site column), each with a heartbeat 20 days and one 1 hour before now: median
-    seconds of ``requests``, and of ``GET /fleet/outages?group_by=site`` (the last 24 h)."""
+    file with a site column), each with a heartbeat 20 days and one 1 hour before now.
+
+    The fleet is live: before each of ``requests`` reads, 10,000 devices send a heartbeat of
+    a new minute, and each read must count exactly those more in the last 24 h. Measured:
+    the first read (which makes the group index), the median of the others, the heartbeats'
+    rate before and after the index exists, ``GET /fleet`` and ``GET
+    /fleet/outages?group_by=site`` (the last 24 h)."""
     path = workdir / "sites.csv"
     ids = [f"dev-{n:06d}" for n in range(devices)]
     path.write_text(
@@ -139,25 +144,62 @@ def group_by(
     )
     now = time.time_ns() // MINUTE_NS
     result: dict[str, object] = {"devices": devices, "groups": groups}
+    live = ids[: min(devices, 10_000)]
+    query = "/api/v1/fleet?group_by=site"
     with serve(workdir, devices=path) as base:
         started = time.perf_counter()
         events = [(d, now - 20 * 1440) for d in ids] + [(d, now - 60) for d in ids]
         result["accepted"] = send(base, events)
         result["load_s"] = round(time.perf_counter() - started, 1)
-        for name, query in (
-            ("group_by", "/api/v1/fleet?group_by=site"),
+        before = [_timed_send(base, [(d, now - 52 + n) for d in live]) for n in range(3)]
+        conn = _connection(base)
+        started = time.perf_counter()
+        seen = _day_heartbeats(_get(conn, query)[1], groups, devices)
+        result["first_s"] = round(time.perf_counter() - started, 3)
+        times, after = [], []
+        for n in range(requests):
+            after.append(_timed_send(base, [(d, now - 40 + n) for d in live]))
+            started = time.perf_counter()
+            status, body = _get(conn, query)
+            times.append(time.perf_counter() - started)
+            counted = _day_heartbeats(body, groups, devices)
+            if status != 200 or counted != seen + len(live):
+                raise RuntimeError(f"group_by counted {counted}, not {seen} + {len(live)}")
+            seen = counted
+        conn.close()
+        result["group_by_s"] = round(statistics.median(times), 3)
+        result["group_by_bytes"] = len(body)
+        result["heartbeats_before_per_s"] = round(len(live) / statistics.median(before))
+        result["heartbeats_after_per_s"] = round(len(live) / statistics.median(after))
+        for name, other in (
             ("site_outages", "/api/v1/fleet/outages?group_by=site"),
             ("summary", "/api/v1/fleet"),
         ):
-            times, size = _timed(base, query, requests, 1)
-            result[f"{name}_s"] = round(statistics.median(times) / 1000, 3)
+            times_ms, size = _timed(base, other, requests, 1)
+            result[f"{name}_s"] = round(statistics.median(times_ms) / 1000, 3)
             result[f"{name}_bytes"] = size
-        conn = _connection(base)
-        reply: dict[str, Any] = json.loads(_get(conn, "/api/v1/fleet?group_by=site")[1])
-        conn.close()
-        if len(reply["groups"]) != groups or sum(g["devices"] for g in reply["groups"]) != devices:
-            raise RuntimeError("the groups do not hold the fleet")
     return result
+
+
+def _timed_send(base: str, events: list[tuple[str, int]]) -> float:
+    """Seconds to send ``events`` (each must be accepted)."""
+    started = time.perf_counter()
+    if send(base, events) != len(events):
+        raise RuntimeError("heartbeats of a new minute were not all accepted")
+    return time.perf_counter() - started
+
+
+def _day_heartbeats(body: bytes, groups: int, devices: int) -> int:
+    """The heartbeat minutes of the last 24 h a group_by reply counts over all groups (and a
+    check that its groups hold the fleet)."""
+    reply: dict[str, Any] = json.loads(body)
+    if len(reply["groups"]) != groups or sum(g["devices"] for g in reply["groups"]) != devices:
+        raise RuntimeError("the groups do not hold the fleet")
+    total = 0
+    for group in reply["groups"]:  # uptime = 100 h / (h + down)
+        uptime, down = group["uptime"]["24h"], group["downtime_minutes"]["24h"]
+        total += round(uptime * down / (100 - uptime))
+    return total
 
 
 def rows(results: dict[str, dict[str, Any]]) -> list[Row]:
@@ -184,11 +226,16 @@ def rows(results: dict[str, dict[str, Any]]) -> list[Row]:
             row(
                 "9b",
                 f"`GET /fleet?group_by=site` over {r['devices']:,} devices in {r['groups']} "
-                "sites (a devices file with a site column; two heartbeats each), median of 5",
-                f"`GET /fleet` (no groups): {r['summary_s']} s",
-                f"`group_by`: {r['group_by_s']} s ({r['group_by_bytes']:,} B); "
-                f"`/fleet/outages?group_by=site` (24 h): {r['site_outages_s']} s",
-                "target \N{LESS-THAN OR EQUAL TO} 0.5 s",
+                "sites (a devices file with a site column; two heartbeats each), median of 5 "
+                "reads, each after 10,000 heartbeats of a new minute (counted exactly)",
+                f"`GET /fleet` (no groups): {r['summary_s']} s; heartbeats before the group "
+                f"index: {r['heartbeats_before_per_s']:,}/s",
+                f"`group_by`: {r['group_by_s']} s ({r['group_by_bytes']:,} B), the first "
+                f"(making the index) {r['first_s']} s; heartbeats with the index: "
+                f"{r['heartbeats_after_per_s']:,}/s; `/fleet/outages?group_by=site` (24 h): "
+                f"{r['site_outages_s']} s",
+                f"target \N{LESS-THAN OR EQUAL TO} 0.5 s: "
+                f"{'met' if r['group_by_s'] <= 0.5 else 'missed'}",
             )
         )
     return out

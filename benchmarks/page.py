@@ -68,6 +68,17 @@ def note_rows(paragraph: str) -> set[str]:
     return set(paragraph[len(NOTE) :].split(" measured ", 1)[0].split(", "))
 
 
+def without_rows(paragraph: str, measured: set[str]) -> str:
+    """``paragraph`` without the rows of ``measured`` if it is a ``Rows … measured`` one
+    ("" when none of its rows is left); any other paragraph as it is."""
+    rows = note_rows(paragraph)
+    if not rows & measured:
+        return paragraph
+    listed, rest = paragraph[len(NOTE) :].split(" measured ", 1)
+    left = [number for number in listed.split(", ") if number not in measured]
+    return f"{NOTE}{', '.join(left)} measured {rest}" if left else ""
+
+
 def compose(rows: list[Row], measured: str, previous: str | None) -> str:
     """The page (up to the soak's section). A whole run (``previous`` None) gives its rows and
     ``Measured {measured}.``; a run of some rows keeps the rows and paragraphs of the
@@ -83,9 +94,9 @@ def compose(rows: list[Row], measured: str, previous: str | None) -> str:
             number for number in produced if number not in ORDER
         ]
         text = [
-            paragraph
+            kept_part
             for paragraph in paragraphs(previous)
-            if not (note_rows(paragraph) and note_rows(paragraph) <= set(ids))
+            if (kept_part := without_rows(paragraph, set(ids)))
         ]
         text.append(f"{NOTE}{', '.join(ids)} measured {measured}.")
     merged = {**kept, **produced}

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from benchmarks.load import batch_body, batch_lua, heartbeat_lua, parse_wrk
+from benchmarks.page import TABLE_HEAD, compose, paragraphs, row, table_rows
 from benchmarks.run import markdown, memory, percentile
 from benchmarks.soak_page import soak_section
 
@@ -207,3 +208,21 @@ def test_a_run_of_some_rows_replaces_them_and_keeps_the_others() -> None:
     assert "--only valkey" in page
     again = markdown(VALKEY_RESULTS, some, page)  # a second such run: one note, not two
     assert len([line for line in again.splitlines() if line.startswith("Rows ")]) == 1
+
+
+def test_a_run_of_some_rows_takes_them_out_of_earlier_notes() -> None:
+    previous = (
+        "# Benchmark results\n\nMeasured 2026-01-01.\n\n"
+        "Rows 9a, 9b measured 2026-01-02 with `--only outages,group-by`.\n\n"
+        "Rows 1 measured 2026-01-03.\n\n"
+        f"{TABLE_HEAD}\n| 1 | a | b | c | d |\n| 9a | a | b | c | d |\n| 9b | a | b | c | d |\n"
+    )
+    page = compose([row("9b", "w", "r", "f", "t")], "2026-01-04", previous)
+    assert paragraphs(page) == [
+        "Measured 2026-01-01.",
+        "Rows 9a measured 2026-01-02 with `--only outages,group-by`.",
+        "Rows 1 measured 2026-01-03.",
+        "Rows 9b measured 2026-01-04.",
+    ]
+    assert table_rows(page)["9b"] == "| 9b | w | r | f | t |"
+    assert list(table_rows(page)) == ["1", "9a", "9b"]

@@ -124,6 +124,15 @@ class MinuteSet:
         indices = sorted(i for i in self._chunks if first_index <= i <= last_index)
         return [(i, int.from_bytes(self._chunks[i], "little")) for i in indices]
 
+    def bits_between(self, start: int, end: int) -> int:
+        """The minutes ``start <= m < end`` as one integer: bit ``i`` is minute
+        ``start + i``."""
+        bits = 0
+        for index, chunk in self.chunk_bits(start, end):
+            offset = index * CHUNK_MINUTES - start
+            bits |= chunk << offset if offset >= 0 else chunk >> -offset
+        return bits & ((1 << (end - start)) - 1) if end > start else 0
+
     def chunks(self) -> Iterator[tuple[int, bytes | bytearray]]:
         """Each chunk as ``(index, bits)``, least significant bit first; a full chunk is
         :data:`FULL_CHUNK` itself (for storage formats to write it compactly)."""

@@ -20,6 +20,15 @@ from fleet_monitor.domain.uploads import UploadAggregate, UploadLog
 from fleet_monitor.domain.uptime import uptime_percent
 
 
+class DeviceHead(NamedTuple):
+    """What a device's state is judged on: when its latest heartbeat was received (or, from
+    before receipts were kept, sent), and its profile."""
+
+    device_id: str
+    seen_ns: int | None
+    profile: Profile
+
+
 class DeviceSnapshot(NamedTuple):
     """A consistent copy of one device's counters: what every read is computed from."""
 

@@ -37,7 +37,10 @@ class Profile:
 
     def label(self, key: str) -> str | None:
         """The value of label ``key``, or None."""
-        return next((value for name, value in self.labels if name == key), None)
+        for name, value in self.labels:
+            if name == key:
+                return value
+        return None
 
     def matches(self, selector: tuple[tuple[str, str], ...]) -> bool:
         """Whether every ``(key, value)`` of ``selector`` is one of the labels."""

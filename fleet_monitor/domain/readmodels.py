@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from fleet_monitor.domain.errors import InvalidInputError, UnknownDeviceError
-from fleet_monitor.domain.history import DeviceSnapshot
+from fleet_monitor.domain.group_index import WindowTotals
+from fleet_monitor.domain.history import DeviceHead, DeviceSnapshot
 from fleet_monitor.domain.maintenance import MaintenanceWindow, minutes_in
-from fleet_monitor.domain.profiles import ExpectationRule
+from fleet_monitor.domain.profiles import ExpectationRule, Profile
 from fleet_monitor.domain.timestamps import MIN_UNIX_NS, MINUTE_NS
 from fleet_monitor.domain.uploads import UploadAggregate
 from fleet_monitor.domain.uptime import sla_uptime_percent
@@ -59,6 +60,16 @@ class FleetReads(Protocol):
     def maintenance(self) -> list[MaintenanceWindow]:
         """The maintenance windows."""
 
+    def heads(self) -> Iterator[DeviceHead]:
+        """What each device's state is judged on, cheaper than its snapshot."""
+
+    def group_totals(
+        self, key: str, now: int, windows: Sequence[int]
+    ) -> dict[str | None, list[WindowTotals]] | None:
+        """For each value of label ``key`` (None: devices without it), its devices' totals
+        over windows of ``windows`` minutes ending at minute ``now``; None when the store
+        keeps no index of ``key`` (the caller counts device by device)."""
+
     def heartbeat_chunks(self, device_id: str, start: int, end: int) -> Iterator[tuple[int, int]]:
         """Each chunk of the device's bitmap that holds a minute ``start <= m < end``, in
         order, as ``(index, bits)``: bit ``i`` of ``bits`` is minute
@@ -79,10 +90,9 @@ class Expectations:
     rules: tuple[ExpectationRule, ...] = ()  # by label, before the fleet's
 
 
-def expected_of(snapshot: DeviceSnapshot, expectations: Expectations) -> tuple[int, int]:
-    """The device's ``expected_every`` and ``grace`` (ns): its own, else those of the first
+def expected_of(profile: Profile, expectations: Expectations) -> tuple[int, int]:
+    """A device's ``expected_every`` and ``grace`` (ns): its own, else those of the first
     ``--expect`` rule its labels match, else the fleet's."""
-    profile = snapshot.profile
     every = profile.expected_every_s
     grace = profile.grace_s
     if every is None or grace is None:
@@ -113,15 +123,28 @@ def state_of(
     after the latest was received, ``late`` until ``grace`` more has passed, then ``down``. A
     device with heartbeats but no receipt (history kept from before receipts were recorded) is
     judged on its latest ``sent_at``."""
-    if any(window.applies_to(snapshot.device_id, snapshot.profile) for window in paused_by):
-        return "paused"
     seen = snapshot.last_received_ns
     if seen is None:
         seen = snapshot.last_heartbeat_ns
+    return judge(
+        DeviceHead(snapshot.device_id, seen, snapshot.profile), now_ns, expectations, paused_by
+    )
+
+
+def judge(
+    head: DeviceHead,
+    now_ns: int,
+    expectations: Expectations,
+    paused_by: Sequence[MaintenanceWindow] = (),
+) -> str:
+    """The state of the device ``head`` describes (see :func:`state_of`)."""
+    device_id, seen, profile = head
+    if paused_by and any(window.applies_to(device_id, profile) for window in paused_by):
+        return "paused"
     if seen is None:
         return "new"
     silent = now_ns - seen
-    every, grace = expected_of(snapshot, expectations)
+    every, grace = expected_of(profile, expectations)
     if silent <= every:
         return "up"
     return "late" if silent <= every + grace else "down"
@@ -179,7 +202,7 @@ def view_of(
         status_of(snapshot.last_heartbeat_ns, now_ns, expectations.offline_after_ns),
         state_of(snapshot, now_ns, expectations, paused_by),
         drifts(snapshot, expectations),
-        *expected_of(snapshot, expectations),
+        *expected_of(snapshot.profile, expectations),
     )
 
 

@@ -22,12 +22,15 @@ from fleet_monitor.domain.errors import (
     StoreUnavailableError,
     UnknownDeviceError,
 )
-from fleet_monitor.domain.events import Event
-from fleet_monitor.domain.history import DeviceHistory, DeviceSnapshot
+from fleet_monitor.domain.events import Event, Heartbeat
+from fleet_monitor.domain.group_index import WindowTotals
+from fleet_monitor.domain.history import DeviceHead, DeviceHistory, DeviceSnapshot
 from fleet_monitor.domain.limits import UNLIMITED, HistoryBudget, fleet_full, windows_full
 from fleet_monitor.domain.maintenance import MAX_WINDOWS, MaintenanceWindow, by_start
 from fleet_monitor.domain.profiles import EMPTY, Profile
+from fleet_monitor.domain.timestamps import minute_of
 from fleet_monitor.domain.uploads import UploadAggregate
+from fleet_monitor.store.group_indexes import GroupIndexes
 
 REGISTERED, REMOVED = "register", "remove"  # registry changes, as the journal names them
 PROFILED = "profile"  # a device's profile set
@@ -84,6 +87,7 @@ class MemoryStore:
         self.registry_lsn = 0  # the lsn of the latest registration or removal
         self.removed: set[str] = set()  # removed at run time and not registered since
         self._windows: dict[str, MaintenanceWindow] = {}
+        self._groups = GroupIndexes()
         self.add_all(device_ids)
 
     # --- the registry ---------------------------------------------------------------------
@@ -96,7 +100,8 @@ class MemoryStore:
             before = len(self._devices)
             for device_id in device_ids:
                 if device_id not in self._devices and device_id not in self.removed:
-                    self._devices[device_id] = Device()
+                    device = self._devices[device_id] = Device()
+                    self._groups.joined(device_id, EMPTY, device.history.minutes)
             added = len(self._devices) - before
             if added:
                 self._sorted_ids = sorted(self._devices)
@@ -140,7 +145,8 @@ class MemoryStore:
         replayed event of an earlier device of the same id is never applied to it."""
         if device_id in self._devices:
             return False
-        self._devices[device_id] = Device(lsn=lsn)
+        device = self._devices[device_id] = Device(lsn=lsn)
+        self._groups.joined(device_id, EMPTY, device.history.minutes)
         insort(self._sorted_ids, device_id)
         self.removed.discard(device_id)
         return True
@@ -154,6 +160,7 @@ class MemoryStore:
         self.removed.add(device_id)
         with device.lock:  # a write racing the removal sees it, and is refused
             device.removed = True
+            self._groups.left(device_id, device.history.minutes)
             self.budget.adjust(-device.history.cost())
         return True
 
@@ -293,7 +300,10 @@ class MemoryStore:
                 except BaseException:
                     self.budget.adjust(-extra)
                     raise
+                first_before = history.minutes.first
                 new, lsn = history.apply(event, key), device.lsn
+                if new and self._groups.active and isinstance(event, Heartbeat):
+                    self._groups.heartbeat(device_id, minute_of(event.sent_at_ns), first_before)
                 self.budget.adjust(history.cost() - before - extra)
         if wait:
             self._durable(lsn)
@@ -324,7 +334,7 @@ class MemoryStore:
                 raise UnknownDeviceError(device_id)
             if self._journal is not None:
                 device.lsn = self._journal.append(PROFILED, device_id, None, profile.to_json())
-            device.history.profile = profile
+            self._profile(device_id, device, profile)
             lsn = device.lsn
         self._durable(lsn)
 
@@ -339,7 +349,7 @@ class MemoryStore:
             with device.lock:
                 current = device.history.profile
                 if current != profile and (current == EMPTY or current.from_file):
-                    device.history.profile = profile
+                    self._profile(device_id, device, profile)
                     changed += 1
         return changed
 
@@ -351,7 +361,12 @@ class MemoryStore:
         with device.lock:
             if lsn > device.lsn:
                 device.lsn = lsn
-                device.history.profile = profile
+                self._profile(device_id, device, profile)
+
+    def _profile(self, device_id: str, device: Device, profile: Profile) -> None:
+        """Give the device ``profile`` (called under its lock)."""
+        before, device.history.profile = device.history.profile, profile
+        self._groups.profiled(device_id, before, profile, device.history.minutes)
 
     def replay(self, lsn: int, device_id: str, event: Event, key: str | None) -> None:
         """Apply a journaled event once (counted in the budget, never refused): an event the
@@ -359,6 +374,7 @@ class MemoryStore:
         device = self._devices.get(device_id)
         if device is None:
             return
+        self._groups.clear()  # made anew at the next read (replay comes before serving)
         with device.lock:
             if lsn <= device.lsn:
                 return
@@ -369,6 +385,7 @@ class MemoryStore:
 
     def restore(self, device_id: str, lsn: int, history: DeviceHistory) -> None:
         """Put a device back as a snapshot held it (before serving)."""
+        self._groups.clear()
         with self._lock:
             if device_id not in self._devices:
                 insort(self._sorted_ids, device_id)
@@ -390,6 +407,28 @@ class MemoryStore:
             with device.lock:
                 snapshot = device.history.snapshot(device_id)
             yield snapshot
+
+    def heads(self) -> Iterator[DeviceHead]:
+        """What each device's state is judged on, read without its lock (each field is
+        read whole; a device changed meanwhile is judged as one or the other)."""
+        for device_id, device in self.devices():
+            history = device.history
+            seen = history.last_received_ns
+            yield DeviceHead(
+                device_id, history.last_heartbeat_ns if seen is None else seen, history.profile
+            )
+
+    def group_totals(
+        self, key: str, now: int, windows: Sequence[int]
+    ) -> dict[str | None, list[WindowTotals]] | None:
+        """Each group of label ``key``'s totals over windows of ``windows`` minutes ending at
+        ``now``, from an index kept up to date (made at the first read of ``key``); None
+        when ``key`` has too many values to be indexed."""
+        return self._groups.totals(key, now, windows, self.devices)
+
+    def indexed_keys(self) -> list[str]:
+        """The label keys with a group index, the least recently read first."""
+        return self._groups.keys()
 
     def heartbeat_counts(self, device_id: str, ranges: Sequence[tuple[int, int]]) -> list[int]:
         """For each ``(start, end)``, how many heartbeat minutes ``start <= m < end``."""

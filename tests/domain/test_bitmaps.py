@@ -127,3 +127,19 @@ def test_a_year_of_every_minute_costs_a_few_kilobytes() -> None:
     used = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     assert used < 12_000, used  # the index of 128 full chunks and two partial edge chunks
+
+
+def test_bits_between_is_the_range_as_one_integer() -> None:
+    minutes = MinuteSet()
+    for minute in (-3, 5, CHUNK_MINUTES - 1, CHUNK_MINUTES, 3 * CHUNK_MINUTES + 7):
+        minutes.add(minute)
+    assert minutes.bits_between(-3, 6) == 1 | 1 << 8
+    assert minutes.bits_between(5, 5) == 0
+    bits = minutes.bits_between(0, 4 * CHUNK_MINUTES)
+    assert [i for i in range(4 * CHUNK_MINUTES) if bits >> i & 1] == [
+        5,
+        CHUNK_MINUTES - 1,
+        CHUNK_MINUTES,
+        3 * CHUNK_MINUTES + 7,
+    ]
+    assert minutes.bits_between(CHUNK_MINUTES, CHUNK_MINUTES + 1) == 1

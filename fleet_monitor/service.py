@@ -96,8 +96,7 @@ def _add_when_reachable(store: MemoryStore | ValkeyStore, devices_file: DevicesF
     while True:
         try:
             store.add_all(devices_file.ids)
-            if devices_file.has_profiles:
-                store.apply_file_profiles(devices_file.profiles)
+            store.apply_file_profiles(devices_file.profiles)
         except StoreUnavailableError as error:
             log.warning("waiting for the store: %s", error)  # throttled: one per 10 s
             time.sleep(RETRY_S)

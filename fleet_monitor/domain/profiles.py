@@ -142,7 +142,9 @@ def parse_profile(fields: dict[str, Any], current: Profile) -> Profile:
 def file_profile(path_line: str, row: dict[str, str]) -> Profile:
     """The profile a devices file's row gives (``row``: its columns other than ``device_id``,
     empty cells left out): ``expected_every`` and ``grace`` in seconds, the rest labels.
-    Raises InvalidInputError naming ``path_line``."""
+    Raises InvalidInputError naming ``path_line``. A row of empty cells gives none."""
+    if not row:
+        return EMPTY
     fields: dict[str, Any] = {"labels": {}}
     for column, text in row.items():
         if column in ("expected_every", "grace"):

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from fleet_monitor.domain.devices import DEVICE_ID_RULE, device_id_problem
 from fleet_monitor.domain.errors import InvalidInputError
-from fleet_monitor.domain.profiles import LABEL_KEY, Profile, file_profile
+from fleet_monitor.domain.profiles import EMPTY, LABEL_KEY, Profile, file_profile
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +58,11 @@ def _rows(path: Path, text: str) -> Iterator[tuple[int, list[str]]]:
 
 
 class DevicesFile(NamedTuple):
-    """A devices file's ids in file order, and the profiles its other columns give."""
+    """A devices file's ids in file order, and the profiles its other columns give (a row
+    whose cells are all empty gives none: it is not in ``profiles``)."""
 
     ids: list[str]
     profiles: dict[str, Profile]
-    has_profiles: bool  # whether it has columns beyond device_id
 
 
 def load_devices(path: Path) -> DevicesFile:
@@ -116,10 +116,12 @@ def load_devices(path: Path) -> DevicesFile:
             pairs = zip(columns[1:], cells[1:], strict=True)
             row = {column: cell for column, cell in pairs if cell}
             try:
-                profiles[device_id] = file_profile(f"{path}:{line_number}", row)
+                profile = file_profile(f"{path}:{line_number}", row)
             except InvalidInputError as error:
                 raise DevicesFileError(str(error)) from None
-    return DevicesFile(list(first_line), profiles, len(columns) > 1)
+            if profile != EMPTY:
+                profiles[device_id] = profile
+    return DevicesFile(list(first_line), profiles)
 
 
 def load_device_ids(path: Path) -> list[str]:

@@ -339,13 +339,12 @@ class MemoryStore:
         self._durable(lsn)
 
     def apply_file_profiles(self, profiles: Mapping[str, Profile]) -> int:
-        """Give each device the profile of its devices-file row, unless the API set its
-        profile (not journaled: the file is read at every start); return how many changed."""
+        """Give each device the profile of its devices-file row (``profiles``: the whole
+        file's; a device without one gets none), unless the API set its profile (not
+        journaled: the file is read at every start); return how many changed."""
         changed = 0
-        for device_id, profile in profiles.items():
-            device = self._devices.get(device_id)
-            if device is None:
-                continue
+        for device_id, device in self.devices():
+            profile = profiles.get(device_id, EMPTY)
             with device.lock:
                 current = device.history.profile
                 if current != profile and (current == EMPTY or current.from_file):

@@ -242,16 +242,17 @@ class ValkeyStore:
             raise UnknownDeviceError(device_id)
 
     def apply_file_profiles(self, profiles: Mapping[str, Profile]) -> int:
-        """Give each device the profile of its devices-file row, unless the API set its
-        profile (pipelines of scripts); return how many changed."""
+        """Give each device the profile of its devices-file row (``profiles``: the whole
+        file's; a device without one gets none), unless the API set its profile (pipelines
+        of scripts over the whole fleet); return how many changed."""
         changed = 0
-        items = list(profiles.items())
-        for start in range(0, len(items), PIPELINE_BATCH):
+        ids = self.ids_after(None, UNLIMITED)
+        for start in range(0, len(ids), PIPELINE_BATCH):
             pipe = self._engine.pipeline(transaction=False)
-            for device_id, profile in items[start : start + PIPELINE_BATCH]:
+            for device_id in ids[start : start + PIPELINE_BATCH]:
                 self._file_profile(
                     keys=[self._device_key(device_id)],
-                    args=[profile.to_json(), FILE_MARK],
+                    args=[profiles.get(device_id, EMPTY).to_json(), FILE_MARK],
                     client=pipe,
                 )
             changed += sum(1 for answer in self._call(pipe.execute) if answer == 1)

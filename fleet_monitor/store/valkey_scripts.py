@@ -177,7 +177,8 @@ return 1
 """
 )
 
-# A device's profile from the devices file. KEYS: 1 device hash. ARGV: 1 the profile's JSON.
+# A device's profile from the devices file. KEYS: 1 device hash. ARGV: 1 the profile's JSON
+# ("": none, the field removed), 2 the file's mark.
 # Returns 1 when set, 0 for an unknown device or one whose profile the API set (its JSON does not
 # begin with the file's mark).
 FILE_PROFILE = (
@@ -185,9 +186,13 @@ FILE_PROFILE = (
     + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local current = redis.call('HGET', KEYS[1], 'pf')
-if current == ARGV[1] then return 0 end
-if current and string.sub(current, 1, #ARGV[2]) ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], 'pf', ARGV[1])
+if current == ARGV[1] or (not current and ARGV[1] == '') then return 0 end
+if current and current ~= '' and string.sub(current, 1, #ARGV[2]) ~= ARGV[2] then return 0 end
+if ARGV[1] == '' then
+  redis.call('HDEL', KEYS[1], 'pf')
+else
+  redis.call('HSET', KEYS[1], 'pf', ARGV[1])
+end
 return 1
 """
 )

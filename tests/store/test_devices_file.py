@@ -117,13 +117,13 @@ def test_the_bundled_sample_is_the_repositorys_devices_csv() -> None:
 def test_profile_columns(tmp_path: Path) -> None:
     path = write(
         tmp_path,
-        "device_id,site,expected_every,grace,rack\na,paris,300,,r1\nb,,,0,\nc,lyon,,,\n",
+        "device_id,site,expected_every,grace,rack\na,paris,300,,r1\nb,,,0,\nc,lyon,,,\nd,,,,\n",
     )
     found = load_devices(path)
-    assert found.ids == ["a", "b", "c"] and found.has_profiles
+    assert found.ids == ["a", "b", "c", "d"]
     assert found.profiles == {
         "a": Profile((("rack", "r1"), ("site", "paris")), 300, None, from_file=True),
         "b": Profile((), None, 0, from_file=True),
         "c": Profile((("site", "lyon"),), None, None, from_file=True),
     }
-    assert not load_devices(write(tmp_path, "device_id\na\n")).has_profiles
+    assert load_devices(write(tmp_path, "device_id\na\n")).profiles == {}

@@ -21,9 +21,23 @@ def test_file_profiles_yield_to_the_api(store: Store) -> None:
     store.set_profile(C, set_by_api)
     assert store.apply_file_profiles({A: PARIS, B: PARIS, C: PARIS, "unknown": PARIS}) == 2
     assert [store.snapshot(d).profile for d in (A, B, C)] == [PARIS, PARIS, set_by_api]
-    assert store.apply_file_profiles({A: PARIS}) == 0  # unchanged
-    assert store.apply_file_profiles({A: LYON}) == 1  # a newer file
+    assert store.apply_file_profiles({A: PARIS, B: PARIS}) == 0  # unchanged
+    assert store.apply_file_profiles({A: LYON, B: PARIS}) == 1  # a newer file
     assert store.snapshot(A).profile == LYON
+
+
+def test_a_file_without_a_device_s_row_or_columns_takes_its_file_profile_away(
+    store: Store,
+) -> None:
+    set_by_api = Profile((("site", "manual"),), by_api=True)
+    store.apply_file_profiles({A: PARIS, B: PARIS})
+    store.set_profile(C, set_by_api)
+    assert store.apply_file_profiles({A: LYON}) == 2  # B's row lost its cells
+    assert [store.snapshot(d).profile for d in (A, B, C)] == [LYON, Profile(), set_by_api]
+    assert store.apply_file_profiles({}) == 1  # the columns are gone
+    assert [store.snapshot(d).profile for d in (A, B, C)] == [Profile(), Profile(), set_by_api]
+    assert store.apply_file_profiles({B: PARIS}) == 1  # and back
+    assert store.snapshot(B).profile == PARIS
 
 
 def test_serve_reads_labels_from_the_devices_file(tmp_path: Path) -> None:

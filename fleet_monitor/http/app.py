@@ -12,6 +12,7 @@ from fleet_monitor.domain.limits import SentAtRange
 from fleet_monitor.domain.readmodels import Expectations
 from fleet_monitor.domain.timestamps import NS_PER_SECOND
 from fleet_monitor.http.api import api
+from fleet_monitor.http.badges import badges
 from fleet_monitor.http.context import Clock, Context
 from fleet_monitor.http.errors import INTERNAL_ERROR, ErrorReply, render, reply_for
 from fleet_monitor.http.fast_path import fast_device_writes
@@ -95,6 +96,7 @@ def create_app(
     context.install(app)
     _install_hooks(app, admission, observer)
     app.register_blueprint(api)
+    app.register_blueprint(badges)
     app.register_blueprint(ops)
     app.wsgi_app = timed(  # type: ignore[method-assign,assignment]
         fast_device_writes(
@@ -145,7 +147,7 @@ def _install_hooks(app: Flask, admission: Admission, observer: RequestObserver) 
 
     @app.before_request
     def admit() -> None:
-        if request.blueprint == api.name:
+        if request.blueprint in (api.name, badges.name):
             admission.admit(request.environ, ROLES.get(request.endpoint or "", READ))
 
     @app.errorhandler(Exception)

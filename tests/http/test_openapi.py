@@ -214,6 +214,21 @@ PROBES: dict[tuple[str, str, str], Probe] = {
     ("/api/v1/fleet", "get", "503"): Probe("GET", "/api/v1/fleet", starting=True),
     ("/api/v1/fleet", "get", "400"): Probe("GET", "/api/v1/fleet?group_by=Site"),
     ("/api/v1/devices/{device_id}/uptime", "get", "200"): Probe("GET", D + "/uptime"),
+    ("/api/v1/devices/{device_id}/badge.svg", "get", "200"): Probe("GET", D + "/badge.svg"),
+    ("/api/v1/devices/{device_id}/badge.svg", "get", "400"): Probe(
+        "GET", D + "/badge.svg?window=1y"
+    ),
+    ("/api/v1/devices/{device_id}/badge.svg", "get", "404"): Probe(
+        "GET", "/api/v1/devices/x/badge.svg"
+    ),
+    ("/api/v1/devices/{device_id}/badge.svg", "get", "503"): Probe(
+        "GET", D + "/badge.svg", starting=True
+    ),
+    ("/api/v1/fleet/badge.svg", "get", "200"): Probe("GET", "/api/v1/fleet/badge.svg?window=7d"),
+    ("/api/v1/fleet/badge.svg", "get", "400"): Probe("GET", "/api/v1/fleet/badge.svg?label=x"),
+    ("/api/v1/fleet/badge.svg", "get", "503"): Probe(
+        "GET", "/api/v1/fleet/badge.svg", starting=True
+    ),
     ("/api/v1/devices/{device_id}/uptime", "get", "400"): Probe("GET", D + "/uptime?step=2m"),
     ("/api/v1/devices/{device_id}/uptime", "get", "404"): Probe("GET", "/api/v1/devices/x/uptime"),
     ("/api/v1/devices/{device_id}/uptime", "get", "503"): Probe(
@@ -295,6 +310,8 @@ PROBES: dict[tuple[str, str, str], Probe] = {
             ("/api/v1/devices/{device_id}/outages", "get", D + "/outages", None),
             ("/api/v1/maintenance", "get", "/api/v1/maintenance", None),
             ("/api/v1/fleet/outages", "get", "/api/v1/fleet/outages?group_by=site", None),
+            ("/api/v1/devices/{device_id}/badge.svg", "get", D + "/badge.svg", None),
+            ("/api/v1/fleet/badge.svg", "get", "/api/v1/fleet/badge.svg", None),
             ("/api/v1/maintenance", "post", "/api/v1/maintenance", WINDOW),
             (
                 "/api/v1/maintenance/{window_id}",
@@ -331,6 +348,8 @@ PROBES: dict[tuple[str, str, str], Probe] = {
             ("/api/v1/devices/{device_id}/outages", D + "/outages"),
             ("/api/v1/maintenance", "/api/v1/maintenance"),
             ("/api/v1/fleet/outages", "/api/v1/fleet/outages?group_by=site"),
+            ("/api/v1/devices/{device_id}/badge.svg", D + "/badge.svg"),
+            ("/api/v1/fleet/badge.svg", "/api/v1/fleet/badge.svg"),
         )
     },
     ("/healthz", "get", "200"): Probe("GET", "/healthz"),

@@ -129,6 +129,16 @@ def parse_expectation_rules(text: str) -> tuple[ExpectationRule, ...]:
     return tuple(rules)
 
 
+def parse_public_status(text: str) -> tuple[tuple[str, str], ...]:
+    """``all`` (every device: the empty selector) or ``key:value`` pairs joined by ``&``."""
+    if text.strip() == "all":
+        return ()
+    try:
+        return parse_selector(text.strip().split("&"))
+    except InvalidInputError as error:
+        raise ValueError(f"must be all or key:value pairs joined by &: {error}") from None
+
+
 def parse_switch(text: str) -> bool:
     """On or off: 1/true/yes/on or 0/false/no/off, in any case."""
     value = text.strip().lower()
@@ -282,6 +292,13 @@ class Settings:
         str,
         "when set, GETs under /api/v1 (but the OpenAPI document) need Authorization: Bearer <it>",
         "TOKEN",
+    )
+    public_status: tuple[tuple[str, str], ...] | None = _option(
+        None,
+        parse_public_status,
+        "with --read-token set, the status pages show the devices with these labels "
+        "('site:paris&kind:gate', or 'all') to anyone, without the token",
+        "SELECTOR",
     )
     device_token: str | None = _option(
         None, str, "when set, device POSTs and batches need it as a bearer token", "TOKEN"

@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fleet_monitor.domain.errors import InvalidInputError
-from fleet_monitor.domain.groups import WINDOWS, group_summaries
+from fleet_monitor.domain.groups import group_summaries
 from fleet_monitor.domain.readmodels import Expectations, FleetReads, fleet_summary
-from fleet_monitor.domain.timestamps import MINUTE_NS
+from fleet_monitor.domain.statuspage import UPTIME_WINDOWS, window_uptimes
 
-BADGE_WINDOWS = (*(name for name, _ in WINDOWS), "all")
+BADGE_WINDOWS = UPTIME_WINDOWS
 # (lowest percent, colour), best first: shields.io's palette
 THRESHOLDS = (
     (99.9, "#4c1"),
@@ -41,20 +41,9 @@ def parse_badge_window(text: str | None) -> str:
 
 
 def device_uptime(store: FleetReads, device_id: str, now_ns: int, window: str) -> float | None:
-    """The device's uptime (percent) over ``window``; None before its first heartbeat (or
-    one after the window's end). Raises UnknownDeviceError."""
-    snapshot = store.snapshot(device_id)
-    first = snapshot.first_minute
-    if first is None:
-        return None
-    if window == "all":
-        return snapshot.uptime
-    now = now_ns // MINUTE_NS
-    start = max(now - dict(WINDOWS)[window], first)
-    if start >= now:
-        return None
-    (seen,) = store.heartbeat_counts(device_id, [(start, now)])
-    return 100 * seen / (now - start)
+    """The device's uptime (percent) over ``window`` (see :func:`window_uptimes`); raises
+    UnknownDeviceError."""
+    return window_uptimes(store, store.snapshot(device_id), now_ns)[window]
 
 
 def fleet_uptime(

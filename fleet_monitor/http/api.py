@@ -3,16 +3,13 @@ ingest, shape the reply (:mod:`fleet_monitor.http.replies`). No rule lives here.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable
 
 from flask import Blueprint, Response, jsonify, request
 
 from fleet_monitor.domain.bitmaps import CHUNK_MINUTES
-from fleet_monitor.domain.devices import is_valid_device_id
 from fleet_monitor.domain.errors import InvalidInputError
-from fleet_monitor.domain.events import parse_json_object, parse_timestamp
+from fleet_monitor.domain.events import parse_json_object
 from fleet_monitor.domain.groups import MAX_SITE_WINDOW, group_summaries, site_outages
 from fleet_monitor.domain.maintenance import (
     UnknownWindowError,
@@ -37,6 +34,16 @@ from fleet_monitor.domain.readmodels import (
 from fleet_monitor.domain.timestamps import MIN_UNIX_NS, MINUTE_NS, format_minute
 from fleet_monitor.http.context import context
 from fleet_monitor.http.errors import BodyTooLargeError
+from fleet_monitor.http.queries import (
+    bad_cursor,
+    decode_cursor,
+    decoded,
+    encode_cursor,
+    one_of,
+    optional_time,
+    page_size,
+    whole_number,
+)
 from fleet_monitor.http.replies import (
     DeviceDetail,
     device_detail,
@@ -62,8 +69,6 @@ from fleet_monitor.http.writes import (
 )
 
 MIN_MINUTE = MIN_UNIX_NS // MINUTE_NS  # 0001-01-01T00:00Z
-MAX_PAGE = 1000
-DEFAULT_PAGE = 100
 
 api = Blueprint("api", __name__, url_prefix=API_PREFIX)
 
@@ -77,58 +82,9 @@ def no_content() -> Response:
     return _NoContent(status=204)
 
 
-def _encode_cursor(text: str) -> str:
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
-
-
-def _bad_cursor() -> InvalidInputError:
-    return InvalidInputError("cursor is not one this service returned in next", "invalid_query")
-
-
-def _decoded(cursor: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return ""
-
-
-def _decode_cursor(cursor: str) -> str:
-    device_id = _decoded(cursor)
-    if not is_valid_device_id(device_id):
-        raise _bad_cursor()
-    return device_id
-
-
-def _whole_number(name: str, default: int, most: int) -> int:
-    """The query's ``name``, a whole number from 1 to ``most`` (``default`` when absent)."""
-    text = request.args.get(name)
-    if text is None:
-        return default
-    digits = text.isascii() and text.isdigit() and len(text) <= len(str(most))
-    if not digits or not 1 <= int(text) <= most:
-        raise InvalidInputError(f"{name} must be a whole number from 1 to {most}", "invalid_query")
-    return int(text)
-
-
-def _limit() -> int:
-    return _whole_number("limit", DEFAULT_PAGE, MAX_PAGE)
-
-
-def _one_of(name: str, choices: tuple[str, ...]) -> str | None:
-    text = request.args.get(name)
-    if text is not None and text not in choices:
-        raise InvalidInputError(f"{name} must be one of {', '.join(choices)}", "invalid_query")
-    return text
-
-
-def _optional_time(name: str) -> int | None:
-    text = request.args.get(name)
-    return None if text is None else parse_timestamp(name, text, "invalid_query")
-
-
 def _window() -> Window:
     return make_window(
-        _optional_time("start"), _optional_time("end"), request.args.get("step"), context().clock()
+        optional_time("start"), optional_time("end"), request.args.get("step"), context().clock()
     )
 
 
@@ -194,16 +150,16 @@ def list_devices() -> Response:
         ctx.store,
         ctx.clock(),
         ctx.expectations,
-        status=_one_of("status", STATUSES),
-        state=_one_of("state", STATES),
+        status=one_of("status", STATUSES),
+        state=one_of("state", STATES),
         selector=parse_selector(request.args.getlist("label")),
-        after=None if cursor is None else _decode_cursor(cursor),
-        limit=_limit(),
+        after=None if cursor is None else decode_cursor(cursor),
+        limit=page_size(),
     )
     return jsonify(
         {
             "devices": [list_item(view) for view in page],
-            "next": None if last is None else _encode_cursor(last),
+            "next": None if last is None else encode_cursor(last),
         }
     )
 
@@ -308,7 +264,7 @@ def get_site_outages() -> Response:
     selector = parse_selector(request.args.getlist("label"))
     threshold = _threshold()
     now_minute = ctx.clock() // MINUTE_NS
-    start_ns, end_ns = _optional_time("start"), _optional_time("end")
+    start_ns, end_ns = optional_time("start"), optional_time("end")
     end = min(now_minute, -(-end_ns // MINUTE_NS)) if end_ns is not None else now_minute
     # the default start never falls before year 1, where no instant can be written
     start = -(-start_ns // MINUTE_NS) if start_ns is not None else max(end - 1440, MIN_MINUTE)
@@ -381,13 +337,13 @@ def _minute_cursor(cursor: str | None, low: int, high: int) -> int | None:
     """The minute an outages ``next`` cursor stands for; it must lie in ``[low, high)``."""
     if cursor is None:
         return None
-    text = _decoded(cursor)
+    text = decoded(cursor)
     number = text[1:].removeprefix("-")  # minutes before 1970 are negative
     if not (text[:1] == "m" and number.isascii() and number.isdigit() and len(number) < 20):
-        raise _bad_cursor()
+        raise bad_cursor()
     number = text[1:]
     if not low <= int(number) < high:
-        raise _bad_cursor()
+        raise bad_cursor()
     return int(number)
 
 
@@ -398,13 +354,13 @@ def get_outages(device_id: str) -> Response:
     ctx = context()
     snapshot = ctx.store.snapshot(device_id)
     now_minute = ctx.clock() // MINUTE_NS
-    start_ns, end_ns = _optional_time("start"), _optional_time("end")
+    start_ns, end_ns = optional_time("start"), optional_time("end")
     start = -(-start_ns // MINUTE_NS) if start_ns is not None else snapshot.first_minute or 0
     end = -(-end_ns // MINUTE_NS) if end_ns is not None else now_minute
     if start_ns is not None and end_ns is not None and end_ns <= start_ns:
         raise InvalidInputError("end must be after start", "invalid_query")
-    at_least = _whole_number("min", 1, MAX_OUTAGE_MINUTES)
-    limit = _limit()
+    at_least = whole_number("min", 1, MAX_OUTAGE_MINUTES)
+    limit = page_size()
     after = _minute_cursor(request.args.get("cursor"), start, max(end, start + 1))
     span = (snapshot.first_minute, snapshot.last_minute)
     chunks = max(1, (min(end, now_minute) - start) // CHUNK_MINUTES + 1)
@@ -432,7 +388,7 @@ def get_outages(device_id: str) -> Response:
     return jsonify(
         {
             **outages_reply(device_id, page, at_least, edges),
-            "next": None if following is None else _encode_cursor(f"m{following}"),
+            "next": None if following is None else encode_cursor(f"m{following}"),
         }
     )
 

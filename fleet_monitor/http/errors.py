@@ -26,6 +26,7 @@ from fleet_monitor.domain.maintenance import UnknownWindowError
 
 log = logging.getLogger(__name__)
 CHALLENGE = 'Bearer realm="fleet-monitor"'
+PAGE_CHALLENGE = 'Basic realm="fleet-monitor", charset="UTF-8"'  # a browser asks for the token
 JSON = "application/json"
 RETRY_SOON = "1"  # Retry-After, in seconds, of every refusal that passes by itself
 Headers = tuple[tuple[str, str], ...]

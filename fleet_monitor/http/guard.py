@@ -9,6 +9,7 @@ Tokens are compared in constant time (``hmac.compare_digest``) and never logged.
 
 from __future__ import annotations
 
+import base64
 import hmac
 import threading
 import time
@@ -45,7 +46,12 @@ class Access:
             return True
         header = environ.get("HTTP_AUTHORIZATION", "")
         scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer":
+        if scheme.lower() == "basic":  # a browser's: any user name, the token as password
+            try:
+                given = base64.b64decode(given.strip(), validate=True).decode().partition(":")[2]
+            except (ValueError, UnicodeDecodeError):
+                return False
+        elif scheme.lower() != "bearer":
             return False
         given_bytes = given.strip().encode()
         matched = False

@@ -23,22 +23,26 @@ class Admission:
     ) -> None:
         self.access, self.readiness, self.read_limiter = access, readiness, read_limiter
 
-    def admit(self, environ: WSGIEnvironment, role: str) -> None:
-        """Raise TokenRequiredError (401) without the role's token, NotLoadedError (503)
-        before the fleet is loaded, RateLimitedError (429) for a client reading too fast."""
-        if not self.access.allows(environ, role):
+    def admit(self, environ: WSGIEnvironment, role: str, *, public: bool = False) -> bool:
+        """Raise TokenRequiredError (401) without the role's token (unless ``public``: the
+        request is let through, to see what is public), NotLoadedError (503) before the fleet
+        is loaded, RateLimitedError (429) for a client reading too fast. Return whether the
+        request had the role's token (or the role needs none)."""
+        allowed = self.access.allows(environ, role)
+        if not allowed and not public:
             raise TokenRequiredError(role)
         if not self.readiness.is_loaded:
             raise NotLoadedError
         limiter = self.read_limiter
         if role != READ or limiter is None:
-            return
+            return allowed
         if (wait := limiter.take(client_key(environ.get("REMOTE_ADDR") or ""))) > 0:
             raise RateLimitedError(
                 wait,
                 f"too many reads from this client: at most {limiter.rate:g} a second, "
                 f"{limiter.burst} at once",
             )
+        return allowed
 
 
 def read_body(environ: WSGIEnvironment, limit: int) -> bytes:

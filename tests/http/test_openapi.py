@@ -16,9 +16,9 @@ from schemathesis.specs.openapi.checks import negative_data_rejection, positive_
 
 from fleet_monitor import __version__
 from fleet_monitor.config import Settings
-from fleet_monitor.http.api import _encode_cursor
 from fleet_monitor.http.app import create_app
 from fleet_monitor.http.openapi import openapi_document
+from fleet_monitor.http.queries import encode_cursor
 from fleet_monitor.http.readiness import Readiness
 from fleet_monitor.service import new_store
 from fleet_monitor.store.memory import MemoryStore
@@ -104,7 +104,7 @@ def _conform(case: Case[Any]) -> None:
         if case.path == OUTAGES:  # a minute of the window asked for: none to make up here
             del case.query["cursor"]
         else:
-            case.query["cursor"] = _encode_cursor(SAMPLE_DEVICES[1])
+            case.query["cursor"] = encode_cursor(SAMPLE_DEVICES[1])
 
 
 @SCHEMA.parametrize()

@@ -46,6 +46,9 @@ class WindowTotals:
     heartbeats: int
 
 
+GroupTotals = dict[str | None, list[WindowTotals]]  # per value (None: without the label)
+
+
 class GroupIndex:
     """Heartbeat counts per value of label ``key`` over the minutes around ``now``."""
 
@@ -66,9 +69,13 @@ class GroupIndex:
         for group in self.groups.values():
             group.counts.finish_bulk()
 
-    def covers(self, now: int) -> bool:
-        """Whether windows of up to ``longest`` minutes ending at ``now`` are in the span."""
-        return self.base <= now - self.longest and now <= self.base + self.span
+    def covers(self, now: int, longest: int | None = None) -> bool:
+        """Whether windows of up to ``longest`` minutes (default: the index's) ending at
+        ``now`` are in the span."""
+        longest = self.longest if longest is None else longest
+        return (
+            longest <= self.longest and self.base <= now - longest and now <= self.base + self.span
+        )
 
     def add(self, device_id: str, profile: Profile, minutes: MinuteSet) -> None:
         """Count a device not counted yet (a member already is left be); raises
@@ -119,7 +126,7 @@ class GroupIndex:
                 del group.firsts[bisect_left(group.firsts, first_before)]
             insort(group.firsts, minute)
 
-    def totals(self, now: int, windows: Sequence[int]) -> dict[str | None, list[WindowTotals]]:
+    def totals(self, now: int, windows: Sequence[int]) -> GroupTotals:
         """For each group, its totals over each window of ``windows`` minutes ending at
         ``now`` (not counted: it is not over); ``now`` must be :meth:`covered <covers>`."""
         found = {}

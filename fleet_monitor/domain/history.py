@@ -28,6 +28,15 @@ class DeviceHead(NamedTuple):
     seen_ns: int | None
     profile: Profile
 
+    @staticmethod
+    def of(device_id: str, history: DeviceHistory | DeviceSnapshot) -> DeviceHead:
+        """The head of a device's history or snapshot: judged on when its latest heartbeat
+        was received, else (kept from before receipts were recorded) on its ``sent_at``."""
+        seen = history.last_received_ns
+        return DeviceHead(
+            device_id, history.last_heartbeat_ns if seen is None else seen, history.profile
+        )
+
 
 class DeviceSnapshot(NamedTuple):
     """A consistent copy of one device's counters: what every read is computed from."""

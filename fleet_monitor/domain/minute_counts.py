@@ -73,7 +73,7 @@ class MinuteCounts:
     def subtract(self, bits: int) -> None:
         """Take 1 from the count of each minute set in ``bits``, every one of which must be
         at least 1 (bits a previous :meth:`add` gave)."""
-        values = self._values()
+        values = list(self._values())  # a copy: nothing changes if it raises
         borrow = bits
         for k, value in enumerate(values):
             if not borrow:
@@ -86,6 +86,8 @@ class MinuteCounts:
             values.pop()
         if self._bulk is None:
             self.planes = [self._plane(value) for value in values]
+        else:
+            self._bulk = values
 
     def add_minute(self, minute: int) -> None:
         """Add 1 to the count of ``minute`` (ignored outside the span), in place."""

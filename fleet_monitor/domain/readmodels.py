@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from fleet_monitor.domain.errors import InvalidInputError, UnknownDeviceError
-from fleet_monitor.domain.group_index import WindowTotals
+from fleet_monitor.domain.group_index import GroupTotals
 from fleet_monitor.domain.history import DeviceHead, DeviceSnapshot
 from fleet_monitor.domain.maintenance import MaintenanceWindow, minutes_in
 from fleet_monitor.domain.profiles import ExpectationRule, Profile
@@ -63,9 +63,7 @@ class FleetReads(Protocol):
     def heads(self) -> Iterator[DeviceHead]:
         """What each device's state is judged on, cheaper than its snapshot."""
 
-    def group_totals(
-        self, key: str, now: int, windows: Sequence[int]
-    ) -> dict[str | None, list[WindowTotals]] | None:
+    def group_totals(self, key: str, now: int, windows: Sequence[int]) -> GroupTotals | None:
         """For each value of label ``key`` (None: devices without it), its devices' totals
         over windows of ``windows`` minutes ending at minute ``now``; None when the store
         keeps no index of ``key`` (the caller counts device by device)."""
@@ -123,12 +121,7 @@ def state_of(
     after the latest was received, ``late`` until ``grace`` more has passed, then ``down``. A
     device with heartbeats but no receipt (history kept from before receipts were recorded) is
     judged on its latest ``sent_at``."""
-    seen = snapshot.last_received_ns
-    if seen is None:
-        seen = snapshot.last_heartbeat_ns
-    return judge(
-        DeviceHead(snapshot.device_id, seen, snapshot.profile), now_ns, expectations, paused_by
-    )
+    return judge(DeviceHead.of(snapshot.device_id, snapshot), now_ns, expectations, paused_by)
 
 
 def judge(

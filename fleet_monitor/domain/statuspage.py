@@ -12,7 +12,7 @@ from fleet_monitor.domain.errors import InvalidInputError
 from fleet_monitor.domain.groups import WINDOWS
 from fleet_monitor.domain.history import DeviceSnapshot
 from fleet_monitor.domain.maintenance import MaintenanceWindow, minutes_in
-from fleet_monitor.domain.outages import OutagePage, outage_page
+from fleet_monitor.domain.outages import Outage, OutageTotals, outage_page
 from fleet_monitor.domain.readmodels import (
     DeviceView,
     FleetReads,
@@ -27,7 +27,7 @@ from fleet_monitor.domain.uploads import UploadAggregate
 BAR_STEPS = ("1m", "1h", "1d")  # the widths a heartbeat bar's buckets may have
 BAR_BUCKETS = 90
 OUTAGE_DAYS = 30  # a device page's outages: those of the last 30 days
-MAX_OUTAGES = 100  # at most this many of them listed (the totals count all)
+MAX_OUTAGES = 100  # the newest this many of them are listed (the totals count all)
 UPTIME_WINDOWS = (*(name for name, _ in WINDOWS), "all")
 
 
@@ -98,11 +98,13 @@ def device_rows(
 
 @dataclass(frozen=True)
 class DeviceStory:
-    """One device's page: its row, its outages of the last :data:`OUTAGE_DAYS` days, its
-    upload times per bar step, and the maintenance windows that cover it."""
+    """One device's page: its row, its outages of the last :data:`OUTAGE_DAYS` days (the
+    totals, and the newest :data:`MAX_OUTAGES` newest first), its upload times per bar step,
+    and the maintenance windows that cover it."""
 
     row: DeviceRow
-    outages: OutagePage
+    outages: OutageTotals
+    recent: list[Outage]
     uploads: list[tuple[int, UploadAggregate]]
     windows: list[MaintenanceWindow]
 
@@ -115,7 +117,7 @@ def device_story(store: FleetReads, view: DeviceView, now_ns: int, bar_step: str
     now = now_ns // MINUTE_NS
     start = now - OUTAGE_DAYS * 1440
     low = max(start, snapshot.first_minute or start)
-    outages = outage_page(
+    found = outage_page(
         store,
         device_id,
         (snapshot.first_minute, snapshot.last_minute),
@@ -123,9 +125,10 @@ def device_story(store: FleetReads, view: DeviceView, now_ns: int, bar_step: str
         (start, now),
         at_least=1,
         after=None,
-        limit=MAX_OUTAGES,
+        limit=OUTAGE_DAYS * 1440,  # every one: at most one a minute
         maintained=minutes_in(windows, device_id, profile, low, max(low, now)),
     )
     (row,) = device_rows(store, [view], now_ns, bar_step)
     uploads = upload_series(store, device_id, bar_window(now_ns, bar_step))[1]
-    return DeviceStory(row, outages, uploads, windows)
+    recent = found.outages[: -MAX_OUTAGES - 1 : -1]
+    return DeviceStory(row, found.totals, recent, uploads, windows)

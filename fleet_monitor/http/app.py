@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from fleet_monitor.config import Settings
@@ -14,12 +14,20 @@ from fleet_monitor.domain.timestamps import NS_PER_SECOND
 from fleet_monitor.http.api import api
 from fleet_monitor.http.badges import badges
 from fleet_monitor.http.context import Clock, Context
-from fleet_monitor.http.errors import INTERNAL_ERROR, ErrorReply, render, reply_for
+from fleet_monitor.http.errors import (
+    INTERNAL_ERROR,
+    ErrorReply,
+    PageTokenRequiredError,
+    TokenRequiredError,
+    render,
+    reply_for,
+)
 from fleet_monitor.http.fast_path import fast_device_writes
 from fleet_monitor.http.guard import READ, Access, RateLimiter
 from fleet_monitor.http.metrics import Metrics
 from fleet_monitor.http.observe import REQUEST_ID_HEADER, RequestObserver
 from fleet_monitor.http.ops import ops
+from fleet_monitor.http.pages import Scope, pages
 from fleet_monitor.http.readiness import READY, Readiness
 from fleet_monitor.http.reads import FleetSummaries, ReadBudget
 from fleet_monitor.http.rules import Admission
@@ -94,9 +102,10 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.ensure_ascii = False  # type: ignore[attr-defined]  # "µs" as UTF-8, as Go sends it
     context.install(app)
-    _install_hooks(app, admission, observer)
+    _install_hooks(app, admission, observer, settings.public_status)
     app.register_blueprint(api)
     app.register_blueprint(badges)
+    app.register_blueprint(pages)
     app.register_blueprint(ops)
     app.wsgi_app = timed(  # type: ignore[method-assign,assignment]
         fast_device_writes(
@@ -142,13 +151,25 @@ def _context(settings: Settings, store: Store, clock: Clock, readiness: Readines
     )
 
 
-def _install_hooks(app: Flask, admission: Admission, observer: RequestObserver) -> None:
-    """Admission before an API view, the one error handler, the access line after."""
+def _install_hooks(
+    app: Flask,
+    admission: Admission,
+    observer: RequestObserver,
+    public: tuple[tuple[str, str], ...] | None,
+) -> None:
+    """Admission before an API view or a page (``public``: what a page shows without the
+    read token, None: nothing), the one error handler, the access line after."""
 
     @app.before_request
     def admit() -> None:
         if request.blueprint in (api.name, badges.name):
             admission.admit(request.environ, ROLES.get(request.endpoint or "", READ))
+        elif request.blueprint == pages.name:
+            try:
+                full = admission.admit(request.environ, READ, public=public is not None)
+            except TokenRequiredError:
+                raise PageTokenRequiredError from None
+            g.scope = Scope((), False) if full else Scope(public or (), True)
 
     @app.errorhandler(Exception)
     def failed(error: Exception) -> Response:

@@ -49,6 +49,13 @@ class TokenRequiredError(Exception):
         super().__init__(f"this needs Authorization: Bearer <the {role} token>")
 
 
+class PageTokenRequiredError(Exception):
+    """A status page without the read token (401, asking a browser for it)."""
+
+    def __init__(self) -> None:
+        super().__init__("this page needs the read token: any user name, the token as password")
+
+
 class NotLoadedError(Exception):
     """The fleet is not loaded yet (503, retry in a second)."""
 
@@ -87,6 +94,10 @@ _TABLE: tuple[tuple[type[Exception], Callable[[Any], ErrorReply]], ...] = (
     (
         TokenRequiredError,
         lambda e: ErrorReply(401, "unauthorized", str(e), (("WWW-Authenticate", CHALLENGE),)),
+    ),
+    (
+        PageTokenRequiredError,
+        lambda e: ErrorReply(401, "unauthorized", str(e), (("WWW-Authenticate", PAGE_CHALLENGE),)),
     ),
     (NotLoadedError, lambda e: ErrorReply(503, "not_ready", str(e), _retry_after(1))),
     (BodyTooLargeError, lambda e: ErrorReply(413, "body_too_large", str(e))),

@@ -42,9 +42,15 @@ def decode_cursor(cursor: str) -> str:
     return device_id
 
 
-def whole_number(name: str, default: int, most: int) -> int:
-    """The query's ``name``, a whole number from 1 to ``most`` (``default`` when absent)."""
-    text = request.args.get(name)
+def form_value(name: str) -> str | None:
+    """The query's ``name`` as a page's form sends it: an empty field is no value."""
+    return request.args.get(name) or None
+
+
+def whole_number(name: str, default: int, most: int, *, form: bool = False) -> int:
+    """The query's ``name``, a whole number from 1 to ``most`` (``default`` when absent, or
+    empty from a ``form``)."""
+    text = form_value(name) if form else request.args.get(name)
     if text is None:
         return default
     digits = text.isascii() and text.isdigit() and len(text) <= len(str(most))
@@ -58,9 +64,10 @@ def page_size() -> int:
     return whole_number("limit", DEFAULT_PAGE, MAX_PAGE)
 
 
-def one_of(name: str, choices: tuple[str, ...]) -> str | None:
-    """The query's ``name``, one of ``choices`` (None when absent)."""
-    text = request.args.get(name)
+def one_of(name: str, choices: tuple[str, ...], *, form: bool = False) -> str | None:
+    """The query's ``name``, one of ``choices`` (None when absent, or empty from a
+    ``form``)."""
+    text = form_value(name) if form else request.args.get(name)
     if text is not None and text not in choices:
         raise InvalidInputError(f"{name} must be one of {', '.join(choices)}", "invalid_query")
     return text

@@ -10,16 +10,19 @@ made device by device, each under its own lock, so writes never wait for a whole
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from fleet_monitor.domain.bitmaps import MinuteSet
-from fleet_monitor.domain.group_index import GroupIndex, TooManyGroupsError, WindowTotals
+from fleet_monitor.domain.group_index import GroupIndex, GroupTotals, TooManyGroupsError
 from fleet_monitor.domain.profiles import Profile
 
 MAX_KEYS = 4  # label keys indexed at once
+
+log = logging.getLogger(__name__)
 
 
 class IndexedHistory(Protocol):
@@ -50,9 +53,6 @@ class IndexedDevice(Protocol):
         """Its history."""
 
 
-Totals = dict[str | None, list[WindowTotals]]
-
-
 class GroupIndexes:
     """The indexes, and the changes they follow (each called under the device's lock)."""
 
@@ -60,7 +60,7 @@ class GroupIndexes:
         self._lock = threading.Lock()
         self._indexes: OrderedDict[str, GroupIndex] = OrderedDict()  # ready, least used first
         self._building: dict[str, GroupIndex] = {}
-        self._builders: dict[str, threading.Lock] = {}
+        self._builder = threading.Lock()  # one build at a time; other readers wait for it
         self._refused: dict[str, int] = {}  # key -> profile generation it had too many values in
         self._generation = 0  # profile changes so far
         self._live: tuple[GroupIndex, ...] = ()  # ready and being made: those changes reach
@@ -72,6 +72,9 @@ class GroupIndexes:
         self.active = bool(self._live)
 
     def _update(self, change: Callable[[GroupIndex], None]) -> None:
+        """Apply ``change`` to every live index. One that refuses it (too many values) is
+        dropped and the key refused; one that fails otherwise is dropped and logged (it is
+        made anew at the next read): a write never fails for an index."""
         with self._lock:
             for index in self._live:
                 try:
@@ -79,6 +82,9 @@ class GroupIndexes:
                 except TooManyGroupsError:
                     self._drop(index.key)
                     self._refused[index.key] = self._generation
+                except Exception:
+                    log.exception("group index of %r dropped", index.key)
+                    self._drop(index.key)
 
     def _drop(self, key: str) -> None:
         self._indexes.pop(key, None)
@@ -96,11 +102,9 @@ class GroupIndexes:
             self._update(lambda index: index.remove(device_id, minutes))
 
     def heartbeat(self, device_id: str, minute: int, first_before: int | None) -> None:
-        """A device's bitmap gained ``minute`` (on every new heartbeat minute: no closure)."""
+        """A device's bitmap gained ``minute``."""
         if self.active:
-            with self._lock:
-                for index in self._live:
-                    index.heartbeat(device_id, minute, first_before)
+            self._update(lambda index: index.heartbeat(device_id, minute, first_before))
 
     def profiled(self, device_id: str, before: Profile, after: Profile, minutes: MinuteSet) -> None:
         """A device's profile changed."""
@@ -129,7 +133,7 @@ class GroupIndexes:
         now: int,
         windows: Sequence[int],
         devices: Callable[[], Iterable[tuple[str, IndexedDevice]]],
-    ) -> Totals | None:
+    ) -> GroupTotals | None:
         """Each group of ``key``'s totals over each window (see :meth:`GroupIndex.totals`),
         making the index first if there is none covering ``now`` (from ``devices``); None
         for a key with too many values (or indexes dropped while it was made): count device
@@ -137,19 +141,17 @@ class GroupIndexes:
         found, answer = self._read(key, now, windows)
         if found:
             return answer
-        with self._lock:
-            builder = self._builders.setdefault(key, threading.Lock())
-        with builder:  # one build of a key at a time; the others wait for it
+        with self._builder:
             found, answer = self._read(key, now, windows)
             return answer if found else self._build(key, now, windows, devices)
 
-    def _read(self, key: str, now: int, windows: Sequence[int]) -> tuple[bool, Totals | None]:
+    def _read(self, key: str, now: int, windows: Sequence[int]) -> tuple[bool, GroupTotals | None]:
         """Whether there is an answer without a build, and it (None: a refused key)."""
         with self._lock:
             if self._refused.get(key) == self._generation:
                 return True, None
             index = self._indexes.get(key)
-            if index is None or not index.covers(now):
+            if index is None or not index.covers(now, max(windows)):
                 return False, None
             self._indexes.move_to_end(key)
             return True, index.totals(now, windows)
@@ -160,7 +162,7 @@ class GroupIndexes:
         now: int,
         windows: Sequence[int],
         devices: Callable[[], Iterable[tuple[str, IndexedDevice]]],
-    ) -> Totals | None:
+    ) -> GroupTotals | None:
         index = GroupIndex(key, now, max(windows), bulk=True)
         with self._lock:
             self._building[key] = index
@@ -183,6 +185,7 @@ class GroupIndexes:
             del self._building[key]
             index.finish_bulk()
             self._indexes[key] = index
+            self._indexes.move_to_end(key)
             while len(self._indexes) > MAX_KEYS:
                 self._indexes.popitem(last=False)
             self._changed()

@@ -23,7 +23,7 @@ from fleet_monitor.domain.errors import (
     UnknownDeviceError,
 )
 from fleet_monitor.domain.events import Event, Heartbeat
-from fleet_monitor.domain.group_index import WindowTotals
+from fleet_monitor.domain.group_index import GroupTotals
 from fleet_monitor.domain.history import DeviceHead, DeviceHistory, DeviceSnapshot
 from fleet_monitor.domain.limits import UNLIMITED, HistoryBudget, fleet_full, windows_full
 from fleet_monitor.domain.maintenance import MAX_WINDOWS, MaintenanceWindow, by_start
@@ -100,8 +100,9 @@ class MemoryStore:
             before = len(self._devices)
             for device_id in device_ids:
                 if device_id not in self._devices and device_id not in self.removed:
-                    device = self._devices[device_id] = Device()
+                    device = Device()  # counted before a write can reach it
                     self._groups.joined(device_id, EMPTY, device.history.minutes)
+                    self._devices[device_id] = device
             added = len(self._devices) - before
             if added:
                 self._sorted_ids = sorted(self._devices)
@@ -145,8 +146,9 @@ class MemoryStore:
         replayed event of an earlier device of the same id is never applied to it."""
         if device_id in self._devices:
             return False
-        device = self._devices[device_id] = Device(lsn=lsn)
+        device = Device(lsn=lsn)  # counted before a write can reach it
         self._groups.joined(device_id, EMPTY, device.history.minutes)
+        self._devices[device_id] = device
         insort(self._sorted_ids, device_id)
         self.removed.discard(device_id)
         return True
@@ -346,6 +348,8 @@ class MemoryStore:
         for device_id, device in self.devices():
             profile = profiles.get(device_id, EMPTY)
             with device.lock:
+                if device.removed:
+                    continue
                 current = device.history.profile
                 if current != profile and (current == EMPTY or current.from_file):
                     self._profile(device_id, device, profile)
@@ -411,15 +415,9 @@ class MemoryStore:
         """What each device's state is judged on, read without its lock (each field is
         read whole; a device changed meanwhile is judged as one or the other)."""
         for device_id, device in self.devices():
-            history = device.history
-            seen = history.last_received_ns
-            yield DeviceHead(
-                device_id, history.last_heartbeat_ns if seen is None else seen, history.profile
-            )
+            yield DeviceHead.of(device_id, device.history)
 
-    def group_totals(
-        self, key: str, now: int, windows: Sequence[int]
-    ) -> dict[str | None, list[WindowTotals]] | None:
+    def group_totals(self, key: str, now: int, windows: Sequence[int]) -> GroupTotals | None:
         """Each group of label ``key``'s totals over windows of ``windows`` minutes ending at
         ``now``, from an index kept up to date (made at the first read of ``key``); None
         when ``key`` has too many values to be indexed."""

@@ -47,7 +47,7 @@ from fleet_monitor.domain.errors import (
     UnknownDeviceError,
 )
 from fleet_monitor.domain.events import Event, Heartbeat, Upload
-from fleet_monitor.domain.group_index import WindowTotals
+from fleet_monitor.domain.group_index import GroupTotals
 from fleet_monitor.domain.history import DeviceHead, DeviceSnapshot
 from fleet_monitor.domain.idempotency import KEY_OVERHEAD, KEYS_PER_DEVICE, key_conflict, key_cost
 from fleet_monitor.domain.limits import (
@@ -445,16 +445,9 @@ class ValkeyStore:
     def heads(self) -> Iterator[DeviceHead]:
         """What each device's state is judged on (from :meth:`snapshots`)."""
         for snapshot in self.snapshots():
-            seen = snapshot.last_received_ns
-            yield DeviceHead(
-                snapshot.device_id,
-                snapshot.last_heartbeat_ns if seen is None else seen,
-                snapshot.profile,
-            )
+            yield DeviceHead.of(snapshot.device_id, snapshot)
 
-    def group_totals(
-        self, key: str, now: int, windows: Sequence[int]
-    ) -> dict[str | None, list[WindowTotals]] | None:
+    def group_totals(self, key: str, now: int, windows: Sequence[int]) -> GroupTotals | None:
         """None: the engine keeps no group index (stateless nodes could not keep one up to
         date), so groups are counted device by device."""
         return None

@@ -187,7 +187,7 @@ FILE_PROFILE = (
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local current = redis.call('HGET', KEYS[1], 'pf')
 if current == ARGV[1] or (not current and ARGV[1] == '') then return 0 end
-if current and current ~= '' and string.sub(current, 1, #ARGV[2]) ~= ARGV[2] then return 0 end
+if current and string.sub(current, 1, #ARGV[2]) ~= ARGV[2] then return 0 end
 if ARGV[1] == '' then
   redis.call('HDEL', KEYS[1], 'pf')
 else

@@ -99,6 +99,7 @@ def test_the_span_it_covers() -> None:
     assert not index.covers(NOW - PAST_MARGIN - 1)  # the clock stepped back a day and more
     assert index.covers(NOW + FUTURE_MINUTES)  # heartbeats up to then were counted
     assert not index.covers(NOW + FUTURE_MINUTES + 1)
+    assert index.covers(NOW, 60) and not index.covers(NOW, 7201)  # a longer window: made anew
 
 
 def test_too_many_values_are_refused() -> None:

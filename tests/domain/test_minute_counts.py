@@ -66,7 +66,10 @@ def test_minutes_outside_the_span_are_not_counted() -> None:
 
 
 def test_a_count_never_falls_below_zero() -> None:
-    counts = MinuteCounts(0, 8)
-    counts.add(0b0110)
-    with pytest.raises(ValueError, match="below 0"):
-        counts.subtract(0b0001)
+    for bulk in (False, True):
+        counts = MinuteCounts(0, 8, bulk=bulk)
+        counts.add(0b0110)
+        counts.add(0b0100)
+        with pytest.raises(ValueError, match="below 0"):
+            counts.subtract(0b0101)
+        assert [counts.count(m) for m in range(4)] == [0, 1, 2, 0]  # left as it was

@@ -274,7 +274,7 @@ def test_get_on_heartbeat_is_405(client: FlaskClient) -> None:
 @pytest.mark.parametrize(
     "path",
     [
-        "/",
+        "/status",
         "/api/v1",
         "/api/v2/devices",
         f"{API}/{DEVICE}/stats/",

@@ -64,10 +64,11 @@ def test_served_document_is_the_package_yaml(client: Any) -> None:
 
 
 def _routes(app: Flask) -> set[tuple[str, str]]:
-    """Every (OpenAPI path, method) the app serves, HEAD and OPTIONS aside (Flask adds them)."""
+    """Every (OpenAPI path, method) the app serves, HEAD and OPTIONS aside (Flask adds them),
+    the HTML status pages aside (not an API: see docs/status-pages.md)."""
     found = set()
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
+        if rule.endpoint == "static" or rule.endpoint.startswith("pages."):
             continue
         path = _CONVERTER.sub(r"{\1}", rule.rule)
         for method in rule.methods or ():

@@ -4,10 +4,15 @@ clock leaves the index's span."""
 
 from __future__ import annotations
 
+import contextlib
 import random
+import sys
 import threading
 from typing import Any
 
+import pytest
+
+from fleet_monitor.domain.errors import UnknownDeviceError
 from fleet_monitor.domain.events import Heartbeat
 from fleet_monitor.domain.group_index import FUTURE_MINUTES, MAX_GROUPS
 from fleet_monitor.domain.groups import GroupSummary, group_summaries
@@ -161,3 +166,53 @@ def test_writers_racing_the_first_group_by_are_all_counted() -> None:
         thread.join()
     assert grouped(store, NOW) == counted(store, NOW)
     assert sum(g.with_heartbeat["30d"] for g in grouped(store, NOW)) == 60_000
+
+
+def test_registrations_racing_heartbeats_are_counted(caplog: pytest.LogCaptureFixture) -> None:
+    """A device registered while heartbeats for it are on their way (threads switching as
+    often as they can): each one reaches the index (it is counted before a write can find
+    it), no index fails, and every device can leave again."""
+    switch = sys.getswitchinterval()
+    store = MemoryStore(["seed"])
+    grouped(store, NOW)  # an index follows the changes
+    current = ["x0"]
+    stop = threading.Event()
+
+    def send() -> None:
+        minute = 0
+        while not stop.is_set():
+            minute += 1
+            with contextlib.suppress(UnknownDeviceError):
+                beat(store, current[0], NOW - 1 - minute % 1000)
+
+    senders = [threading.Thread(target=send) for _ in range(3)]
+    sys.setswitchinterval(1e-6)
+    try:
+        for sender in senders:
+            sender.start()
+        for n in range(1, 1500):
+            current[0] = f"x{n}"
+            store.register(f"x{n}")
+    finally:
+        stop.set()
+        for sender in senders:
+            sender.join()
+        sys.setswitchinterval(switch)
+    assert grouped(store, NOW) == counted(store, NOW)
+    for device in list(store):
+        store.remove(device)
+    assert grouped(store, NOW) == counted(store, NOW) == []
+    assert "group index" not in caplog.text
+
+
+def test_a_removed_device_is_not_indexed_and_replays_drop_the_indexes() -> None:
+    store = MemoryStore(["a", "b"])
+    beat(store, "a", NOW - 3)
+    grouped(store, NOW)
+    assert store.indexed_keys() == ["site"]
+    store.replay(10**6, "b", Heartbeat((NOW - 2) * MINUTE_NS), None)
+    assert store.indexed_keys() == []  # replayed outside the index: made anew
+    assert grouped(store, NOW) == counted(store, NOW)
+    store.restore("c", 0, store.device("a").history)
+    assert store.indexed_keys() == []
+    assert grouped(store, NOW) == counted(store, NOW)

@@ -1,0 +1,173 @@
+"""The status pages, server-rendered with Jinja (no CDN, no build chain; a few lines of plain JS
+sort the table): ``GET /`` the fleet, ``GET /status/<key:value>`` one group, ``GET
+/devices/<id>`` one device.
+
+With ``--read-token``, a page needs it (a browser is asked for it: any user name, the token as
+password); with ``--public-status`` too, a request without it sees only the devices that
+selector allows (any other device is a 404), as a status page for the public.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from flask import Blueprint, g, render_template, request
+
+from fleet_monitor.domain.errors import InvalidInputError, UnknownDeviceError
+from fleet_monitor.domain.profiles import parse_selector
+from fleet_monitor.domain.readmodels import STATES, device_page, device_view, fleet_summary
+from fleet_monitor.domain.statuspage import (
+    BAR_BUCKETS,
+    BAR_STEPS,
+    UPTIME_WINDOWS,
+    device_rows,
+    device_story,
+    parse_bar_step,
+)
+from fleet_monitor.http.context import context
+from fleet_monitor.http.page_format import install_filters
+from fleet_monitor.http.queries import (
+    decode_cursor,
+    encode_cursor,
+    form_value,
+    one_of,
+    whole_number,
+)
+
+PAGE_ROWS = 50  # devices a page lists by default (at most MAX_ROWS)
+MAX_ROWS = 500
+DEFAULT_REFRESH_S = 60  # the page reloads itself (0: never)
+MAX_REFRESH_S = 3600
+DEVICE_STEPS = 100  # what a device page spends of the read budget (30 days, a bar's steps)
+
+pages = Blueprint("pages", __name__)
+install_filters(pages)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What the request may see: ``selector`` (every device with those labels) and whether
+    that is only the public part."""
+
+    selector: tuple[tuple[str, str], ...]
+    public: bool
+
+
+def scope() -> Scope:
+    """The request's scope (set by the admission before the view)."""
+    found: Scope = g.scope
+    return found
+
+
+def _refresh() -> int:
+    text = request.args.get("refresh")
+    return (
+        0 if text == "0" else whole_number("refresh", DEFAULT_REFRESH_S, MAX_REFRESH_S, form=True)
+    )
+
+
+def _labels() -> list[str]:
+    """The page's ``label=`` filters (empty form fields left out)."""
+    return [text for text in request.args.getlist("label") if text]
+
+
+def _selector(extra: tuple[tuple[str, str], ...] = ()) -> tuple[tuple[str, str], ...]:
+    """The scope's selector with the page's ``label=`` filters and ``extra``."""
+    wanted = parse_selector(_labels())
+    return tuple(dict.fromkeys((*scope().selector, *extra, *wanted)))
+
+
+def _with_query(**changes: str) -> str:
+    """This page's URL with ``changes`` to its query."""
+    query = request.args.copy()
+    for name, value in changes.items():
+        query[name] = value
+    return f"{request.path}?{urlencode(list(query.items(multi=True)))}"
+
+
+def _fleet(title: str, group: tuple[tuple[str, str], ...] = ()) -> str:
+    ctx = context()
+    now = ctx.clock()
+    state = one_of("state", STATES, form=True)
+    bar = parse_bar_step(form_value("bar"))
+    rows = whole_number("limit", PAGE_ROWS, MAX_ROWS, form=True)
+    cursor = request.args.get("cursor")
+    selector = _selector(group)
+    if selector:
+        with ctx.reads.spend(ctx.reads.steps):  # it reads every device: one at a time
+            summary = fleet_summary(ctx.store, now, ctx.expectations, selector)
+    else:
+        summary = ctx.summaries.get()  # shared by concurrent requests
+    views, last = device_page(
+        ctx.store,
+        now,
+        ctx.expectations,
+        status=None,
+        state=state,
+        selector=selector,
+        after=None if cursor is None else decode_cursor(cursor),
+        limit=rows,
+    )
+    return render_template(
+        "fleet.html",
+        title=title,
+        summary=summary,
+        rows=device_rows(ctx.store, views, now, bar),
+        now_ns=now,
+        states=STATES,
+        state=state,
+        labels=_labels(),
+        bar=bar,
+        bar_steps=BAR_STEPS,
+        buckets=BAR_BUCKETS,
+        windows=UPTIME_WINDOWS,
+        next_url=None if last is None else _with_query(cursor=encode_cursor(last)),
+        limit=rows,
+        refresh=_refresh(),
+        public=scope().public,
+    )
+
+
+@pages.get("/")
+def fleet_page() -> str:
+    """The fleet: its states, and its devices a page at a time."""
+    return _fleet("Fleet")
+
+
+@pages.get("/status/<group>")
+def group_page(group: str) -> str:
+    """One group (``key:value``): the fleet page of its devices."""
+    try:
+        (pair,) = parse_selector([group])
+    except (InvalidInputError, ValueError):
+        raise InvalidInputError(
+            f"a group is key:value, the key a label key; got {group!r}", "invalid_query"
+        ) from None
+    return _fleet(f"{pair[0]}: {pair[1]}", (pair,))
+
+
+@pages.get("/devices/<device_id>")
+def device_page_view(device_id: str) -> str:
+    """One device: its state, uptimes, heartbeat bar, outages, upload times and maintenance
+    windows (a 404 for a device outside the scope)."""
+    ctx = context()
+    now = ctx.clock()
+    view = device_view(ctx.store, device_id, now, ctx.expectations)
+    if not view.snapshot.profile.matches(scope().selector):
+        raise UnknownDeviceError(device_id)
+    bar = parse_bar_step(form_value("bar"))
+    with ctx.reads.spend(min(DEVICE_STEPS, ctx.reads.steps)):
+        story = device_story(ctx.store, view, now, bar)
+    return render_template(
+        "device.html",
+        title=device_id,
+        story=story,
+        now_ns=now,
+        bar=bar,
+        bar_steps=BAR_STEPS,
+        buckets=BAR_BUCKETS,
+        windows=UPTIME_WINDOWS,
+        refresh=_refresh(),
+        public=scope().public,
+    )

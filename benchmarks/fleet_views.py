@@ -25,12 +25,12 @@ GAPS = 10_000
 BATCH = 1000
 
 
-def _connection(base: str) -> http.client.HTTPConnection:
+def connection(base: str) -> http.client.HTTPConnection:
     host, port = base.removeprefix("http://").split(":")
     return http.client.HTTPConnection(host, int(port), timeout=120)
 
 
-def _get(conn: http.client.HTTPConnection, path: str) -> tuple[int, bytes]:
+def get(conn: http.client.HTTPConnection, path: str) -> tuple[int, bytes]:
     conn.request("GET", path)
     response = conn.getresponse()
     return response.status, response.read()
@@ -38,7 +38,7 @@ def _get(conn: http.client.HTTPConnection, path: str) -> tuple[int, bytes]:
 
 def send(base: str, events: Iterable[tuple[str, int]]) -> int:
     """POST ``(device, minute)`` heartbeats in batches of :data:`BATCH`; how many accepted."""
-    conn = _connection(base)
+    conn = connection(base)
     accepted = 0
     batch: list[dict[str, str]] = []
 
@@ -66,12 +66,12 @@ def send(base: str, events: Iterable[tuple[str, int]]) -> int:
 def _timed(base: str, path: str, requests: int, warmup: int) -> tuple[list[float], int]:
     """Milliseconds of each of ``requests`` GETs of ``path`` after ``warmup`` of them, and the
     reply's bytes."""
-    conn = _connection(base)
+    conn = connection(base)
     times: list[float] = []
     size = 0
     for index in range(warmup + requests):
         started = time.perf_counter()
-        status, body = _get(conn, path)
+        status, body = get(conn, path)
         elapsed = (time.perf_counter() - started) * 1000
         if status != 200:
             raise RuntimeError(f"GET {path}: {status} {body[:200]!r}")
@@ -102,14 +102,14 @@ def outages(workdir: Path, requests: int = 200) -> dict[str, object]:
         started = time.perf_counter()
         result["accepted"] = send(base, _year_with_gaps())
         result["load_s"] = round(time.perf_counter() - started, 1)
-        conn = _connection(base)
-        _, first = _get(conn, f"/api/v1/devices/year/outages?{window}&limit=1000")
+        conn = connection(base)
+        _, first = get(conn, f"/api/v1/devices/year/outages?{window}&limit=1000")
         reply = json.loads(first)
         if reply["totals"]["count"] != GAPS:
             raise RuntimeError(f"expected {GAPS} outages, found {reply['totals']['count']}")
         cursor = reply["next"]
         for _ in range(8):  # to the 9,001st
-            _, page = _get(
+            _, page = get(
                 conn, f"/api/v1/devices/year/outages?{window}&limit=1000&cursor={cursor}"
             )
             cursor = json.loads(page)["next"]
@@ -152,15 +152,15 @@ def group_by(
         result["accepted"] = send(base, events)
         result["load_s"] = round(time.perf_counter() - started, 1)
         before = [_timed_send(base, [(d, now - 52 + n) for d in live]) for n in range(3)]
-        conn = _connection(base)
+        conn = connection(base)
         started = time.perf_counter()
-        seen = _day_heartbeats(_get(conn, query)[1], groups, devices)
+        seen = _day_heartbeats(get(conn, query)[1], groups, devices)
         result["first_s"] = round(time.perf_counter() - started, 3)
         times, after = [], []
         for n in range(requests):
             after.append(_timed_send(base, [(d, now - 40 + n) for d in live]))
             started = time.perf_counter()
-            status, body = _get(conn, query)
+            status, body = get(conn, query)
             times.append(time.perf_counter() - started)
             counted = _day_heartbeats(body, groups, devices)
             if status != 200 or counted != seen + len(live):

@@ -26,6 +26,7 @@ ORDER = (
     "8f",
     "9a",
     "9b",
+    "10",
 )
 NOTE = "Rows "  # how a paragraph about a run of some rows begins
 

@@ -304,3 +304,18 @@ def test_bad_expectation_rules(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as raised:
         parse([], {"FLEET_MONITOR_EXPECT": text})
     assert str(raised.value).startswith(f"FLEET_MONITOR_EXPECT {message}")
+
+
+def test_public_status_selectors() -> None:
+    assert parse(["--public-status", "all"], {}).public_status == ()
+    assert parse(["--public-status", "site:paris&kind:gate"], {}).public_status == (
+        ("site", "paris"),
+        ("kind", "gate"),
+    )
+    assert parse([], {}).public_status is None
+    with pytest.raises(ConfigError) as raised:
+        parse([], {"FLEET_MONITOR_PUBLIC_STATUS": "paris"})
+    assert str(raised.value).startswith(
+        "FLEET_MONITOR_PUBLIC_STATUS must be all or key:value pairs joined by &: label must be "
+        "key:value"
+    )

@@ -109,9 +109,7 @@ def outages(workdir: Path, requests: int = 200) -> dict[str, object]:
             raise RuntimeError(f"expected {GAPS} outages, found {reply['totals']['count']}")
         cursor = reply["next"]
         for _ in range(8):  # to the 9,001st
-            _, page = get(
-                conn, f"/api/v1/devices/year/outages?{window}&limit=1000&cursor={cursor}"
-            )
+            _, page = get(conn, f"/api/v1/devices/year/outages?{window}&limit=1000&cursor={cursor}")
             cursor = json.loads(page)["next"]
         conn.close()
         for name, query in (

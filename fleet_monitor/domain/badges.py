@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fleet_monitor.domain.errors import InvalidInputError
 from fleet_monitor.domain.groups import group_summaries
 from fleet_monitor.domain.readmodels import Expectations, FleetReads, fleet_summary
 from fleet_monitor.domain.statuspage import UPTIME_WINDOWS, window_uptimes
@@ -27,17 +26,6 @@ THRESHOLDS = (
 )
 NO_DATA = "#9f9f9f"
 FLEET_KEY = ""  # a label key no device has: grouping by it puts the whole fleet in one group
-
-
-def parse_badge_window(text: str | None) -> str:
-    """``?window=`` (default ``24h``); raises InvalidInputError for another value."""
-    if text is None:
-        return "24h"
-    if text not in BADGE_WINDOWS:
-        raise InvalidInputError(
-            f"window must be one of {', '.join(BADGE_WINDOWS)}; got {text!r}", "invalid_query"
-        )
-    return text
 
 
 def device_uptime(store: FleetReads, device_id: str, now_ns: int, window: str) -> float | None:

@@ -67,11 +67,7 @@ def group_summaries(
     totals = None if selector else store.group_totals(key, now, [m for _, m in WINDOWS])
     if totals is not None:
         for head in store.heads():
-            value = head.profile.label(key)
-            group = groups.get(value)
-            if group is None:
-                group = groups[value] = GroupSummary(value)
-            group.devices += 1
+            group = _member(groups, head.profile.label(key))
             group.states[judge(head, now_ns, expectations, paused_by)] += 1
         for value, group in groups.items():
             for (name, _), window in zip(WINDOWS, totals.get(value, ()), strict=False):
@@ -82,11 +78,7 @@ def group_summaries(
     for snapshot in store.snapshots():
         if selector and not snapshot.profile.matches(selector):
             continue
-        value = snapshot.profile.label(key)
-        group = groups.get(value)
-        if group is None:
-            group = groups[value] = GroupSummary(value)
-        group.devices += 1
+        group = _member(groups, snapshot.profile.label(key))
         group.states[state_of(snapshot, now_ns, expectations, paused_by)] += 1
         first = snapshot.first_minute
         if first is None or first >= now:
@@ -98,6 +90,15 @@ def group_summaries(
             _count(store, pending)
     _count(store, pending)
     return sorted(groups.values(), key=lambda g: (g.value is None, g.value or ""))
+
+
+def _member(groups: dict[str | None, GroupSummary], value: str | None) -> GroupSummary:
+    """The group of ``value`` (made when it is the first), one device more."""
+    group = groups.get(value)
+    if group is None:
+        group = groups[value] = GroupSummary(value)
+    group.devices += 1
+    return group
 
 
 def _count(

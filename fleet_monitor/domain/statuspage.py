@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fleet_monitor.domain.errors import InvalidInputError
 from fleet_monitor.domain.groups import WINDOWS
 from fleet_monitor.domain.history import DeviceSnapshot
 from fleet_monitor.domain.maintenance import MaintenanceWindow, minutes_in
@@ -25,21 +24,11 @@ from fleet_monitor.domain.timestamps import MINUTE_NS
 from fleet_monitor.domain.uploads import UploadAggregate
 
 BAR_STEPS = ("1m", "1h", "1d")  # the widths a heartbeat bar's buckets may have
+DEFAULT_BAR_STEP = "1h"
 BAR_BUCKETS = 90
 OUTAGE_DAYS = 30  # a device page's outages: those of the last 30 days
 MAX_OUTAGES = 100  # the newest this many of them are listed (the totals count all)
 UPTIME_WINDOWS = (*(name for name, _ in WINDOWS), "all")
-
-
-def parse_bar_step(text: str | None) -> str:
-    """``?bar=`` (default ``1h``); raises InvalidInputError for another width."""
-    if text is None:
-        return "1h"
-    if text not in BAR_STEPS:
-        raise InvalidInputError(
-            f"bar must be one of {', '.join(BAR_STEPS)}; got {text!r}", "invalid_query"
-        )
-    return text
 
 
 def window_uptimes(

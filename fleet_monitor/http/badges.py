@@ -7,21 +7,27 @@ from __future__ import annotations
 from flask import Blueprint, Response, render_template, request
 
 from fleet_monitor.domain.badges import (
+    BADGE_WINDOWS,
     Badge,
     colour_of,
     device_uptime,
     fleet_uptime,
-    parse_badge_window,
     uptime_text,
 )
 from fleet_monitor.domain.profiles import parse_selector
 from fleet_monitor.http.context import context
+from fleet_monitor.http.queries import one_of
 from fleet_monitor.http.writes import API_PREFIX
 
 SVG = "image/svg+xml; charset=utf-8"
 MAX_AGE_S = 60
 
 badges = Blueprint("badges", __name__, url_prefix=API_PREFIX)
+
+
+def _window() -> str:
+    """``?window=``, default ``24h``."""
+    return one_of("window", BADGE_WINDOWS) or "24h"
 
 
 def _svg(percent: float | None, window: str) -> Response:
@@ -34,7 +40,7 @@ def _svg(percent: float | None, window: str) -> Response:
 @badges.get("/devices/<device_id>/badge.svg")
 def device_badge(device_id: str) -> Response:
     """The device's uptime badge (404 for a device not in the fleet)."""
-    window = parse_badge_window(request.args.get("window"))
+    window = _window()
     ctx = context()
     return _svg(device_uptime(ctx.store, device_id, ctx.clock(), window), window)
 
@@ -43,7 +49,7 @@ def device_badge(device_id: str) -> Response:
 def fleet_badge() -> Response:
     """The fleet's (``?label=``: those devices') uptime badge; it reads every device, so
     it spends the read budget as ``GET /fleet`` does."""
-    window = parse_badge_window(request.args.get("window"))
+    window = _window()
     selector = parse_selector(request.args.getlist("label"))
     ctx = context()
     with ctx.reads.spend(ctx.reads.steps):

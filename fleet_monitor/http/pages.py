@@ -20,17 +20,16 @@ from fleet_monitor.domain.readmodels import STATES, device_page, device_view, fl
 from fleet_monitor.domain.statuspage import (
     BAR_BUCKETS,
     BAR_STEPS,
+    DEFAULT_BAR_STEP,
     UPTIME_WINDOWS,
     device_rows,
     device_story,
-    parse_bar_step,
 )
 from fleet_monitor.http.context import context
 from fleet_monitor.http.page_format import install_filters
 from fleet_monitor.http.queries import (
     decode_cursor,
     encode_cursor,
-    form_value,
     one_of,
     whole_number,
 )
@@ -58,6 +57,11 @@ def scope() -> Scope:
     """The request's scope (set by the admission before the view)."""
     found: Scope = g.scope
     return found
+
+
+def _bar() -> str:
+    """``?bar=``: the heartbeat bar's step."""
+    return one_of("bar", BAR_STEPS, form=True) or DEFAULT_BAR_STEP
 
 
 def _refresh() -> int:
@@ -90,7 +94,7 @@ def _fleet(title: str, group: tuple[tuple[str, str], ...] = ()) -> str:
     ctx = context()
     now = ctx.clock()
     state = one_of("state", STATES, form=True)
-    bar = parse_bar_step(form_value("bar"))
+    bar = _bar()
     rows = whole_number("limit", PAGE_ROWS, MAX_ROWS, form=True)
     cursor = request.args.get("cursor")
     selector = _selector(group)
@@ -156,7 +160,7 @@ def device_page_view(device_id: str) -> str:
     view = device_view(ctx.store, device_id, now, ctx.expectations)
     if not view.snapshot.profile.matches(scope().selector):
         raise UnknownDeviceError(device_id)
-    bar = parse_bar_step(form_value("bar"))
+    bar = _bar()
     with ctx.reads.spend(min(DEVICE_STEPS, ctx.reads.steps)):
         story = device_story(ctx.store, view, now, bar)
     return render_template(

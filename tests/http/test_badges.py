@@ -91,7 +91,7 @@ def test_bad_badge_queries(client: FlaskClient) -> None:
     assert_error(
         client.get(f"{API}/{A}/badge.svg?window=1y"),
         400,
-        "window must be one of 24h, 7d, 30d, all; got '1y'",
+        "window must be one of 24h, 7d, 30d, all",
     )
     assert_error(client.get(f"{API}/nope/badge.svg"), 404, "device not found")
     assert client.get("/api/v1/fleet/badge.svg?window=").status_code == 400

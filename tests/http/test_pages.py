@@ -96,7 +96,7 @@ def test_the_device_page(client: FlaskClient) -> None:
     ("path", "msg"),
     [
         ("/?state=gone", "state must be one of new, up, late, down, paused"),
-        ("/?bar=2m", "bar must be one of 1m, 1h, 1d; got '2m'"),
+        ("/?bar=2m", "bar must be one of 1m, 1h, 1d"),
         ("/?limit=0", "limit must be a whole number from 1 to 500"),
         ("/?refresh=x", "refresh must be a whole number from 1 to 3600"),
         ("/?cursor=%%%", "cursor is not one this service returned in next"),
@@ -106,7 +106,7 @@ def test_the_device_page(client: FlaskClient) -> None:
             "starting with a letter; got 'site'",
         ),
         ("/status/site", "a group is key:value, the key a label key; got 'site'"),
-        (f"/devices/{A}?bar=1y", "bar must be one of 1m, 1h, 1d; got '1y'"),
+        (f"/devices/{A}?bar=1y", "bar must be one of 1m, 1h, 1d"),
     ],
 )
 def test_bad_page_queries_are_400s(client: FlaskClient, path: str, msg: str) -> None:

@@ -59,13 +59,13 @@ def colour_of(percent: float | None) -> str:
 
 
 def uptime_text(percent: float | None) -> str:
-    """An uptime as a badge shows it: two decimals below 100 % (never rounded up to 100),
-    ``no data`` without one."""
+    """An uptime as badges and pages show it: rounded to two decimals, but never up to 100
+    (99.999 is ``99.99%``), ``no data`` without one."""
     if percent is None:
         return "no data"
     if percent >= 100:
         return "100%"
-    return f"{int(percent * 100) / 100:.2f}%"
+    return f"{min(round(percent, 2), 99.99):.2f}%"
 
 
 @dataclass(frozen=True)

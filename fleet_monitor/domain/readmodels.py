@@ -395,15 +395,19 @@ class UptimeBucket:
 
 
 def uptime_series(
-    store: FleetReads, device_id: str, window: Window
+    store: FleetReads, device_id: str, window: Window, *, watched_until: int | None = None
 ) -> tuple[UptimeBucket, list[UptimeBucket]]:
     """The whole window's uptime bucket and one per step; raises UnknownDeviceError.
 
     A step counts only its minutes between the device's first and last heartbeat minute
-    (inclusive); its heartbeats are counted from the bitmap, all steps in one read.
+    (inclusive), or with ``watched_until`` (a minute: now) up to that minute too, so the
+    minutes since a silent device's last heartbeat count as down; its heartbeats are counted
+    from the bitmap, all steps in one read.
     """
     snapshot = store.snapshot(device_id)
     first, last = snapshot.first_minute, snapshot.last_minute
+    if last is not None and watched_until is not None:
+        last = max(last, watched_until - 1)
     steps = window.buckets()
     clipped = [
         (max(start, first), min(end, last + 1))

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from fleet_monitor.domain.errors import UnknownDeviceError
 from fleet_monitor.domain.groups import WINDOWS
 from fleet_monitor.domain.history import DeviceSnapshot
 from fleet_monitor.domain.maintenance import MaintenanceWindow, minutes_in
@@ -73,16 +74,19 @@ class DeviceRow:
 def device_rows(
     store: FleetReads, views: Sequence[DeviceView], now_ns: int, bar_step: str
 ) -> list[DeviceRow]:
-    """Each of ``views`` with its uptimes and heartbeat bar (two reads of its bitmap)."""
-    window = bar_window(now_ns, bar_step)
-    return [
-        DeviceRow(
-            view,
-            window_uptimes(store, view.snapshot, now_ns),
-            uptime_series(store, view.snapshot.device_id, window)[1],
-        )
-        for view in views
-    ]
+    """Each of ``views`` with its uptimes and heartbeat bar (two reads of its bitmap; the bar
+    counts the minutes from the first heartbeat to now, so a silent device's are down); a
+    device removed meanwhile is left out."""
+    window, now = bar_window(now_ns, bar_step), now_ns // MINUTE_NS
+    rows = []
+    for view in views:
+        device_id = view.snapshot.device_id
+        try:
+            bar = uptime_series(store, device_id, window, watched_until=now)[1]
+        except UnknownDeviceError:
+            continue
+        rows.append(DeviceRow(view, window_uptimes(store, view.snapshot, now_ns), bar))
+    return rows
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,10 @@ def device_story(store: FleetReads, view: DeviceView, now_ns: int, bar_step: str
         limit=OUTAGE_DAYS * 1440,  # every one: at most one a minute
         maintained=minutes_in(windows, device_id, profile, low, max(low, now)),
     )
-    (row,) = device_rows(store, [view], now_ns, bar_step)
+    rows = device_rows(store, [view], now_ns, bar_step)
+    if not rows:
+        raise UnknownDeviceError(device_id)
+    (row,) = rows
     uploads = upload_series(store, device_id, bar_window(now_ns, bar_step))[1]
     recent = found.outages[: -MAX_OUTAGES - 1 : -1]
     return DeviceStory(row, found.totals, recent, uploads, windows)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from fleet_monitor.config import Settings
@@ -27,10 +27,11 @@ from fleet_monitor.http.guard import READ, Access, RateLimiter
 from fleet_monitor.http.metrics import Metrics
 from fleet_monitor.http.observe import REQUEST_ID_HEADER, RequestObserver
 from fleet_monitor.http.ops import ops
-from fleet_monitor.http.pages import Scope, pages
+from fleet_monitor.http.pages import pages
 from fleet_monitor.http.readiness import READY, Readiness
 from fleet_monitor.http.reads import FleetSummaries, ReadBudget
 from fleet_monitor.http.rules import Admission
+from fleet_monitor.http.scope import set_scope
 from fleet_monitor.http.timing import timed
 from fleet_monitor.http.writes import ROLES, Ingest
 from fleet_monitor.store.protocol import Store
@@ -162,14 +163,16 @@ def _install_hooks(
 
     @app.before_request
     def admit() -> None:
-        if request.blueprint in (api.name, badges.name):
+        if request.blueprint == api.name:
             admission.admit(request.environ, ROLES.get(request.endpoint or "", READ))
+        elif request.blueprint == badges.name:  # images of the status: as the pages
+            set_scope(admission.admit(request.environ, READ, public=public is not None), public)
         elif request.blueprint == pages.name:
             try:
                 full = admission.admit(request.environ, READ, public=public is not None)
             except TokenRequiredError:
                 raise PageTokenRequiredError from None
-            g.scope = Scope((), False) if full else Scope(public or (), True)
+            set_scope(full, public)
 
     @app.errorhandler(Exception)
     def failed(error: Exception) -> Response:

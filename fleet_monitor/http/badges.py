@@ -17,6 +17,7 @@ from fleet_monitor.domain.badges import (
 from fleet_monitor.domain.profiles import parse_selector
 from fleet_monitor.http.context import context
 from fleet_monitor.http.queries import one_of
+from fleet_monitor.http.scope import scope
 from fleet_monitor.http.writes import API_PREFIX
 
 SVG = "image/svg+xml; charset=utf-8"
@@ -42,6 +43,7 @@ def device_badge(device_id: str) -> Response:
     """The device's uptime badge (404 for a device not in the fleet)."""
     window = _window()
     ctx = context()
+    scope().check(ctx.store.snapshot(device_id))
     return _svg(device_uptime(ctx.store, device_id, ctx.clock(), window), window)
 
 
@@ -50,7 +52,7 @@ def fleet_badge() -> Response:
     """The fleet's (``?label=``: those devices') uptime badge; it reads every device, so
     it spends the read budget as ``GET /fleet`` does."""
     window = _window()
-    selector = parse_selector(request.args.getlist("label"))
+    selector = scope().within(parse_selector(request.args.getlist("label")))
     ctx = context()
     with ctx.reads.spend(ctx.reads.steps):
         percent = fleet_uptime(ctx.store, ctx.clock(), ctx.expectations, window, selector)

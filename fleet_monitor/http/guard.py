@@ -48,12 +48,13 @@ class Access:
         scheme, _, given = header.partition(" ")
         if scheme.lower() == "basic":  # a browser's: any user name, the token as password
             try:
-                given = base64.b64decode(given.strip(), validate=True).decode().partition(":")[2]
-            except (ValueError, UnicodeDecodeError):
+                given_bytes = base64.b64decode(given.strip(), validate=True).partition(b":")[2]
+            except ValueError:
                 return False
-        elif scheme.lower() != "bearer":
+        elif scheme.lower() == "bearer":
+            given_bytes = given.strip().encode()
+        else:
             return False
-        given_bytes = given.strip().encode()
         matched = False
         for token in accepted:  # every one compared, in constant time
             matched |= hmac.compare_digest(given_bytes, token)

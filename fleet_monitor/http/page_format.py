@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from flask import Blueprint
 
+from fleet_monitor.domain.badges import uptime_text
 from fleet_monitor.domain.durations import format_duration
 from fleet_monitor.domain.readmodels import UptimeBucket
 from fleet_monitor.domain.timestamps import format_minute, format_rfc3339
@@ -18,10 +19,8 @@ CHART_HEIGHT = 100  # px of the upload chart's plot
 
 
 def percent(value: float | None) -> str:
-    """``99.79 %`` (two decimals, never rounded up to 100), an en dash without a value."""
-    if value is None:
-        return "\N{EN DASH}"
-    return "100 %" if value >= 100 else f"{int(value * 100) / 100:.2f} %"
+    """An uptime as the badges write it (``99.79%``), an en dash without a value."""
+    return "\N{EN DASH}" if value is None else uptime_text(value)
 
 
 def instant(unix_ns: int | None) -> str:

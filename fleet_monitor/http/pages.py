@@ -9,12 +9,11 @@ selector allows (any other device is a 404), as a status page for the public.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
-from flask import Blueprint, g, render_template, request
+from flask import Blueprint, render_template, request
 
-from fleet_monitor.domain.errors import InvalidInputError, UnknownDeviceError
+from fleet_monitor.domain.errors import InvalidInputError
 from fleet_monitor.domain.profiles import parse_selector
 from fleet_monitor.domain.readmodels import STATES, device_page, device_view, fleet_summary
 from fleet_monitor.domain.statuspage import (
@@ -33,30 +32,17 @@ from fleet_monitor.http.queries import (
     one_of,
     whole_number,
 )
+from fleet_monitor.http.scope import scope
 
 PAGE_ROWS = 50  # devices a page lists by default (at most MAX_ROWS)
 MAX_ROWS = 500
 DEFAULT_REFRESH_S = 60  # the page reloads itself (0: never)
 MAX_REFRESH_S = 3600
 DEVICE_STEPS = 100  # what a device page spends of the read budget (30 days, a bar's steps)
+ROW_STEPS = BAR_BUCKETS + 3  # what a listed device spends: its bar's steps, its 3 windows
 
 pages = Blueprint("pages", __name__)
 install_filters(pages)
-
-
-@dataclass(frozen=True)
-class Scope:
-    """What the request may see: ``selector`` (every device with those labels) and whether
-    that is only the public part."""
-
-    selector: tuple[tuple[str, str], ...]
-    public: bool
-
-
-def scope() -> Scope:
-    """The request's scope (set by the admission before the view)."""
-    found: Scope = g.scope
-    return found
 
 
 def _bar() -> str:
@@ -78,16 +64,15 @@ def _labels() -> list[str]:
 
 def _selector(extra: tuple[tuple[str, str], ...] = ()) -> tuple[tuple[str, str], ...]:
     """The scope's selector with the page's ``label=`` filters and ``extra``."""
-    wanted = parse_selector(_labels())
-    return tuple(dict.fromkeys((*scope().selector, *extra, *wanted)))
+    return scope().within(extra, parse_selector(_labels()))
 
 
 def _with_query(**changes: str) -> str:
-    """This page's URL with ``changes`` to its query."""
+    """This page's URL (its path encoded again) with ``changes`` to its query."""
     query = request.args.copy()
     for name, value in changes.items():
         query[name] = value
-    return f"{request.path}?{urlencode(list(query.items(multi=True)))}"
+    return f"{quote(request.path, safe='/:')}?{urlencode(list(query.items(multi=True)))}"
 
 
 def _fleet(title: str, group: tuple[tuple[str, str], ...] = ()) -> str:
@@ -113,11 +98,13 @@ def _fleet(title: str, group: tuple[tuple[str, str], ...] = ()) -> str:
         after=None if cursor is None else decode_cursor(cursor),
         limit=rows,
     )
+    with ctx.reads.spend(min(len(views) * ROW_STEPS, ctx.reads.steps)):
+        listed = device_rows(ctx.store, views, now, bar)
     return render_template(
         "fleet.html",
         title=title,
         summary=summary,
-        rows=device_rows(ctx.store, views, now, bar),
+        rows=listed,
         now_ns=now,
         states=STATES,
         state=state,
@@ -139,7 +126,7 @@ def fleet_page() -> str:
     return _fleet("Fleet")
 
 
-@pages.get("/status/<group>")
+@pages.get("/status/<path:group>")
 def group_page(group: str) -> str:
     """One group (``key:value``): the fleet page of its devices."""
     try:
@@ -158,8 +145,7 @@ def device_page_view(device_id: str) -> str:
     ctx = context()
     now = ctx.clock()
     view = device_view(ctx.store, device_id, now, ctx.expectations)
-    if not view.snapshot.profile.matches(scope().selector):
-        raise UnknownDeviceError(device_id)
+    scope().check(view.snapshot)
     bar = _bar()
     with ctx.reads.spend(min(DEVICE_STEPS, ctx.reads.steps)):
         story = device_story(ctx.store, view, now, bar)

@@ -29,8 +29,8 @@ class Admission:
         is loaded, RateLimitedError (429) for a client reading too fast. Return whether the
         request had the role's token (or the role needs none)."""
         allowed = self.access.allows(environ, role)
-        if not allowed and not public:
-            raise TokenRequiredError(role)
+        if not allowed and (not public or "HTTP_AUTHORIZATION" in environ):
+            raise TokenRequiredError(role)  # a wrong credential is refused, public or not
         if not self.readiness.is_loaded:
             raise NotLoadedError
         limiter = self.read_limiter

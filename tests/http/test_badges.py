@@ -53,7 +53,7 @@ def test_a_device_badge_shows_its_uptime_over_the_window(client: FlaskClient, st
     assert parsed(response) == ("uptime 24h", "99.79%", "#97ca00")  # 1437 / 1440 = 99.7916…
     assert parsed(client.get(f"{API}/{A}/badge.svg?window=7d")) == (
         "uptime 7d",
-        "99.89%",  # 2877 / 2880, from the first heartbeat
+        "99.90%",  # 2877 / 2880 = 99.8958…, from the first heartbeat
         "#97ca00",
     )
     assert parsed(client.get(f"{API}/{A}/badge.svg?window=all")) == (
@@ -126,10 +126,12 @@ def test_colours_by_threshold(percent: float | None, colour: str) -> None:
 
 
 def test_uptime_text_never_rounds_up_to_100() -> None:
-    assert [uptime_text(p) for p in (100.0, 99.999, 50.0, 0.0, None)] == [
+    assert [uptime_text(p) for p in (100.0, 99.999, 50.0, 18.4, 18.396, 0.0, None)] == [
         "100%",
         "99.99%",
         "50.00%",
+        "18.40%",
+        "18.40%",
         "0.00%",
         "no data",
     ]

@@ -20,9 +20,9 @@ S = 10**9
 
 def test_figures_in_words() -> None:
     assert [percent(p) for p in (100.0, 99.999, 0.5, None)] == [
-        "100 %",
-        "99.99 %",
-        "0.50 %",
+        "100%",
+        "99.99%",
+        "0.50%",
         "\u2013",
     ]
     assert (instant(None), instant(0)) == ("never", "1970-01-01T00:00:00Z")

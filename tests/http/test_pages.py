@@ -12,6 +12,8 @@ from flask.testing import FlaskClient
 from fleet_monitor.config import Settings
 from fleet_monitor.domain.events import Heartbeat, Upload
 from fleet_monitor.domain.profiles import Profile
+from fleet_monitor.domain.readmodels import Expectations, device_view
+from fleet_monitor.domain.statuspage import device_rows as rows_of
 from fleet_monitor.domain.timestamps import MINUTE_NS, NS_PER_SECOND
 from fleet_monitor.http.app import create_app
 from fleet_monitor.store.protocol import Store
@@ -151,3 +153,72 @@ def test_the_public_status_shows_only_what_its_selector_allows(store: Store) -> 
     assert client.get("/api/v1/devices").status_code == 401  # the API stays closed
     full = client.get("/", headers=basic("r")).get_data(as_text=True)
     assert len(device_rows(full)) == 5 and "public status" not in full
+
+
+def test_a_silent_device_s_bar_is_red_since_its_last_heartbeat(client: FlaskClient) -> None:
+    html = client.get(f"/devices/{B}?bar=1m").get_data(as_text=True)
+    bar = svgs(html)[0]
+    classes = [rect.get("class") for rect in bar if rect.tag.endswith("rect")]
+    # minutes now-89 .. now: B sent until now-11; now-10 .. now-1 are down, now is not over
+    assert classes[-11:] == ["d"] * 10 + ["n"]
+    assert classes[:-11] == ["u"] * 79
+
+
+def test_the_device_rows_leave_out_a_device_removed_meanwhile(store: Store) -> None:
+    views = [device_view(store, device, NOW, Expectations()) for device in (A, B)]
+    store.remove(A)
+    assert [row.view.snapshot.device_id for row in rows_of(store, views, NOW, "1h")] == [B]
+
+
+def test_the_fleet_page_spends_the_read_budget(store: Store) -> None:
+    app = create_app(Settings(read_budget=200), store)
+    budget = app.extensions["fleet_monitor"].reads
+    client = app.test_client()
+    with budget.spend(150):  # another read holds most of it: 5 rows x 93 steps do not fit
+        assert_error(
+            client.get("/"),
+            429,
+            "too many windowed reads at once: 150 steps are being computed and at most 200 may "
+            "be (--read-budget); retry shortly",
+        )
+    assert client.get("/").status_code == 200
+
+
+def test_groups_whose_values_need_encoding(store: Store) -> None:
+    store.set_profile(A, Profile((("site", "x/y"),)))
+    store.set_profile(B, Profile((("site", "a#b?c%"),)))
+    client = create_app(Settings(), store).test_client()
+    assert device_rows(client.get("/status/site:x/y").get_data(as_text=True)) == {A: "new"}
+    assert 'href="/status/site:x/y"' in client.get(f"/devices/{A}").get_data(as_text=True)
+    store.set_profile(C, Profile((("site", "a#b?c%"),)))
+    page = client.get("/status/site:a%23b%3Fc%25?limit=1").get_data(as_text=True)
+    assert device_rows(page) == {B: "new"}
+    link = parse_page(page).find(".//{http://www.w3.org/1999/xhtml}a[@rel='next']")
+    assert link is not None
+    href = link.get("href", "")
+    assert href.startswith("/status/site:a%23b%3Fc%25?")
+    assert device_rows(client.get(href).get_data(as_text=True)) == {C: "new"}
+
+
+def test_a_wrong_credential_is_refused_even_with_a_public_status(store: Store) -> None:
+    settings = Settings(read_token="r", public_status=())
+    client = create_app(settings, store).test_client()
+    assert client.get("/").status_code == 200  # the public view
+    assert client.get("/", headers=basic("wrong")).status_code == 401
+    assert client.get("/", headers=basic("r ")).status_code == 401  # not trimmed
+    assert (
+        client.get(
+            "/", headers={"Authorization": "Basic " + base64.b64encode(b"\xff:r").decode()}
+        ).status_code
+        == 200
+    )
+
+
+def test_badges_follow_the_public_status(store: Store) -> None:
+    store.set_profile(A, Profile((("site", "paris"),)))
+    settings = Settings(read_token="r", public_status=(("site", "paris"),))
+    client = create_app(settings, store).test_client()
+    assert client.get(f"/api/v1/devices/{A}/badge.svg").status_code == 200
+    assert_error(client.get(f"/api/v1/devices/{B}/badge.svg"), 404, "device not found")
+    assert client.get("/api/v1/fleet/badge.svg").status_code == 200
+    assert client.get(f"/api/v1/devices/{B}/badge.svg", headers=basic("r")).status_code == 200

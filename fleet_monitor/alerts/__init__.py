@@ -1,0 +1,1 @@
+"""Alerts: telling someone when a device, a group or the fleet goes down and comes back."""

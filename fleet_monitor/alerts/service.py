@@ -1,0 +1,70 @@
+"""The alerts as the service runs them: the rules, an evaluation of the fleet every
+``--alerts-every`` seconds on a background thread, and the delivery."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from fleet_monitor.alerts.delivery import Delivery, Tuning
+from fleet_monitor.alerts.rules import AlertRules
+from fleet_monitor.alerts.states import Evaluator
+from fleet_monitor.domain.readmodels import Expectations, FleetReads, active_windows
+
+log = logging.getLogger(__name__)
+
+
+class Alerting:
+    """Rules, their evaluator and their delivery, over ``store``."""
+
+    def __init__(
+        self,
+        rules: AlertRules,
+        store: FleetReads,
+        expectations: Expectations,
+        clock: Callable[[], int],
+        *,
+        every_s: float = 15.0,
+        tuning: Tuning | None = None,
+        count: Callable[[str], None] = lambda result: None,
+    ) -> None:
+        self.rules, self.store, self.clock, self.every_s = rules, store, clock, every_s
+        self.evaluator = Evaluator(rules, expectations)
+        self.delivery = Delivery(rules.channels, tuning, count=count)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # one evaluation at a time
+
+    def tick(self) -> int:
+        """Evaluate the fleet now and queue what is due; return how many alerts."""
+        now = self.clock()
+        with self._lock:
+            outgoing = self.evaluator.evaluate(
+                self.store.heads(), now, active_windows(self.store, now)
+            )
+        for item in outgoing:
+            self.delivery.submit(item.alert, item.channels, suppressed=item.suppressed)
+        return len(outgoing)
+
+    def start(self) -> None:
+        """Evaluate every ``every_s`` and deliver, in the background."""
+        if not self.rules.rules and not self.rules.group_rules:
+            return
+        self.delivery.start()
+        self._thread = threading.Thread(target=self._run, name="alert-rules", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop evaluating, then stop the delivery (what is under way finishes)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.every_s + 5)
+        self.delivery.stop()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self.tick()
+            except Exception:  # a store that cannot be read now: the next tick tries again
+                log.exception("alert rules could not be evaluated")

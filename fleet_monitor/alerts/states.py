@@ -1,0 +1,178 @@
+"""When to alert: each rule's devices and groups judged at each evaluation, and the alerts
+their changes call for.
+
+A device's episode begins when it turns ``late`` or ``down`` (at the instant its state began:
+its latest heartbeat's arrival plus ``expected_every``, plus ``grace`` for down) and is sent
+once it has held for the rule's ``hold``, then again every ``repeat`` while it holds; it ends
+with ``recovered`` when the device is ``up`` again (only if something was sent). A device in a
+maintenance window is judged ``paused``: nothing is sent for it, and an episode under way waits.
+While a group rule holds for a group, its devices' alerts are suppressed (counted, not sent).
+Pure: no clock but the ``now`` passed in, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from fleet_monitor.alerts.channels import Alert
+from fleet_monitor.alerts.rules import AlertRules, GroupRule, Rule
+from fleet_monitor.domain.history import DeviceHead
+from fleet_monitor.domain.maintenance import MaintenanceWindow
+from fleet_monitor.domain.readmodels import Expectations, expected_of, judge
+from fleet_monitor.domain.timestamps import MINUTE_NS, format_rfc3339
+
+BAD = ("late", "down")
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """An alert and the channels it goes to (``suppressed``: counted, not sent)."""
+
+    alert: Alert
+    channels: tuple[str, ...]
+    suppressed: bool = False
+
+
+@dataclass
+class _Episode:
+    event: str  # the state it is about: late or down (group_down for a group)
+    since_ns: int
+    sent_ns: int | None = None  # when this state was last sent
+    told: bool = False  # whether anything of the episode was sent (then recovered is)
+    held_back: bool = False  # suppressed by a group alert (noted once)
+
+
+class Evaluator:
+    """The episodes under way, per rule and device and per group rule and group."""
+
+    def __init__(self, rules: AlertRules, expectations: Expectations) -> None:
+        self.rules = rules
+        self.expectations = expectations
+        self._devices: dict[tuple[int, str], _Episode] = {}
+        self._groups: dict[tuple[int, str | None], _Episode] = {}
+
+    def evaluate(
+        self, heads: Iterable[DeviceHead], now_ns: int, paused_by: Sequence[MaintenanceWindow]
+    ) -> list[Outgoing]:
+        """The alerts due at ``now_ns`` for the fleet ``heads`` describe."""
+        states = [(head, judge(head, now_ns, self.expectations, paused_by)) for head in heads]
+        out: list[Outgoing] = []
+        down_groups: set[tuple[str, str | None]] = set()
+        for index, group_rule in enumerate(self.rules.group_rules):
+            out += self._groups_of(index, group_rule, states, now_ns, down_groups)
+        for index, rule in enumerate(self.rules.rules):
+            for head, state in states:
+                if rule.selects(head.device_id, head.profile):
+                    suppressed = any(
+                        (key, head.profile.label(key)) in down_groups for key, _ in down_groups
+                    )
+                    out += self._device(index, rule, head, state, now_ns, suppressed=suppressed)
+        return out
+
+    def _device(
+        self, index: int, rule: Rule, head: DeviceHead, state: str, now_ns: int, *, suppressed: bool
+    ) -> list[Outgoing]:
+        key = (index, head.device_id)
+        episode = self._devices.get(key)
+        if state in BAD and state in rule.on:
+            if episode is None or episode.event != state:  # it began, or went on from late
+                told = episode is not None and episode.told
+                episode = _Episode(state, _since(head, state, self.expectations), told=told)
+                self._devices[key] = episode
+            if episode.sent_ns is None:
+                due = now_ns - episode.since_ns >= rule.hold_s * 10**9
+            else:
+                due = rule.repeat_s > 0 and now_ns - episode.sent_ns >= rule.repeat_s * 10**9
+            if not due or (suppressed and episode.held_back):
+                return []
+            alert = _device_alert(state, head, episode.since_ns, now_ns)
+            if suppressed:  # noted once; sent if the device is still down when its group is not
+                episode.held_back = True
+                return [Outgoing(alert, rule.channels, suppressed=True)]
+            episode.sent_ns, episode.told = now_ns, True
+            return [Outgoing(alert, rule.channels)]
+        if state == "up" and episode is not None:
+            del self._devices[key]
+            if episode.told and "recovered" in rule.on:
+                alert = _device_alert("recovered", head, episode.since_ns, now_ns, state="up")
+                return [Outgoing(alert, rule.channels, suppressed=suppressed)]
+        return []  # new, paused (an episode waits), or a state the rule does not watch
+
+    def _groups_of(
+        self,
+        index: int,
+        rule: GroupRule,
+        states: list[tuple[DeviceHead, str]],
+        now_ns: int,
+        down_groups: set[tuple[str, str | None]],
+    ) -> list[Outgoing]:
+        watched: dict[str | None, int] = {}
+        down: dict[str | None, int] = {}
+        for head, state in states:
+            if state in ("new", "paused"):
+                continue
+            value = head.profile.label(rule.group_by)
+            watched[value] = watched.get(value, 0) + 1
+            down[value] = down.get(value, 0) + (state == "down")
+        out = []
+        for value in sorted({*watched, *(v for i, v in self._groups if i == index)}, key=str):
+            count = watched.get(value, 0)
+            share = 100 * down.get(value, 0) / count if count else 0.0
+            holds = count >= rule.min_devices and share > rule.threshold
+            key = (index, value)
+            subject = f"{rule.group_by}:{value}" if value is not None else f"{rule.group_by}:(none)"
+            if holds:
+                down_groups.add((rule.group_by, value))
+                if key not in self._groups:
+                    self._groups[key] = _Episode("group_down", now_ns, now_ns, told=True)
+                    if "group_down" in rule.on:
+                        out.append(
+                            Outgoing(
+                                _group_alert("group_down", subject, share, now_ns, now_ns),
+                                rule.channels,
+                            )
+                        )
+            elif key in self._groups:
+                since = self._groups.pop(key).since_ns
+                if "group_recovered" in rule.on:
+                    out.append(
+                        Outgoing(
+                            _group_alert("group_recovered", subject, share, since, now_ns),
+                            rule.channels,
+                        )
+                    )
+        return out
+
+
+def _since(head: DeviceHead, state: str, expectations: Expectations) -> int:
+    """When the device's ``state`` (late or down) began."""
+    every, grace = expected_of(head.profile, expectations)
+    seen = head.seen_ns or 0
+    return seen + every + (grace if state == "down" else 0)
+
+
+def _device_alert(
+    event: str, head: DeviceHead, since_ns: int, now_ns: int, state: str | None = None
+) -> Alert:
+    return Alert(
+        event,
+        head.device_id,
+        state or event,
+        format_rfc3339(since_ns),
+        dict(head.profile.labels),
+        outage_minutes=max(0, (now_ns - since_ns) // MINUTE_NS),
+        links={"page": f"/devices/{head.device_id}", "api": f"/api/v1/devices/{head.device_id}"},
+    )
+
+
+def _group_alert(event: str, subject: str, share: float, since_ns: int, now_ns: int) -> Alert:
+    return Alert(
+        event,
+        subject,
+        "down" if event == "group_down" else "up",
+        format_rfc3339(since_ns),
+        outage_minutes=max(0, (now_ns - since_ns) // MINUTE_NS),
+        links={"page": f"/status/{subject}"},
+        detail=f"{share:.1f} % of its watched devices down",
+    )

@@ -1,0 +1,118 @@
+"""When alerts are due: a device's down, its repeats and its recovery, holds, late, paused
+devices, and group alerts suppressing their devices' alerts."""
+
+from __future__ import annotations
+
+from fleet_monitor.alerts.rules import AlertRules, GroupRule, Rule
+from fleet_monitor.alerts.states import Evaluator, Outgoing
+from fleet_monitor.domain.history import DeviceHead
+from fleet_monitor.domain.maintenance import MaintenanceWindow
+from fleet_monitor.domain.profiles import Profile
+from fleet_monitor.domain.readmodels import Expectations
+
+S = 10**9
+T0 = 1_800_000_000 * S
+EXPECT = Expectations(expected_every_ns=60 * S, grace_ns=60 * S)
+
+
+def rules(*device_rules: Rule, groups: tuple[GroupRule, ...] = ()) -> AlertRules:
+    return AlertRules({}, device_rules, groups)
+
+
+def rule(**changes: object) -> Rule:
+    fields: dict[str, object] = {
+        "name": "r",
+        "labels": (),
+        "devices": (),
+        "on": ("down", "recovered"),
+        "hold_s": 0,
+        "repeat_s": 0,
+        "channels": ("ops",),
+    }
+    fields.update(changes)
+    return Rule(**fields)  # type: ignore[arg-type]
+
+
+def head(device: str, seen_s: float | None, site: str = "a") -> DeviceHead:
+    seen = None if seen_s is None else T0 + int(seen_s * S)
+    return DeviceHead(device, seen, Profile((("site", site),)))
+
+
+def events(out: list[Outgoing]) -> list[tuple[str, str, bool]]:
+    return [(o.alert.event, o.alert.subject, o.suppressed) for o in out]
+
+
+def test_down_once_then_repeats_then_recovered_once() -> None:
+    evaluator = Evaluator(rules(rule(repeat_s=600)), EXPECT)
+
+    def at(now_s: float, seen_s: float) -> list[tuple[str, str, bool]]:
+        return events(evaluator.evaluate([head("cam", seen_s)], T0 + int(now_s * S), ()))
+
+    assert at(60, 0) == []  # up
+    assert at(100, 0) == []  # late: not watched
+    assert at(121, 0) == [("down", "cam", False)]
+    assert at(180, 0) == []
+    assert at(720, 0) == []  # 599 s after it was sent
+    assert at(721, 0) == [("down", "cam", False)]  # the repeat
+    assert at(800, 790) == [("recovered", "cam", False)]
+    assert at(900, 850) == []
+
+
+def test_the_alert_says_since_when_and_how_long() -> None:
+    evaluator = Evaluator(rules(rule()), EXPECT)
+    (out,) = evaluator.evaluate([head("cam", 0)], T0 + 300 * S, ())
+    assert out.alert.to_json() == {
+        "event": "down",
+        "subject": "cam",
+        "state": "down",
+        "since": "2027-01-15T08:02:00Z",
+        "labels": {"site": "a"},
+        "outage_minutes": 3,
+        "links": {"page": "/devices/cam", "api": "/api/v1/devices/cam"},
+        "detail": "",
+    }
+    assert out.channels == ("ops",)
+
+
+def test_a_hold_waits_and_late_can_be_watched() -> None:
+    evaluator = Evaluator(rules(rule(on=("late", "down", "recovered"), hold_s=30)), EXPECT)
+
+    def at(now_s: float) -> list[tuple[str, str, bool]]:
+        return events(evaluator.evaluate([head("cam", 0)], T0 + int(now_s * S), ()))
+
+    assert at(61) == []  # late for 1 s
+    assert at(90) == [("late", "cam", False)]  # held 30 s
+    assert at(125) == []  # down for 5 s
+    assert at(150) == [("down", "cam", False)]
+    assert events(evaluator.evaluate([head("cam", 149)], T0 + 150 * S, ())) == [
+        ("recovered", "cam", False)
+    ]
+
+
+def test_nothing_is_sent_for_a_short_lapse_or_a_new_device() -> None:
+    evaluator = Evaluator(rules(rule(hold_s=60)), EXPECT)
+    assert evaluator.evaluate([head("cam", 0), head("new", None)], T0 + 150 * S, ()) == []
+    assert evaluator.evaluate([head("cam", 160)], T0 + 161 * S, ()) == []  # back before the hold
+
+
+def test_a_device_in_maintenance_is_silent() -> None:
+    window = MaintenanceWindow("w", (), ("cam",), T0, T0 + 600 * S, None, None, "upgrade")
+    evaluator = Evaluator(rules(rule()), EXPECT)
+    assert evaluator.evaluate([head("cam", 0)], T0 + 300 * S, [window]) == []
+    assert events(evaluator.evaluate([head("cam", 0)], T0 + 601 * S, ())) == [
+        ("down", "cam", False)
+    ]
+
+
+def test_a_group_down_is_one_alert_and_holds_back_its_devices() -> None:
+    group = GroupRule("sites", "site", 50.0, 2, ("group_down", "group_recovered"), ("ops",))
+    evaluator = Evaluator(rules(rule(), groups=(group,)), EXPECT)
+    fleet = [head(f"a{n}", 0 if n < 6 else 290) for n in range(10)] + [head("b0", 0, "b")]
+    out = events(evaluator.evaluate(fleet, T0 + 300 * S, ()))
+    assert out[0] == ("group_down", "site:a", False)  # b alone is too small to be judged
+    assert sorted(out[1:]) == [("down", f"a{n}", True) for n in range(6)] + [("down", "b0", False)]
+    assert evaluator.evaluate(fleet, T0 + 310 * S, ()) == []  # held back once, not again
+    # a0 still down when the group is not: its alert is sent then; the others were never told
+    back = [head("a0", 0)] + [head(f"a{n}", 350) for n in range(1, 10)] + [head("b0", 0, "b")]
+    out = events(evaluator.evaluate(back, T0 + 360 * S, ()))
+    assert out == [("group_recovered", "site:a", False), ("down", "a0", False)]

@@ -139,6 +139,17 @@ def parse_public_status(text: str) -> tuple[tuple[str, str], ...]:
         raise ValueError(f"must be all or key:value pairs joined by &: {error}") from None
 
 
+def parse_interval(text: str) -> float:
+    """Seconds, 0.1 to 3600 (a fraction allowed)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.1 <= value <= 3600:
+        raise ValueError(f"must be seconds from 0.1 to 3600, got {text!r}")
+    return value
+
+
 def parse_switch(text: str) -> bool:
     """On or off: 1/true/yes/on or 0/false/no/off, in any case."""
     value = text.strip().lower()
@@ -244,6 +255,15 @@ class Settings:
         parse_switch,
         "also export each device's uptime and last heartbeat on /metrics (one series per device)",
         "",
+    )
+    alerts: Path | None = _option(
+        None,
+        Path,
+        "a TOML file of alert channels and rules (see docs/alerts.md); read at start",
+        "FILE",
+    )
+    alerts_every: float = _option(
+        15.0, parse_interval, "seconds between two evaluations of the alert rules", "SECONDS"
     )
     metrics_group_by: str | None = _option(
         None,

@@ -12,10 +12,12 @@ import logging
 import time
 from collections.abc import Sequence
 
+from fleet_monitor.alerts.service import Alerting
 from fleet_monitor.config import ConfigError, Settings
 from fleet_monitor.domain.errors import StoreUnavailableError
 from fleet_monitor.domain.limits import HistoryBudget
 from fleet_monitor.http.app import create_app
+from fleet_monitor.http.context import context_of
 from fleet_monitor.http.readiness import Readiness
 from fleet_monitor.http.server import serve_app
 from fleet_monitor.store.devices_file import DevicesFile, fleet_devices
@@ -79,14 +81,29 @@ def serve(settings: Settings, command: Sequence[str] = ()) -> int:
             where,
             extra={"fields": {"devices": len(store)}},
         )
+        _start_alerts(alerting, store, settings)
 
     app = create_app(settings, store, readiness=readiness)
+    alerting = context_of(app).alerting
     serve_app(app, settings, readiness, load, sockets)
+    alerting.stop()
     if durable is not None:
         durable.close()
     if isinstance(store, ValkeyStore):
         store.close()
     return 0
+
+
+def _start_alerts(alerting: Alerting, store: MemoryStore | ValkeyStore, settings: Settings) -> None:
+    """Evaluate the alert rules from now on, in one process: not on a shared engine yet (every
+    process would send each alert; the lease that makes one of them send is to come)."""
+    if not alerting.rules.rules and not alerting.rules.group_rules:
+        return
+    if isinstance(store, ValkeyStore) or settings.workers > 1:
+        log.warning("alerts are not sent with --store URL or --workers above 1 yet")
+        return
+    alerting.start()
+    log.info("alert rules evaluated every %g s", settings.alerts_every)
 
 
 def _add_when_reachable(store: MemoryStore | ValkeyStore, devices_file: DevicesFile) -> None:

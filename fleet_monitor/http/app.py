@@ -7,10 +7,13 @@ import time
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from fleet_monitor.config import Settings
+from fleet_monitor.alerts.rules import NO_RULES, AlertsError, load_rules
+from fleet_monitor.alerts.service import Alerting
+from fleet_monitor.config import ConfigError, Settings
 from fleet_monitor.domain.limits import SentAtRange
 from fleet_monitor.domain.readmodels import Expectations
 from fleet_monitor.domain.timestamps import NS_PER_SECOND
+from fleet_monitor.http.alerts_api import alerts_api
 from fleet_monitor.http.api import api
 from fleet_monitor.http.badges import badges
 from fleet_monitor.http.context import Clock, Context
@@ -106,6 +109,7 @@ def create_app(
     _install_hooks(app, admission, observer, settings.public_status)
     app.register_blueprint(api)
     app.register_blueprint(badges)
+    app.register_blueprint(alerts_api)
     app.register_blueprint(pages)
     app.register_blueprint(ops)
     app.wsgi_app = timed(  # type: ignore[method-assign,assignment]
@@ -149,6 +153,21 @@ def _context(settings: Settings, store: Store, clock: Clock, readiness: Readines
         max_body_bytes=settings.max_body_bytes,
         max_batch=settings.max_batch,
         batch_bytes=batch_body_bytes(settings),
+        alerting=_alerting(settings, store, clock, expectations, metrics),
+    )
+
+
+def _alerting(
+    settings: Settings, store: Store, clock: Clock, expectations: Expectations, metrics: Metrics
+) -> Alerting:
+    """The alert rules of ``--alerts`` (none without it); raises ConfigError for a file that
+    cannot be used."""
+    try:
+        rules = NO_RULES if settings.alerts is None else load_rules(settings.alerts)
+    except AlertsError as error:
+        raise ConfigError(str(error)) from None
+    return Alerting(
+        rules, store, expectations, clock, every_s=settings.alerts_every, count=metrics.alert
     )
 
 
@@ -163,7 +182,7 @@ def _install_hooks(
 
     @app.before_request
     def admit() -> None:
-        if request.blueprint == api.name:
+        if request.blueprint in (api.name, alerts_api.name):
             admission.admit(request.environ, ROLES.get(request.endpoint or "", READ))
         elif request.blueprint == badges.name:  # images of the status: as the pages
             set_scope(admission.admit(request.environ, READ, public=public is not None), public)

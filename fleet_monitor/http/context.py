@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from flask import Flask, current_app
 
+from fleet_monitor.alerts.service import Alerting
 from fleet_monitor.domain.readmodels import Expectations
 from fleet_monitor.http.metrics import Metrics
 from fleet_monitor.http.readiness import Readiness
@@ -33,6 +34,7 @@ class Context:
     max_body_bytes: int
     max_batch: int
     batch_bytes: int
+    alerting: Alerting
 
     def install(self, app: Flask) -> None:
         """Keep this context on ``app`` for :func:`context`."""
@@ -41,5 +43,10 @@ class Context:
 
 def context() -> Context:
     """The context of the app handling the current request."""
-    found: Context = current_app.extensions[EXTENSION]
+    return context_of(current_app)
+
+
+def context_of(app: Flask) -> Context:
+    """The context kept on ``app``."""
+    found: Context = app.extensions[EXTENSION]
     return found

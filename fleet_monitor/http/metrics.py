@@ -174,6 +174,14 @@ class Metrics:
             namespace=NAMESPACE,
             registry=registry,
         )
+        self._alerts = Counter(
+            "alerts",
+            "Alert deliveries by result: sent, failed (given up), retried (a try refused), "
+            "dropped (queue full), suppressed (held back by a group alert).",
+            ["result"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
         registry.register(FleetCollector(store, summaries, per_device))
         # Labelled children by label values: .labels() costs a lock and a dict build each call.
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
@@ -183,6 +191,10 @@ class Metrics:
         self.heartbeats.inc()
         if not new_minute:
             self.duplicate_heartbeats.inc()
+
+    def alert(self, result: str) -> None:
+        """Count an alert delivery's ``result``."""
+        self._alerts.labels(result).inc()
 
     def rejected(self, reason: str) -> None:
         """Count a request refused for ``reason`` (a fixed label such as ``invalid_json``)."""

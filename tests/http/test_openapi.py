@@ -216,6 +216,11 @@ PROBES: dict[tuple[str, str, str], Probe] = {
     ("/api/v1/fleet", "get", "400"): Probe("GET", "/api/v1/fleet?group_by=Site"),
     ("/api/v1/devices/{device_id}/uptime", "get", "200"): Probe("GET", D + "/uptime"),
     ("/api/v1/devices/{device_id}/badge.svg", "get", "200"): Probe("GET", D + "/badge.svg"),
+    ("/api/v1/alerts/rules", "get", "200"): Probe("GET", "/api/v1/alerts/rules"),
+    ("/api/v1/alerts/rules", "get", "503"): Probe("GET", "/api/v1/alerts/rules", starting=True),
+    ("/api/v1/alerts/events", "get", "200"): Probe("GET", "/api/v1/alerts/events"),
+    ("/api/v1/alerts/events", "get", "400"): Probe("GET", "/api/v1/alerts/events?limit=0"),
+    ("/api/v1/alerts/events", "get", "503"): Probe("GET", "/api/v1/alerts/events", starting=True),
     ("/api/v1/devices/{device_id}/badge.svg", "get", "400"): Probe(
         "GET", D + "/badge.svg?window=1y"
     ),
@@ -313,6 +318,8 @@ PROBES: dict[tuple[str, str, str], Probe] = {
             ("/api/v1/fleet/outages", "get", "/api/v1/fleet/outages?group_by=site", None),
             ("/api/v1/devices/{device_id}/badge.svg", "get", D + "/badge.svg", None),
             ("/api/v1/fleet/badge.svg", "get", "/api/v1/fleet/badge.svg", None),
+            ("/api/v1/alerts/rules", "get", "/api/v1/alerts/rules", None),
+            ("/api/v1/alerts/events", "get", "/api/v1/alerts/events", None),
             ("/api/v1/maintenance", "post", "/api/v1/maintenance", WINDOW),
             (
                 "/api/v1/maintenance/{window_id}",
@@ -351,6 +358,8 @@ PROBES: dict[tuple[str, str, str], Probe] = {
             ("/api/v1/fleet/outages", "/api/v1/fleet/outages?group_by=site"),
             ("/api/v1/devices/{device_id}/badge.svg", D + "/badge.svg"),
             ("/api/v1/fleet/badge.svg", "/api/v1/fleet/badge.svg"),
+            ("/api/v1/alerts/rules", "/api/v1/alerts/rules"),
+            ("/api/v1/alerts/events", "/api/v1/alerts/events"),
         )
     },
     ("/healthz", "get", "200"): Probe("GET", "/healthz"),

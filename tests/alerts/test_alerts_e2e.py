@@ -1,0 +1,112 @@
+"""Alerts end to end: the real service with an alerts file, a real local receiver, a device
+that stops and comes back. Exactly one down (after expected_every + grace), its repeats, one
+recovered, each signed; a receiver refusing twice gets each alert once; the log and the
+counters say so."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import requests
+
+from fleet_monitor.alerts.channels import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from fleet_monitor.domain.timestamps import format_rfc3339
+from tests.conftest import LiveServer, live_server, run_cli
+from tests.support.receiver import Receiver, receiver
+
+RULES = """
+[channels.ops]
+url = "signed+{url}/hook"
+secret_env = "OPS_SECRET"
+
+[[rules]]
+name = "everything"
+on = ["down", "recovered"]
+repeat = {repeat}
+channels = ["ops"]
+"""
+
+
+def start(tmp_path: Path, hook: Receiver, repeat: int = 0) -> AbstractContextManager[LiveServer]:
+    (tmp_path / "devices.csv").write_text("device_id,site\ncam-1,paris\ncam-2,paris\n")
+    (tmp_path / "alerts.toml").write_text(RULES.format(url=hook.url, repeat=repeat))
+    args = [
+        "--devices", str(tmp_path / "devices.csv"),
+        "--alerts", str(tmp_path / "alerts.toml"),
+        "--alerts-every", "0.2",
+        "--expected-every", "1",
+        "--grace", "1",
+    ]  # fmt: skip
+    return live_server(tmp_path, args, env={"OPS_SECRET": "s3cret"})
+
+
+def beat(server: LiveServer, device: str) -> None:
+    body = {"sent_at": format_rfc3339(time.time_ns())}
+    reply = requests.post(f"{server.url}/api/v1/devices/{device}/heartbeat", json=body, timeout=10)
+    assert reply.status_code == 204
+
+
+def alerts(hook: Receiver) -> list[tuple[str, str]]:
+    with hook.lock:
+        bodies = [json.loads(r.body) for r in hook.requests]
+    return [(b["event"], b["subject"]) for b in bodies]
+
+
+def wait_for(check: Callable[[], bool], seconds: float = 15) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "not in time"
+        time.sleep(0.05)
+
+
+def test_a_device_down_then_back_is_one_down_and_one_recovered(tmp_path: Path) -> None:
+    with receiver(500, 500) as hook, start(tmp_path, hook) as server:
+        beat(server, "cam-1")
+        stopped = time.monotonic()
+        wait_for(lambda: ("down", "cam-1") in alerts(hook))
+        assert time.monotonic() - stopped >= 2  # expected_every + grace
+        wait_for(lambda: len(alerts(hook)) == 3)  # refused twice (backoff 1 s, 2 s), then taken
+        time.sleep(1.5)  # and no other
+        assert alerts(hook) == [("down", "cam-1")] * 3
+        beat(server, "cam-1")
+        wait_for(lambda: ("recovered", "cam-1") in alerts(hook))
+        time.sleep(1)
+        assert alerts(hook) == [("down", "cam-1")] * 3 + [("recovered", "cam-1")]
+        for request in hook.requests:
+            stamp, signature = request.headers[TIMESTAMP_HEADER], request.headers[SIGNATURE_HEADER]
+            assert verify("s3cret", stamp, request.body, signature, now_s=time.time())
+        log = requests.get(f"{server.url}/api/v1/alerts/events", timeout=10).json()
+        assert log["pending"] == 0
+        assert [(e["event"], e["result"], e["attempts"]) for e in log["events"]] == [
+            ("recovered", "sent", 1),
+            ("down", "sent", 3),
+        ]
+        metrics = requests.get(f"{server.url}/metrics", timeout=10).text
+        assert 'fleet_monitor_alerts_total{result="sent"} 2.0' in metrics
+        assert 'fleet_monitor_alerts_total{result="retried"} 2.0' in metrics
+        rules = requests.get(f"{server.url}/api/v1/alerts/rules", timeout=10).json()
+        assert rules["channels"] == [
+            {"name": "ops", "url": f"signed+{hook.url}/\u2026", "per_minute": 60}
+        ]
+    assert "cam-2" not in {subject for _, subject in alerts(hook)}  # never seen: new, no alert
+
+
+def test_a_device_still_down_is_told_again_at_the_repeat(tmp_path: Path) -> None:
+    with receiver() as hook, start(tmp_path, hook, repeat=2) as server:
+        beat(server, "cam-1")
+        wait_for(lambda: alerts(hook).count(("down", "cam-1")) == 2)
+        with hook.lock:
+            first, second = (r for r in hook.requests[:2])
+        gap = int(second.headers[TIMESTAMP_HEADER]) - int(first.headers[TIMESTAMP_HEADER])
+        assert 1 <= gap <= 4
+
+
+def test_a_bad_alerts_file_stops_the_start(tmp_path: Path) -> None:
+    (tmp_path / "alerts.toml").write_text("[[rules]]\nname = 3\n")
+    done = run_cli("serve", "--port", "0", "--alerts", str(tmp_path / "alerts.toml"))
+    assert done.returncode == 2
+    assert f"{tmp_path / 'alerts.toml'}: rules[0].name must be a string" in done.stderr

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -51,6 +52,7 @@ class Alert:
     outage_minutes: int | None = None
     links: dict[str, str] = field(default_factory=dict)
     detail: str = ""
+    id: str = field(default_factory=lambda: secrets.token_hex(8))  # the same on every try
 
     @property
     def title(self) -> str:
@@ -69,8 +71,10 @@ class Alert:
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
-        """The webhook's body."""
+        """The webhook's body (``id``: a receiver that got it twice, after a crash between
+        its answer and our note of it, can tell)."""
         return {
+            "id": self.id,
             "event": self.event,
             "subject": self.subject,
             "state": self.state,
@@ -80,6 +84,21 @@ class Alert:
             "links": self.links,
             "detail": self.detail,
         }
+
+    @staticmethod
+    def from_json(fields: dict[str, Any]) -> Alert:
+        """The alert :meth:`to_json` wrote."""
+        return Alert(
+            fields["event"],
+            fields["subject"],
+            fields["state"],
+            fields["since"],
+            fields["labels"],
+            fields["outage_minutes"],
+            fields["links"],
+            fields["detail"],
+            fields["id"],
+        )
 
 
 class Channel(Protocol):
@@ -185,6 +204,7 @@ def sample_alert() -> Alert:
         {"site": "test"},
         outage_minutes=3,
         detail="a test alert from fleet-monitor alerts test: nothing is down",
+        id="0000000000000000",
     )
 
 

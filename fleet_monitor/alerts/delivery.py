@@ -19,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from fleet_monitor.alerts.channels import Alert, DeliveryError
 from fleet_monitor.alerts.rules import ChannelConfig
@@ -86,6 +87,7 @@ class Delivery:
         tuning: Tuning | None = None,
         *,
         count: Callable[[str], None] = lambda result: None,
+        changed: Callable[[], None] = lambda: None,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], int] = time.time_ns,
         jitter: Callable[[], float] = random.random,
@@ -93,6 +95,7 @@ class Delivery:
         self.channels = channels
         self.tuning = tuning or Tuning()
         self._count, self._monotonic, self._wall, self._jitter = count, monotonic, wall, jitter
+        self._changed = changed  # told after each outcome (the pending deliveries changed)
         now = monotonic()
         self._limits = {
             name: TokenBucket(c.per_minute / 60, c.per_minute, now) for name, c in channels.items()
@@ -116,6 +119,29 @@ class Delivery:
                     heapq.heappush(
                         self._jobs, _Job(self._monotonic(), next(self._seq), alert, name)
                     )
+            self._wake.notify()
+
+    def export(self) -> list[dict[str, Any]]:
+        """The deliveries waiting (for a restart: they are tried again then)."""
+        with self._wake:
+            return [
+                {"alert": job.alert.to_json(), "channel": job.channel, "attempts": job.attempts}
+                for job in sorted(self._jobs)
+            ]
+
+    def restore(self, pending: list[dict[str, Any]]) -> None:
+        """Queue again what :meth:`export` gave (to channels still in force), due now."""
+        with self._wake:
+            for item in pending:
+                if item["channel"] in self.channels:
+                    job = _Job(
+                        self._monotonic(),
+                        next(self._seq),
+                        Alert.from_json(item["alert"]),
+                        item["channel"],
+                        item["attempts"],
+                    )
+                    heapq.heappush(self._jobs, job)
             self._wake.notify()
 
     def records(self) -> list[DeliveryRecord]:
@@ -145,6 +171,7 @@ class Delivery:
                     heapq.heappush(self._jobs, job)
                     continue
             self._attempt(job)
+            self._changed()
 
     def _attempt(self, job: _Job) -> None:
         job.attempts += 1

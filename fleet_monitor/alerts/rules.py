@@ -198,6 +198,9 @@ def load_rules(path: Path, environ: dict[str, str] | None = None) -> AlertRules:
     )
     if len(rules) + len(groups) > MAX_RULES:
         raise AlertsError(f"{path}: at most {MAX_RULES} rules")
+    names = [rule.name for rule in rules] + [rule.name for rule in groups]
+    if repeated := next((name for name in names if names.count(name) > 1), None):
+        raise AlertsError(f"{path}: two rules are named {repeated!r} (a rule's name is its key)")
     return AlertRules(channels, rules, groups)
 
 

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 
 from fleet_monitor.alerts.delivery import Delivery, Tuning
+from fleet_monitor.alerts.persist import AlertState
 from fleet_monitor.alerts.rules import AlertRules
 from fleet_monitor.alerts.states import Evaluator
 from fleet_monitor.domain.readmodels import Expectations, FleetReads, active_windows
@@ -28,13 +29,19 @@ class Alerting:
         every_s: float = 15.0,
         tuning: Tuning | None = None,
         count: Callable[[str], None] = lambda result: None,
+        state: AlertState | None = None,
     ) -> None:
         self.rules, self.store, self.clock, self.every_s = rules, store, clock, every_s
         self.evaluator = Evaluator(rules, expectations)
-        self.delivery = Delivery(rules.channels, tuning, count=count)
+        self.delivery = Delivery(rules.channels, tuning, count=count, changed=self._save)
+        self.state = state
+        if state is not None:
+            saved = state.load()
+            self.evaluator.restore(saved)
+            self.delivery.restore(saved.get("pending", []))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()  # one evaluation at a time
+        self._lock = threading.RLock()  # one evaluation or save at a time
 
     def tick(self) -> int:
         """Evaluate the fleet now and queue what is due; return how many alerts."""
@@ -43,9 +50,17 @@ class Alerting:
             outgoing = self.evaluator.evaluate(
                 self.store.heads(), now, active_windows(self.store, now)
             )
-        for item in outgoing:
-            self.delivery.submit(item.alert, item.channels, suppressed=item.suppressed)
+            for item in outgoing:
+                self.delivery.submit(item.alert, item.channels, suppressed=item.suppressed)
+            if self.evaluator.changed:
+                self._save()
         return len(outgoing)
+
+    def _save(self) -> None:
+        """Keep the episodes and the waiting deliveries (with ``--data-dir``)."""
+        if self.state is not None:
+            with self._lock:  # not while an evaluation changes the episodes
+                self.state.save(self.evaluator.export(), self.delivery.export())
 
     def start(self) -> None:
         """Evaluate every ``every_s`` and deliver, in the background."""

@@ -13,7 +13,8 @@ Pure: no clock but the ``now`` passed in, no I/O.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from fleet_monitor.alerts.channels import Alert
 from fleet_monitor.alerts.rules import AlertRules, GroupRule, Rule
@@ -51,11 +52,34 @@ class Evaluator:
         self.expectations = expectations
         self._devices: dict[tuple[int, str], _Episode] = {}
         self._groups: dict[tuple[int, str | None], _Episode] = {}
+        self.changed = False  # episodes changed since the last export
+
+    def export(self) -> dict[str, Any]:
+        """The episodes under way, by rule name (for a restart)."""
+        self.changed = False
+        names = [r.name for r in self.rules.rules]
+        groups = [r.name for r in self.rules.group_rules]
+        return {
+            "devices": [[names[i], device, asdict(e)] for (i, device), e in self._devices.items()],
+            "groups": [[groups[i], value, asdict(e)] for (i, value), e in self._groups.items()],
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take back what :meth:`export` gave, for the rules still in force."""
+        names = {r.name: i for i, r in enumerate(self.rules.rules)}
+        groups = {r.name: i for i, r in enumerate(self.rules.group_rules)}
+        for name, device, fields in state.get("devices", []):
+            if name in names:
+                self._devices[names[name], device] = _Episode(**fields)
+        for name, value, fields in state.get("groups", []):
+            if name in groups:
+                self._groups[groups[name], value] = _Episode(**fields)
 
     def evaluate(
         self, heads: Iterable[DeviceHead], now_ns: int, paused_by: Sequence[MaintenanceWindow]
     ) -> list[Outgoing]:
         """The alerts due at ``now_ns`` for the fleet ``heads`` describe."""
+        before = (len(self._devices), len(self._groups))
         states = [(head, judge(head, now_ns, self.expectations, paused_by)) for head in heads]
         out: list[Outgoing] = []
         down_groups: set[tuple[str, str | None]] = set()
@@ -68,6 +92,7 @@ class Evaluator:
                         (key, head.profile.label(key)) in down_groups for key, _ in down_groups
                     )
                     out += self._device(index, rule, head, state, now_ns, suppressed=suppressed)
+        self.changed |= bool(out) or before != (len(self._devices), len(self._groups))
         return out
 
     def _device(

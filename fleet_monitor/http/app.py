@@ -7,6 +7,7 @@ import time
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
+from fleet_monitor.alerts.persist import AlertState
 from fleet_monitor.alerts.rules import NO_RULES, AlertsError, load_rules
 from fleet_monitor.alerts.service import Alerting
 from fleet_monitor.config import ConfigError, Settings
@@ -166,8 +167,15 @@ def _alerting(
         rules = NO_RULES if settings.alerts is None else load_rules(settings.alerts)
     except AlertsError as error:
         raise ConfigError(str(error)) from None
+    keep = settings.data_dir is not None and rules is not NO_RULES
     return Alerting(
-        rules, store, expectations, clock, every_s=settings.alerts_every, count=metrics.alert
+        rules,
+        store,
+        expectations,
+        clock,
+        every_s=settings.alerts_every,
+        count=metrics.alert,
+        state=AlertState(settings.data_dir) if keep and settings.data_dir else None,
     )
 
 

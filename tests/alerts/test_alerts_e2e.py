@@ -6,6 +6,7 @@ counters say so."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -31,7 +32,9 @@ channels = ["ops"]
 """
 
 
-def start(tmp_path: Path, hook: Receiver, repeat: int = 0) -> AbstractContextManager[LiveServer]:
+def start(
+    tmp_path: Path, hook: Receiver, repeat: int = 0, data_dir: Path | None = None
+) -> AbstractContextManager[LiveServer]:
     (tmp_path / "devices.csv").write_text("device_id,site\ncam-1,paris\ncam-2,paris\n")
     (tmp_path / "alerts.toml").write_text(RULES.format(url=hook.url, repeat=repeat))
     args = [
@@ -40,6 +43,7 @@ def start(tmp_path: Path, hook: Receiver, repeat: int = 0) -> AbstractContextMan
         "--alerts-every", "0.2",
         "--expected-every", "1",
         "--grace", "1",
+        *(["--data-dir", str(data_dir)] if data_dir else []),
     ]  # fmt: skip
     return live_server(tmp_path, args, env={"OPS_SECRET": "s3cret"})
 
@@ -110,3 +114,25 @@ def test_a_bad_alerts_file_stops_the_start(tmp_path: Path) -> None:
     done = run_cli("serve", "--port", "0", "--alerts", str(tmp_path / "alerts.toml"))
     assert done.returncode == 2
     assert f"{tmp_path / 'alerts.toml'}: rules[0].name must be a string" in done.stderr
+
+
+def test_an_alert_pending_at_a_kill_is_delivered_after_the_restart_once(tmp_path: Path) -> None:
+    """kill -9 while the receiver refuses the down alert: after the restart (same data dir)
+    the same alert is delivered, once, and the outage is not told again."""
+    data = tmp_path / "data"
+    with receiver(*[500] * 1000) as hook:
+        with start(tmp_path, hook, data_dir=data) as server:
+            beat(server, "cam-1")
+            wait_for(lambda: ("down", "cam-1") in alerts(hook))
+            server.process.send_signal(signal.SIGKILL)
+            server.process.wait()
+        with hook.lock:
+            hook.statuses.clear()  # now it takes them
+        with start(tmp_path, hook, data_dir=data):
+            wait_for(lambda: any(r.status == 200 for r in hook.requests))
+            time.sleep(2)  # a few evaluations later: nothing new
+        with hook.lock:
+            ids = {json.loads(r.body)["id"] for r in hook.requests}
+            taken = [r for r in hook.requests if r.status == 200]
+    assert len(ids) == 1 and len(taken) == 1
+    assert alerts(hook) == [("down", "cam-1")] * len(hook.requests)

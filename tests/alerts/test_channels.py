@@ -42,6 +42,7 @@ def test_the_signed_webhook_posts_the_alert_signed() -> None:
         json.loads(got.body)
         == ALERT.to_json()
         == {
+            "id": "0000000000000000",
             "event": "test",
             "subject": "cam-test",
             "state": "down",

@@ -17,6 +17,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    status: int  # what the receiver answered
 
 
 @dataclass
@@ -39,8 +40,8 @@ def receiver(*statuses: int) -> Iterator[Receiver]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length)
             with state.lock:
-                state.requests.append(Received(self.path, dict(self.headers), body))
                 status = state.statuses.pop(0) if state.statuses else 200
+                state.requests.append(Received(self.path, dict(self.headers), body, status))
             self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()

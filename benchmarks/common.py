@@ -8,7 +8,7 @@ import math
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -91,7 +91,11 @@ def stats_latencies(url: str, requests: int) -> dict[str, object]:
 
 @contextmanager
 def serve(
-    workdir: Path, store: str | None = None, workers: int = 1, devices: Path | None = None
+    workdir: Path,
+    store: str | None = None,
+    workers: int = 1,
+    devices: Path | None = None,
+    extra: Sequence[str] = (),
 ) -> Iterator[str]:
     """``python -m fleet_monitor serve`` (text log, access log included, as row 1's service)
     on a free port, with ``--store`` and ``--workers`` when given; its base URL once every
@@ -103,6 +107,7 @@ def serve(
         args += ["--workers", str(workers)]
     if devices is not None:
         args += ["--devices", str(devices)]
+    args += list(extra)
     log = workdir / f"serve-{time.monotonic_ns()}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(args, cwd=REPO, stdout=out, stderr=out)

@@ -27,6 +27,7 @@ ORDER = (
     "9a",
     "9b",
     "10",
+    "11",
 )
 NOTE = "Rows "  # how a paragraph about a run of some rows begins
 

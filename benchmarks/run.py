@@ -28,7 +28,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from benchmarks import fleet_views, pages, valkey
+from benchmarks import alerts, fleet_views, pages, valkey
 from benchmarks.common import (
     DAY_MINUTES,
     HEARTBEAT_PATH,
@@ -361,7 +361,13 @@ def rows(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[R
             f"of another thread during the scrapes: {c['writer_max_ms']} ms "
             f"({c['writer_ops']} done)",
         ))  # fmt: skip
-    return out + valkey.rows(results) + fleet_views.rows(results) + pages.rows(results)
+    return (
+        out
+        + valkey.rows(results)
+        + fleet_views.rows(results)
+        + pages.rows(results)
+        + alerts.rows(results)
+    )
 
 
 def command(args: argparse.Namespace) -> str:
@@ -452,6 +458,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "outages": lambda a, w, e, r: r.update(outages=fleet_views.outages(w)),
     "group-by": lambda a, w, e, r: r.update(group_by=fleet_views.group_by(w)),
     "pages": lambda a, w, e, r: r.update(pages=pages.status_pages(w)),
+    "alerts": lambda a, w, e, r: r.update(alerts=alerts.storm(w)),
 }
 
 

@@ -7,6 +7,8 @@ once it has held for the rule's ``hold``, then again every ``repeat`` while it h
 with ``recovered`` when the device is ``up`` again (only if something was sent). A device in a
 maintenance window is judged ``paused``: nothing is sent for it, and an episode under way waits.
 While a group rule holds for a group, its devices' alerts are suppressed (counted, not sent).
+A device counts against its group from the moment it is late: a whole site falling silent is
+seen as one before its devices' own down alerts are due.
 Pure: no clock but the ``now`` passed in, no I/O.
 """
 
@@ -139,7 +141,7 @@ class Evaluator:
                 continue
             value = head.profile.label(rule.group_by)
             watched[value] = watched.get(value, 0) + 1
-            down[value] = down.get(value, 0) + (state == "down")
+            down[value] = down.get(value, 0) + (state in BAD)  # late counts: it comes first
         out = []
         for value in sorted({*watched, *(v for i, v in self._groups if i == index)}, key=str):
             count = watched.get(value, 0)

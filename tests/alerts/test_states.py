@@ -118,3 +118,15 @@ def test_a_group_down_is_one_alert_and_holds_back_its_devices() -> None:
     back = [head("a0", 0)] + [head(f"a{n}", 350) for n in range(1, 10)] + [head("b0", 0, "b")]
     out = events(evaluator.evaluate(back, T0 + 360 * S, ()))
     assert out == [("group_recovered", "site:a", False), ("down", "a0", False)]
+
+
+def test_late_devices_count_against_their_group_before_their_own_alerts() -> None:
+    """A site falling silent: its devices go late first, so the group is down before any of
+    their down alerts is due, and none of those is sent."""
+    group = GroupRule("sites", "site", 50.0, 2, ("group_down",), ("ops",))
+    evaluator = Evaluator(rules(rule(), groups=(group,)), EXPECT)
+    fleet = [head(f"a{n}", n) for n in range(4)]  # silent from seconds 0 to 3
+    assert events(evaluator.evaluate(fleet, T0 + 62 * S, ())) == []  # 2 of 4 late: not over 50 %
+    assert events(evaluator.evaluate(fleet, T0 + 63 * S, ())) == [("group_down", "site:a", False)]
+    out = events(evaluator.evaluate(fleet, T0 + 125 * S, ()))
+    assert out == [("down", f"a{n}", True) for n in range(4)]

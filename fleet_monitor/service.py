@@ -9,9 +9,13 @@ takes a last snapshot, so the next start replays nothing.
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import socket
 import time
 from collections.abc import Sequence
 
+from fleet_monitor.alerts.persist import EngineAlertState
 from fleet_monitor.alerts.service import Alerting
 from fleet_monitor.config import ConfigError, Settings
 from fleet_monitor.domain.errors import StoreUnavailableError
@@ -95,13 +99,15 @@ def serve(settings: Settings, command: Sequence[str] = ()) -> int:
 
 
 def _start_alerts(alerting: Alerting, store: MemoryStore | ValkeyStore, settings: Settings) -> None:
-    """Evaluate the alert rules from now on, in one process: not on a shared engine yet (every
-    process would send each alert; the lease that makes one of them send is to come)."""
+    """Evaluate the alert rules from now on. Over a shared engine every process asks for the
+    alerts' lease, and only its holder (one at a time, taken over when it stops renewing it)
+    evaluates and sends, carrying on from the state it keeps in the engine."""
     if not alerting.rules.rules and not alerting.rules.group_rules:
         return
-    if isinstance(store, ValkeyStore) or settings.workers > 1:
-        log.warning("alerts are not sent with --store URL or --workers above 1 yet")
-        return
+    if isinstance(store, ValkeyStore):
+        holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        life_ms = int(max(3 * settings.alerts_every, 5) * 1000)
+        alerting.share(lambda: store.hold_lease("alerts", holder, life_ms), EngineAlertState(store))
     alerting.start()
     log.info("alert rules evaluated every %g s", settings.alerts_every)
 

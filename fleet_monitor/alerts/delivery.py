@@ -144,6 +144,11 @@ class Delivery:
                     heapq.heappush(self._jobs, job)
             self._wake.notify()
 
+    def clear(self) -> None:
+        """Drop every delivery waiting (another process sends them now)."""
+        with self._wake:
+            self._jobs.clear()
+
     def records(self) -> list[DeliveryRecord]:
         """The log, newest first."""
         with self._wake:

@@ -12,14 +12,64 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from fleet_monitor.domain.errors import StoreUnavailableError
 from fleet_monitor.store.journal_format import fsync_directory
 
 FILE = "alerts.json"
 VERSION = 1
 
 log = logging.getLogger(__name__)
+
+
+class StateKeeper(Protocol):
+    """Where the alerts' state is kept."""
+
+    def load(self) -> dict[str, Any]:
+        """The state last saved (empty without one)."""
+
+    def save(self, episodes: dict[str, Any], pending: list[dict[str, Any]]) -> None:
+        """Keep the state (an error is logged, not raised)."""
+
+
+class Blobs(Protocol):
+    """A shared engine's keys (the Valkey store)."""
+
+    def get_blob(self, name: str) -> bytes | None:
+        """The bytes kept as ``name``."""
+
+    def set_blob(self, name: str, data: bytes) -> None:
+        """Keep ``data`` as ``name``."""
+
+
+class EngineAlertState:
+    """The state in the shared engine (one key), for whichever process holds the alerts'
+    lease: a process that takes it over carries on from there."""
+
+    def __init__(self, engine: Blobs) -> None:
+        self.engine = engine
+
+    def load(self) -> dict[str, Any]:
+        """The state last saved (empty without one, or when the engine cannot be read)."""
+        try:
+            data = self.engine.get_blob("alerts")
+            state = json.loads(data) if data else {}
+        except (StoreUnavailableError, ValueError) as error:
+            log.error("the alerts' state could not be read from the engine: %s", error)
+            return {}
+        return state if isinstance(state, dict) and state.get("version") == VERSION else {}
+
+    def save(self, episodes: dict[str, Any], pending: list[dict[str, Any]]) -> None:
+        """Keep the state in the engine (an error is logged: the next save tries again)."""
+        try:
+            self.engine.set_blob("alerts", _encoded(episodes, pending))
+        except StoreUnavailableError as error:
+            log.error("the alerts' state could not be saved: %s", error)
+
+
+def _encoded(episodes: dict[str, Any], pending: list[dict[str, Any]]) -> bytes:
+    return json.dumps({"version": VERSION, **episodes, "pending": pending}).encode()
 
 
 class AlertState:
@@ -47,7 +97,7 @@ class AlertState:
     def save(self, episodes: dict[str, Any], pending: list[dict[str, Any]]) -> None:
         """Write the state (one writer at a time); an error is logged, not raised: alerts go
         on, and the next save tries again."""
-        data = json.dumps({"version": VERSION, **episodes, "pending": pending}).encode()
+        data = _encoded(episodes, pending)
         temporary = self.path.with_suffix(".tmp")
         with self._lock:
             try:

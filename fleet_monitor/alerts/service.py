@@ -8,9 +8,10 @@ import threading
 from collections.abc import Callable
 
 from fleet_monitor.alerts.delivery import Delivery, Tuning
-from fleet_monitor.alerts.persist import AlertState
+from fleet_monitor.alerts.persist import StateKeeper
 from fleet_monitor.alerts.rules import AlertRules
 from fleet_monitor.alerts.states import Evaluator
+from fleet_monitor.domain.errors import StoreUnavailableError
 from fleet_monitor.domain.readmodels import Expectations, FleetReads, active_windows
 
 log = logging.getLogger(__name__)
@@ -29,24 +30,58 @@ class Alerting:
         every_s: float = 15.0,
         tuning: Tuning | None = None,
         count: Callable[[str], None] = lambda result: None,
-        state: AlertState | None = None,
+        state: StateKeeper | None = None,
     ) -> None:
         self.rules, self.store, self.clock, self.every_s = rules, store, clock, every_s
         self.evaluator = Evaluator(rules, expectations)
         self.delivery = Delivery(rules.channels, tuning, count=count, changed=self._save)
         self.state = state
-        if state is not None:
-            saved = state.load()
-            self.evaluator.restore(saved)
-            self.delivery.restore(saved.get("pending", []))
+        self.lease: Callable[[], bool] | None = None  # with several processes: who sends
+        self._holding = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.RLock()  # one evaluation or save at a time
+        self._restore()
+
+    def share(self, lease: Callable[[], bool], state: StateKeeper) -> None:
+        """Send only while ``lease()`` says this process holds the alerts' lease, carrying on
+        from ``state`` when it takes it (several processes over one engine)."""
+        self.lease, self.state = lease, state
+
+    def _restore(self) -> None:
+        """Carry on from the state kept, afresh."""
+        self.evaluator.reset()
+        self.delivery.clear()
+        if self.state is not None:
+            saved = self.state.load()
+            self.evaluator.restore(saved)
+            self.delivery.restore(saved.get("pending", []))
+
+    def _holds(self) -> bool:
+        """Whether this process sends now (always, without a lease); taking the lease over
+        carries on from the state kept, losing it forgets what is under way here."""
+        if self.lease is None:
+            return True
+        try:
+            holding = self.lease()
+        except StoreUnavailableError:
+            holding = False
+        if holding != self._holding:
+            self._holding = holding
+            log.info("alerts: this process %s the lease", "took" if holding else "lost")
+            if holding:
+                self._restore()
+            else:
+                self.evaluator.reset()
+                self.delivery.clear()
+        return holding
 
     def tick(self) -> int:
         """Evaluate the fleet now and queue what is due; return how many alerts."""
-        now = self.clock()
         with self._lock:
+            if not self._holds():
+                return 0
+            now = self.clock()
             outgoing = self.evaluator.evaluate(
                 self.store.heads(), now, active_windows(self.store, now)
             )

@@ -56,6 +56,12 @@ class Evaluator:
         self._groups: dict[tuple[int, str | None], _Episode] = {}
         self.changed = False  # episodes changed since the last export
 
+    def reset(self) -> None:
+        """Forget every episode."""
+        self._devices.clear()
+        self._groups.clear()
+        self.changed = False
+
     def export(self) -> dict[str, Any]:
         """The episodes under way, by rule name (for a restart)."""
         self.changed = False

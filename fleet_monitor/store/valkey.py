@@ -121,6 +121,7 @@ class ValkeyStore:
         self._profile = self._engine.register_script(valkey_scripts.PROFILE)
         self._add_window = self._engine.register_script(valkey_scripts.ADD_WINDOW)
         self._file_profile = self._engine.register_script(valkey_scripts.FILE_PROFILE)
+        self._lease = self._engine.register_script(valkey_scripts.LEASE)
         self._problem: str | None = None
         self._probed_at = -float("inf")
         self._lock = threading.Lock()
@@ -257,6 +258,22 @@ class ValkeyStore:
                 )
             changed += sum(1 for answer in self._call(pipe.execute) if answer == 1)
         return changed
+
+    # --- what one process does for all (the alerts) ------------------------------------------
+
+    def hold_lease(self, name: str, holder: str, life_ms: int) -> bool:
+        """Take lease ``name`` for ``holder`` when it is free, or keep it (for ``life_ms``
+        more) when ``holder`` has it; whether ``holder`` has it now."""
+        key = PREFIX + "lease:" + name
+        return bool(self._call(lambda: self._lease(keys=[key], args=[holder, life_ms])))
+
+    def get_blob(self, name: str) -> bytes | None:
+        """The bytes kept as ``name``, or None."""
+        return cast(bytes | None, self._call(lambda: self._engine.get(PREFIX + "blob:" + name)))
+
+    def set_blob(self, name: str, data: bytes) -> None:
+        """Keep ``data`` as ``name``."""
+        self._call(lambda: self._engine.set(PREFIX + "blob:" + name, data))
 
     # --- maintenance windows ----------------------------------------------------------------
 

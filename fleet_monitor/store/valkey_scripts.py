@@ -197,6 +197,18 @@ return 1
 """
 )
 
+# A lease held by one process at a time. KEYS: 1 the lease. ARGV: 1 the holder, 2 its life in
+# ms. Taken when free, kept (its life renewed) by its holder; returns 1 if ARGV[1] holds it.
+LEASE = (
+    SHEBANG
+    + """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+)
+
 # A maintenance window added. KEYS: 1 the windows' hash. ARGV: 1 its id, 2 its JSON, 3 the most
 # windows kept. Returns 1, or {'full', count}.
 ADD_WINDOW = (

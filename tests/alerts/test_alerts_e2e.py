@@ -12,6 +12,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+import redis
 import requests
 
 from fleet_monitor.alerts.channels import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
@@ -33,8 +34,13 @@ channels = ["ops"]
 
 
 def start(
-    tmp_path: Path, hook: Receiver, repeat: int = 0, data_dir: Path | None = None
+    tmp_path: Path,
+    hook: Receiver,
+    repeat: int = 0,
+    data_dir: Path | None = None,
+    store: str | None = None,
 ) -> AbstractContextManager[LiveServer]:
+    tmp_path.mkdir(exist_ok=True)
     (tmp_path / "devices.csv").write_text("device_id,site\ncam-1,paris\ncam-2,paris\n")
     (tmp_path / "alerts.toml").write_text(RULES.format(url=hook.url, repeat=repeat))
     args = [
@@ -44,6 +50,7 @@ def start(
         "--expected-every", "1",
         "--grace", "1",
         *(["--data-dir", str(data_dir)] if data_dir else []),
+        *(["--store", store] if store else []),
     ]  # fmt: skip
     return live_server(tmp_path, args, env={"OPS_SECRET": "s3cret"})
 
@@ -136,3 +143,34 @@ def test_an_alert_pending_at_a_kill_is_delivered_after_the_restart_once(tmp_path
             taken = [r for r in hook.requests if r.status == 200]
     assert len(ids) == 1 and len(taken) == 1
     assert alerts(hook) == [("down", "cam-1")] * len(hook.requests)
+
+
+def test_over_one_engine_one_process_sends_and_another_takes_over(
+    tmp_path: Path, valkey_url: str
+) -> None:
+    """Two processes over one Valkey with the same rules: the down is sent once (by the
+    holder of the lease); one is killed with -9, and the recovery is sent once, by whichever
+    holds the lease then, carrying on from the state kept in the engine."""
+    engine = redis.Redis.from_url(valkey_url)
+    engine.flushall()
+    engine.close()
+    with receiver() as hook:
+        with (
+            start(tmp_path / "a", hook, store=valkey_url) as one,
+            start(tmp_path / "b", hook, store=valkey_url) as two,
+        ):
+            beat(one, "cam-1")
+            wait_for(lambda: ("down", "cam-1") in alerts(hook))
+            time.sleep(1.5)  # both evaluate; one sends
+            assert alerts(hook) == [("down", "cam-1")]
+            one.process.send_signal(signal.SIGKILL)
+            one.process.wait()
+
+            # back, and kept up while the lease passes to the other (5 s at most)
+            def back() -> bool:
+                beat(two, "cam-1")
+                return ("recovered", "cam-1") in alerts(hook)
+
+            wait_for(back, 20)
+            time.sleep(1)
+        assert alerts(hook) == [("down", "cam-1"), ("recovered", "cam-1")]

@@ -10,7 +10,7 @@ per_minute = 30                      # at most this many sends a minute (default
 name = "paris cameras"
 labels = { site = "paris" }          # the devices with all these labels (none: every device)
 devices = ["cam-01"]                 # or these ids (both: either)
-on = ["down", "recovered"]           # down, late, recovered
+on = ["down", "recovered"]           # down, late, recovered, clock_drift
 hold = 60                            # seconds the state must hold before it is sent
 repeat = 3600                        # seconds between repeats while it holds (0: never)
 channels = ["ops"]
@@ -40,7 +40,7 @@ from typing import Any
 from fleet_monitor.alerts.channels import Channel, ChannelError, channel, redacted
 from fleet_monitor.domain.profiles import LABEL_KEY, Profile
 
-DEVICE_EVENTS = ("down", "late", "recovered")
+DEVICE_EVENTS = ("down", "late", "recovered", "clock_drift")
 GROUP_EVENTS = ("group_down", "group_recovered")
 MAX_RULES = 100
 MAX_SECONDS = 7 * 86400

@@ -15,7 +15,7 @@ Pure: no clock but the ``now`` passed in, no I/O.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from fleet_monitor.alerts.channels import Alert
@@ -54,12 +54,14 @@ class Evaluator:
         self.expectations = expectations
         self._devices: dict[tuple[int, str], _Episode] = {}
         self._groups: dict[tuple[int, str | None], _Episode] = {}
+        self._drifts: dict[tuple[int, str], _Episode] = {}  # clocks off by more than max_skew
         self.changed = False  # episodes changed since the last export
 
     def reset(self) -> None:
         """Forget every episode."""
         self._devices.clear()
         self._groups.clear()
+        self._drifts.clear()
         self.changed = False
 
     def export(self) -> dict[str, Any]:
@@ -70,6 +72,7 @@ class Evaluator:
         return {
             "devices": [[names[i], device, asdict(e)] for (i, device), e in self._devices.items()],
             "groups": [[groups[i], value, asdict(e)] for (i, value), e in self._groups.items()],
+            "drifts": [[names[i], device, asdict(e)] for (i, device), e in self._drifts.items()],
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -82,12 +85,15 @@ class Evaluator:
         for name, value, fields in state.get("groups", []):
             if name in groups:
                 self._groups[groups[name], value] = _Episode(**fields)
+        for name, device, fields in state.get("drifts", []):
+            if name in names:
+                self._drifts[names[name], device] = _Episode(**fields)
 
     def evaluate(
         self, heads: Iterable[DeviceHead], now_ns: int, paused_by: Sequence[MaintenanceWindow]
     ) -> list[Outgoing]:
         """The alerts due at ``now_ns`` for the fleet ``heads`` describe."""
-        before = (len(self._devices), len(self._groups))
+        before = (len(self._devices), len(self._groups), len(self._drifts))
         states = [(head, judge(head, now_ns, self.expectations, paused_by)) for head in heads]
         out: list[Outgoing] = []
         down_groups: set[tuple[str, str | None]] = set()
@@ -100,7 +106,13 @@ class Evaluator:
                         (key, head.profile.label(key)) in down_groups for key, _ in down_groups
                     )
                     out += self._device(index, rule, head, state, now_ns, suppressed=suppressed)
-        self.changed |= bool(out) or before != (len(self._devices), len(self._groups))
+                    if "clock_drift" in rule.on:
+                        out += self._drift(index, rule, head, now_ns)
+        self.changed |= bool(out) or before != (
+            len(self._devices),
+            len(self._groups),
+            len(self._drifts),
+        )
         return out
 
     def _device(
@@ -131,6 +143,22 @@ class Evaluator:
                 alert = _device_alert("recovered", head, episode.since_ns, now_ns, state="up")
                 return [Outgoing(alert, rule.channels, suppressed=suppressed)]
         return []  # new, paused (an episode waits), or a state the rule does not watch
+
+    def _drift(self, index: int, rule: Rule, head: DeviceHead, now_ns: int) -> list[Outgoing]:
+        """``clock_drift`` once the device's clock has been off by more than ``max_skew`` for
+        the rule's ``hold``; the episode ends, silently, when its clock is back."""
+        key = (index, head.device_id)
+        skew = head.skew_ns
+        if skew is None or abs(skew) <= self.expectations.max_skew_ns:
+            self._drifts.pop(key, None)
+            return []
+        episode = self._drifts.setdefault(key, _Episode("clock_drift", head.seen_ns or now_ns))
+        if episode.told or now_ns - episode.since_ns < rule.hold_s * 10**9:
+            return []
+        episode.sent_ns, episode.told = now_ns, True
+        alert = _device_alert("clock_drift", head, episode.since_ns, now_ns, state="drifting")
+        detail = f"its clock is {abs(skew) / 10**9:.1f} s {'ahead' if skew > 0 else 'behind'}"
+        return [Outgoing(replace(alert, outage_minutes=None, detail=detail), rule.channels)]
 
     def _groups_of(
         self,

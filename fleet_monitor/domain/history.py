@@ -22,19 +22,23 @@ from fleet_monitor.domain.uptime import uptime_percent
 
 class DeviceHead(NamedTuple):
     """What a device's state is judged on: when its latest heartbeat was received (or, from
-    before receipts were kept, sent), and its profile."""
+    before receipts were kept, sent), and its profile; and how far its clock was off then."""
 
     device_id: str
     seen_ns: int | None
     profile: Profile
+    skew_ns: int | None = None  # that heartbeat's sent_at less its arrival
 
     @staticmethod
     def of(device_id: str, history: DeviceHistory | DeviceSnapshot) -> DeviceHead:
         """The head of a device's history or snapshot: judged on when its latest heartbeat
         was received, else (kept from before receipts were recorded) on its ``sent_at``."""
-        seen = history.last_received_ns
+        seen, sent = history.last_received_ns, history.last_received_sent_ns
         return DeviceHead(
-            device_id, history.last_heartbeat_ns if seen is None else seen, history.profile
+            device_id,
+            history.last_heartbeat_ns if seen is None else seen,
+            history.profile,
+            None if seen is None or sent is None else sent - seen,
         )
 
 

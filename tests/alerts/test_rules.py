@@ -97,7 +97,7 @@ R = A + '[[rules]]\nname = "r"\n'
         ),
         (
             R + 'on = ["gone"]\nchannels = ["a"]',
-            "rules[0].on must be some of down, late, recovered; got 'gone'",
+            "rules[0].on must be some of down, late, recovered, clock_drift; got 'gone'",
         ),
         (
             R + 'hold = -1\nchannels = ["a"]',

@@ -130,3 +130,23 @@ def test_late_devices_count_against_their_group_before_their_own_alerts() -> Non
     assert events(evaluator.evaluate(fleet, T0 + 63 * S, ())) == [("group_down", "site:a", False)]
     out = events(evaluator.evaluate(fleet, T0 + 125 * S, ()))
     assert out == [("down", f"a{n}", True) for n in range(4)]
+
+
+def test_a_drifting_clock_is_told_once() -> None:
+    evaluator = Evaluator(rules(rule(on=("clock_drift",), hold_s=10)), EXPECT)  # max_skew 60 s
+
+    def at(now_s: float, skew_s: float) -> list[tuple[str, str, bool]]:
+        device = DeviceHead("cam", T0 + int(now_s * S), Profile(), int(skew_s * S))
+        return events(evaluator.evaluate([device], T0 + int(now_s * S), ()))
+
+    assert at(1, 59) == []  # within the bound
+    assert at(2, -90) == []  # off, not yet for 10 s
+    assert at(12, -90) == [("clock_drift", "cam", False)]
+    assert at(20, -95) == []  # told once
+    assert at(30, 1) == []  # back: the episode ends
+    assert at(31, 120) == [] and at(41, 120) == [("clock_drift", "cam", False)]
+    (out,) = evaluator.evaluate([DeviceHead("x", T0, Profile(), -90 * S)], T0 + 20 * S, ())
+    assert (out.alert.detail, out.alert.since) == (
+        "its clock is 90.0 s behind",  # since its drifting heartbeat arrived, 20 s ago
+        "2027-01-15T08:00:00Z",
+    )

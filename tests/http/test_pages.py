@@ -222,3 +222,12 @@ def test_badges_follow_the_public_status(store: Store) -> None:
     assert_error(client.get(f"/api/v1/devices/{B}/badge.svg"), 404, "device not found")
     assert client.get("/api/v1/fleet/badge.svg").status_code == 200
     assert client.get(f"/api/v1/devices/{B}/badge.svg", headers=basic("r")).status_code == 200
+
+
+def test_the_form_and_links_keep_the_other_filters(client: FlaskClient) -> None:
+    html = client.get("/?label=site:paris&label=note:x&refresh=0").get_data(as_text=True)
+    assert '<input type="hidden" name="label" value="note:x">' in html
+    assert '<input type="hidden" name="refresh" value="0">' in html
+    device = client.get(f"/devices/{A}?refresh=5").get_data(as_text=True)
+    assert 'href="?bar=1m&amp;refresh=5"' in device
+    parse_page(html), parse_page(device)

@@ -75,6 +75,20 @@ def _with_query(**changes: str) -> str:
     return f"{quote(request.path, safe='/:')}?{urlencode(list(query.items(multi=True)))}"
 
 
+def _render(template: str, **values: object) -> str:
+    """``template`` with ``values`` and what every page shows: the bar's steps and length,
+    the uptime windows, the refresh, whether this is the public status."""
+    return render_template(
+        template,
+        bar_steps=BAR_STEPS,
+        buckets=BAR_BUCKETS,
+        windows=UPTIME_WINDOWS,
+        refresh=_refresh(),
+        public=scope().public,
+        **values,
+    )
+
+
 def _fleet(title: str, group: tuple[tuple[str, str], ...] = ()) -> str:
     ctx = context()
     now = ctx.clock()
@@ -100,7 +114,7 @@ def _fleet(title: str, group: tuple[tuple[str, str], ...] = ()) -> str:
     )
     with ctx.reads.spend(min(len(views) * ROW_STEPS, ctx.reads.steps)):
         listed = device_rows(ctx.store, views, now, bar)
-    return render_template(
+    return _render(
         "fleet.html",
         title=title,
         summary=summary,
@@ -110,13 +124,8 @@ def _fleet(title: str, group: tuple[tuple[str, str], ...] = ()) -> str:
         state=state,
         labels=_labels(),
         bar=bar,
-        bar_steps=BAR_STEPS,
-        buckets=BAR_BUCKETS,
-        windows=UPTIME_WINDOWS,
         next_url=None if last is None else _with_query(cursor=encode_cursor(last)),
         limit=rows,
-        refresh=_refresh(),
-        public=scope().public,
     )
 
 
@@ -149,15 +158,4 @@ def device_page_view(device_id: str) -> str:
     bar = _bar()
     with ctx.reads.spend(min(DEVICE_STEPS, ctx.reads.steps)):
         story = device_story(ctx.store, view, now, bar)
-    return render_template(
-        "device.html",
-        title=device_id,
-        story=story,
-        now_ns=now,
-        bar=bar,
-        bar_steps=BAR_STEPS,
-        buckets=BAR_BUCKETS,
-        windows=UPTIME_WINDOWS,
-        refresh=_refresh(),
-        public=scope().public,
-    )
+    return _render("device.html", title=device_id, story=story, now_ns=now, bar=bar)

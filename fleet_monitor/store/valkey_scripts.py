@@ -162,12 +162,9 @@ return 1
 """
 )
 
-# A device's profile. KEYS: 1 device hash. ARGV: 1 the profile's JSON ("" for none). Returns 1,
-# or 0 for an unknown device.
-PROFILE = (
-    SHEBANG
-    + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+# Shared by the two profile scripts: the device's profile set to ARGV[1] ("": none, the field
+# removed), then 1 returned.
+_SET_PROFILE = """
 if ARGV[1] == '' then
   redis.call('HDEL', KEYS[1], 'pf')
 else
@@ -175,6 +172,15 @@ else
 end
 return 1
 """
+
+# A device's profile. KEYS: 1 device hash. ARGV: 1 the profile's JSON ("" for none). Returns 1,
+# or 0 for an unknown device.
+PROFILE = (
+    SHEBANG
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+"""
+    + _SET_PROFILE
 )
 
 # A device's profile from the devices file. KEYS: 1 device hash. ARGV: 1 the profile's JSON
@@ -188,13 +194,8 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local current = redis.call('HGET', KEYS[1], 'pf')
 if current == ARGV[1] or (not current and ARGV[1] == '') then return 0 end
 if current and string.sub(current, 1, #ARGV[2]) ~= ARGV[2] then return 0 end
-if ARGV[1] == '' then
-  redis.call('HDEL', KEYS[1], 'pf')
-else
-  redis.call('HSET', KEYS[1], 'pf', ARGV[1])
-end
-return 1
 """
+    + _SET_PROFILE
 )
 
 # A lease held by one process at a time. KEYS: 1 the lease. ARGV: 1 the holder, 2 its life in

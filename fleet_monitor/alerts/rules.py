@@ -10,7 +10,7 @@ per_minute = 30                      # at most this many sends a minute (default
 name = "paris cameras"
 labels = { site = "paris" }          # the devices with all these labels (none: every device)
 devices = ["cam-01"]                 # or these ids (both: either)
-on = ["down", "recovered"]           # down, late, recovered, clock_drift
+on = ["down", "recovered"]           # down, late, recovered, clock_drift, upload_slow
 hold = 60                            # seconds the state must hold before it is sent
 repeat = 3600                        # seconds between repeats while it holds (0: never)
 channels = ["ops"]
@@ -40,9 +40,13 @@ from typing import Any
 from fleet_monitor.alerts.channels import Channel, ChannelError, channel, redacted
 from fleet_monitor.domain.profiles import LABEL_KEY, Profile
 
-DEVICE_EVENTS = ("down", "late", "recovered", "clock_drift")
+DEVICE_EVENTS = ("down", "late", "recovered", "clock_drift", "upload_slow")
 GROUP_EVENTS = ("group_down", "group_recovered")
 MAX_RULES = 100
+RULE_FIELDS = (
+    *("name", "labels", "devices", "on", "hold", "repeat", "channels"),
+    *("upload_above", "upload_p95"),
+)
 MAX_SECONDS = 7 * 86400
 
 
@@ -75,6 +79,8 @@ class Rule:
     hold_s: int
     repeat_s: int
     channels: tuple[str, ...]
+    upload_above_s: float | None = None  # upload_slow: a new upload's time above this
+    upload_p95: bool = False  # upload_slow: above the device's own p95 (its recent uploads)
 
     def selects(self, device_id: str, profile: Profile) -> bool:
         """Whether the rule watches this device."""
@@ -92,6 +98,8 @@ class Rule:
             "hold": self.hold_s,
             "repeat": self.repeat_s,
             "channels": list(self.channels),
+            "upload_above": self.upload_above_s,
+            "upload_p95": self.upload_p95,
         }
 
 
@@ -246,21 +254,34 @@ def _targets(fields: _Fields, channels: dict[str, ChannelConfig]) -> tuple[str, 
 
 def _rule(where: str, table: object, channels: dict[str, ChannelConfig]) -> Rule:
     fields = _Fields(where, table)
-    fields.check_known(("name", "labels", "devices", "on", "hold", "repeat", "channels"))
+    fields.check_known(RULE_FIELDS)
     labels = fields.table.get("labels", {})
     if not isinstance(labels, dict) or not all(
         isinstance(k, str) and LABEL_KEY.fullmatch(k) and isinstance(v, str) and v
         for k, v in labels.items()
     ):
         raise fields.fail("labels", "must be a table of label keys to values")
+    above = fields.table.get("upload_above")
+    if above is not None and (
+        isinstance(above, bool) or not isinstance(above, int | float) or not 0 < above <= 86400
+    ):
+        raise fields.fail("upload_above", "must be seconds, above 0, at most 86400")
+    p95 = fields.table.get("upload_p95", False)
+    if not isinstance(p95, bool):
+        raise fields.fail("upload_p95", "must be true or false")
+    on = fields.names("on", DEVICE_EVENTS, ("down", "recovered"))
+    if ("upload_slow" in on) != (above is not None or p95):
+        raise fields.fail("on", "has upload_slow exactly when upload_above or upload_p95 is set")
     return Rule(
         fields.text("name"),
         tuple(sorted(labels.items())),
         fields.names("devices", ()),
-        fields.names("on", DEVICE_EVENTS, ("down", "recovered")),
+        on,
         fields.number("hold", 0, 0, MAX_SECONDS),
         fields.number("repeat", 0, 0, MAX_SECONDS),
         _targets(fields, channels),
+        None if above is None else float(above),
+        p95,
     )
 
 

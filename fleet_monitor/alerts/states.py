@@ -14,8 +14,9 @@ Pure: no clock but the ``now`` passed in, no I/O.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from fleet_monitor.alerts.channels import Alert
@@ -37,6 +38,19 @@ class Outgoing:
     suppressed: bool = False
 
 
+BASELINE = 50  # upload averages a device's p95 is taken over
+MIN_BASELINE = 20  # fewer than this: no baseline yet
+
+
+@dataclass
+class _Uploads:
+    """What a device had uploaded at the last evaluation, and its latest averages."""
+
+    count: int
+    sum_ns: int
+    means: deque[int] = field(default_factory=lambda: deque(maxlen=BASELINE))
+
+
 @dataclass
 class _Episode:
     event: str  # the state it is about: late or down (group_down for a group)
@@ -55,6 +69,7 @@ class Evaluator:
         self._devices: dict[tuple[int, str], _Episode] = {}
         self._groups: dict[tuple[int, str | None], _Episode] = {}
         self._drifts: dict[tuple[int, str], _Episode] = {}  # clocks off by more than max_skew
+        self._uploads: dict[tuple[int, str], _Uploads] = {}  # what each device had uploaded
         self.changed = False  # episodes changed since the last export
 
     def reset(self) -> None:
@@ -62,6 +77,7 @@ class Evaluator:
         self._devices.clear()
         self._groups.clear()
         self._drifts.clear()
+        self._uploads.clear()
         self.changed = False
 
     def export(self) -> dict[str, Any]:
@@ -108,6 +124,8 @@ class Evaluator:
                     out += self._device(index, rule, head, state, now_ns, suppressed=suppressed)
                     if "clock_drift" in rule.on:
                         out += self._drift(index, rule, head, now_ns)
+                    if "upload_slow" in rule.on:
+                        out += self._upload(index, rule, head, now_ns)
         self.changed |= bool(out) or before != (
             len(self._devices),
             len(self._groups),
@@ -158,6 +176,32 @@ class Evaluator:
         episode.sent_ns, episode.told = now_ns, True
         alert = _device_alert("clock_drift", head, episode.since_ns, now_ns, state="drifting")
         detail = f"its clock is {abs(skew) / 10**9:.1f} s {'ahead' if skew > 0 else 'behind'}"
+        return [Outgoing(replace(alert, outage_minutes=None, detail=detail), rule.channels)]
+
+    def _upload(self, index: int, rule: Rule, head: DeviceHead, now_ns: int) -> list[Outgoing]:
+        """``upload_slow`` when the uploads that arrived since the last evaluation took, on
+        average, longer than ``upload_above`` or than the p95 of the device's previous
+        :data:`BASELINE` such averages (once it has :data:`MIN_BASELINE` of them). The uploads
+        a device had when first seen are its baseline's start, never alerted on."""
+        key = (index, head.device_id)
+        seen = self._uploads.get(key)
+        if seen is None:
+            self._uploads[key] = _Uploads(head.upload_count, head.upload_sum_ns)
+            return []
+        new = head.upload_count - seen.count
+        if new <= 0:
+            return []
+        mean = (head.upload_sum_ns - seen.sum_ns) // new
+        seen.count, seen.sum_ns = head.upload_count, head.upload_sum_ns
+        above = rule.upload_above_s is not None and mean > rule.upload_above_s * 10**9
+        baseline = sorted(seen.means)
+        if rule.upload_p95 and len(baseline) >= MIN_BASELINE:
+            above |= mean > baseline[int(0.95 * (len(baseline) - 1))]
+        seen.means.append(mean)
+        if not above:
+            return []
+        alert = _device_alert("upload_slow", head, now_ns, now_ns, state="uploading")
+        detail = f"{new} upload(s) took {mean / 10**9:.1f} s on average"
         return [Outgoing(replace(alert, outage_minutes=None, detail=detail), rule.channels)]
 
     def _groups_of(

@@ -28,6 +28,8 @@ class DeviceHead(NamedTuple):
     seen_ns: int | None
     profile: Profile
     skew_ns: int | None = None  # that heartbeat's sent_at less its arrival
+    upload_count: int = 0
+    upload_sum_ns: int = 0
 
     @staticmethod
     def of(device_id: str, history: DeviceHistory | DeviceSnapshot) -> DeviceHead:
@@ -39,6 +41,8 @@ class DeviceHead(NamedTuple):
             history.last_heartbeat_ns if seen is None else seen,
             history.profile,
             None if seen is None or sent is None else sent - seen,
+            history.upload_count,
+            history.upload_sum_ns,
         )
 
 

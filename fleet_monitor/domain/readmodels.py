@@ -131,7 +131,7 @@ def judge(
     paused_by: Sequence[MaintenanceWindow] = (),
 ) -> str:
     """The state of the device ``head`` describes (see :func:`state_of`)."""
-    device_id, seen, profile, _ = head
+    device_id, seen, profile = head.device_id, head.seen_ns, head.profile
     if paused_by and any(window.applies_to(device_id, profile) for window in paused_by):
         return "paused"
     if seen is None:

@@ -36,13 +36,15 @@ channels = ["ops"]
 def start(
     tmp_path: Path,
     hook: Receiver,
+    *,
     repeat: int = 0,
     data_dir: Path | None = None,
     store: str | None = None,
+    extra_rules: str = "",
 ) -> AbstractContextManager[LiveServer]:
     tmp_path.mkdir(exist_ok=True)
     (tmp_path / "devices.csv").write_text("device_id,site\ncam-1,paris\ncam-2,paris\n")
-    (tmp_path / "alerts.toml").write_text(RULES.format(url=hook.url, repeat=repeat))
+    (tmp_path / "alerts.toml").write_text(RULES.format(url=hook.url, repeat=repeat) + extra_rules)
     args = [
         "--devices", str(tmp_path / "devices.csv"),
         "--alerts", str(tmp_path / "alerts.toml"),
@@ -174,3 +176,23 @@ def test_over_one_engine_one_process_sends_and_another_takes_over(
             wait_for(back, 20)
             time.sleep(1)
         assert alerts(hook) == [("down", "cam-1"), ("recovered", "cam-1")]
+
+
+def test_a_slow_upload_is_told(tmp_path: Path) -> None:
+    with receiver() as hook:
+        extra = '[[rules]]\nname = "slow"\non = ["upload_slow"]\nupload_above = 30\n'
+        extra += 'channels = ["ops"]\n'
+        with start(tmp_path, hook, extra_rules=extra) as server:
+
+            def upload(seconds: int) -> None:
+                body = {"sent_at": format_rfc3339(time.time_ns()), "upload_time": seconds * 10**9}
+                url = f"{server.url}/api/v1/devices/cam-2/stats"
+                assert requests.post(url, json=body, timeout=10).status_code == 204
+
+            upload(10)
+            time.sleep(0.6)  # seen: its uploads so far are the baseline, not alerted on
+            upload(45)
+            wait_for(lambda: ("upload_slow", "cam-2") in alerts(hook))
+        with hook.lock:
+            (slow,) = [json.loads(r.body) for r in hook.requests if b"upload_slow" in r.body]
+    assert slow["detail"] == "1 upload(s) took 45.0 s on average"

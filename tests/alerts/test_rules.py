@@ -97,7 +97,8 @@ R = A + '[[rules]]\nname = "r"\n'
         ),
         (
             R + 'on = ["gone"]\nchannels = ["a"]',
-            "rules[0].on must be some of down, late, recovered, clock_drift; got 'gone'",
+            "rules[0].on must be some of down, late, recovered, clock_drift, upload_slow; "
+            "got 'gone'",
         ),
         (
             R + 'hold = -1\nchannels = ["a"]',
@@ -116,6 +117,18 @@ R = A + '[[rules]]\nname = "r"\n'
             "group_rules[0].threshold must be a percent from 0 to under 100",
         ),
         ("rules = 3", "rules must be an array of tables ([[rules]])"),
+        (
+            R + 'on = ["upload_slow"]\nchannels = ["a"]',
+            "rules[0].on has upload_slow exactly when upload_above or upload_p95 is set",
+        ),
+        (
+            R + 'upload_above = 0\non = ["upload_slow"]\nchannels = ["a"]',
+            "rules[0].upload_above must be seconds, above 0, at most 86400",
+        ),
+        (
+            R + 'upload_p95 = 1\nchannels = ["a"]',
+            "rules[0].upload_p95 must be true or false",
+        ),
     ],
 )
 def test_a_bad_file_names_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:

@@ -150,3 +150,33 @@ def test_a_drifting_clock_is_told_once() -> None:
         "its clock is 90.0 s behind",  # since its drifting heartbeat arrived, 20 s ago
         "2027-01-15T08:00:00Z",
     )
+
+
+def uploads(device: str, count: int, total_s: float) -> DeviceHead:
+    return DeviceHead(device, T0, Profile(), None, count, int(total_s * S))
+
+
+def test_slow_uploads_above_a_threshold() -> None:
+    evaluator = Evaluator(rules(rule(on=("upload_slow",), upload_above_s=30.0)), EXPECT)
+
+    def at(count: int, total_s: float) -> list[tuple[str, str, bool]]:
+        return events(evaluator.evaluate([uploads("cam", count, total_s)], T0, ()))
+
+    assert at(5, 500) == []  # first seen: its history is not alerted on
+    assert at(6, 520) == []  # 20 s
+    assert at(7, 560) == [("upload_slow", "cam", False)]  # 40 s
+    assert at(7, 560) == []  # nothing new
+    assert at(9, 610) == []  # two uploads, 25 s on average
+    (out,) = evaluator.evaluate([uploads("cam", 10, 650.5)], T0, ())
+    assert out.alert.detail == "1 upload(s) took 40.5 s on average"
+
+
+def test_slow_uploads_above_the_device_s_own_p95() -> None:
+    evaluator = Evaluator(rules(rule(on=("upload_slow",), upload_p95=True)), EXPECT)
+    count, total = 0, 0.0
+    found = []
+    for n, seconds in enumerate([10.0] * 19 + [12.0, 11.0, 30.0, 11.0]):
+        count, total = count + 1, total + seconds
+        found.append((n, events(evaluator.evaluate([uploads("cam", count, total)], T0, ()))))
+    slow = [n for n, out in found if out]
+    assert slow == [21]  # 30 s above the p95 of the 20 before it; 12 s was not (too few yet)

@@ -126,6 +126,10 @@ class Evaluator:
                         out += self._drift(index, rule, head, now_ns)
                     if "upload_slow" in rule.on:
                         out += self._upload(index, rule, head, now_ns)
+        present = {head.device_id for head, _ in states}
+        for kept in (self._devices, self._drifts, self._uploads):
+            for key in [key for key in kept if key[1] not in present]:  # removed devices
+                del kept[key]
         self.changed |= bool(out) or before != (
             len(self._devices),
             len(self._groups),

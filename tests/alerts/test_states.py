@@ -180,3 +180,14 @@ def test_slow_uploads_above_the_device_s_own_p95() -> None:
         found.append((n, events(evaluator.evaluate([uploads("cam", count, total)], T0, ()))))
     slow = [n for n, out in found if out]
     assert slow == [21]  # 30 s above the p95 of the 20 before it; 12 s was not (too few yet)
+
+
+def test_a_device_gone_from_the_fleet_is_forgotten() -> None:
+    evaluator = Evaluator(
+        rules(rule(on=("down", "recovered", "upload_slow"), upload_above_s=1.0)), EXPECT
+    )
+    assert len(evaluator.evaluate([head("cam", 0)], T0 + 300 * S, ())) == 1
+    assert evaluator.export()["devices"]
+    assert evaluator.evaluate([], T0 + 400 * S, ()) == []
+    assert evaluator.export() == {"devices": [], "groups": [], "drifts": []}
+    assert evaluator.changed is False  # export() just said so

@@ -17,6 +17,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import apprise
 import requests
@@ -208,11 +209,20 @@ def sample_alert() -> Alert:
     )
 
 
+WEB_SCHEMES = {"http", "https", "json", "jsons", "xml", "xmls", "form", "forms"}
+
+
 def redacted(url: str) -> str:
-    """``url`` as far as its host: Apprise URLs carry tokens in their paths and queries, so
-    nothing after the host is shown (nor a user or password)."""
+    """``url`` as far as it is safe to show: for a web URL (http, json, xml, form, the signed
+    webhook) its host; for any other Apprise URL its scheme alone (their "host" is often a
+    token: ``tgram://<bot token>/…``). Never a user, password, path or query."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         return "<not a URL>"
-    host = rest.split("/", 1)[0].rpartition("@")[2]
+    if scheme.removeprefix(SIGNED) not in WEB_SCHEMES:
+        return f"{scheme}://…"
+    try:
+        host = urlsplit("//" + rest).hostname or ""
+    except ValueError:  # a broken IPv6 address
+        host = ""
     return f"{scheme}://{host}/…"

@@ -97,10 +97,12 @@ class Delivery:
         self._count, self._monotonic, self._wall, self._jitter = count, monotonic, wall, jitter
         self._changed = changed  # told after each outcome (the pending deliveries changed)
         now = monotonic()
-        self._limits = {
-            name: TokenBucket(c.per_minute / 60, c.per_minute, now) for name, c in channels.items()
+        self._limits = {  # evenly spread: at most per_minute (and one) in any minute
+            name: TokenBucket(c.per_minute / 60, 1, now) for name, c in channels.items()
         }
         self._jobs: list[_Job] = []
+        self._in_flight: _Job | None = None  # being tried now (kept by export() too)
+        self._epoch = 0  # clear()s so far: an outcome from before one is dropped
         self._seq = itertools.count()
         self._log: deque[DeliveryRecord] = deque(maxlen=LOG_SIZE)
         self._wake = threading.Condition()
@@ -124,9 +126,14 @@ class Delivery:
     def export(self) -> list[dict[str, Any]]:
         """The deliveries waiting (for a restart: they are tried again then)."""
         with self._wake:
+            jobs = (
+                sorted(self._jobs)
+                if self._in_flight is None
+                else [self._in_flight, *sorted(self._jobs)]
+            )
             return [
                 {"alert": job.alert.to_json(), "channel": job.channel, "attempts": job.attempts}
-                for job in sorted(self._jobs)
+                for job in jobs
             ]
 
     def restore(self, pending: list[dict[str, Any]]) -> None:
@@ -145,9 +152,11 @@ class Delivery:
             self._wake.notify()
 
     def clear(self) -> None:
-        """Drop every delivery waiting (another process sends them now)."""
+        """Drop every delivery waiting, and the outcome of one under way (another process
+        sends them now)."""
         with self._wake:
             self._jobs.clear()
+            self._epoch += 1
 
     def records(self) -> list[DeliveryRecord]:
         """The log, newest first."""
@@ -161,10 +170,10 @@ class Delivery:
 
     def run_due(self) -> float | None:
         """Try every delivery that is due; return the seconds until the next one is (None:
-        none waits). The sender thread's step; tests call it directly."""
+        none waits, or stopping). The sender thread's step; tests call it directly."""
         while True:
             with self._wake:
-                if not self._jobs:
+                if not self._jobs or self._stopping:
                     return None
                 now = self._monotonic()
                 if self._jobs[0].due > now:
@@ -175,16 +184,23 @@ class Delivery:
                     job.due = now + wait
                     heapq.heappush(self._jobs, job)
                     continue
-            self._attempt(job)
+                self._in_flight, epoch = job, self._epoch
+            try:
+                self._attempt(job, epoch)
+            finally:
+                with self._wake:
+                    self._in_flight = None
             self._changed()
 
-    def _attempt(self, job: _Job) -> None:
+    def _attempt(self, job: _Job, epoch: int) -> None:
         job.attempts += 1
         config = self.channels[job.channel]
         try:
             config.channel.send(job.alert, self.tuning.timeout_s)
         except DeliveryError as error:
             with self._wake:
+                if epoch != self._epoch:  # cleared meanwhile: another process has it
+                    return
                 if error.retry and job.attempts < self.tuning.attempts:
                     delay = min(
                         self.tuning.max_backoff_s, self.tuning.backoff_s * 2 ** (job.attempts - 1)
@@ -235,7 +251,11 @@ class Delivery:
 
     def _run(self) -> None:
         while True:
-            self.run_due()
+            try:
+                self.run_due()
+            except Exception:  # the sender must outlive any error: it is the only one
+                log.exception("alert delivery failed")
+                time.sleep(1)
             with self._wake:  # what is due is looked at under the lock: no wake-up is lost
                 if self._stopping:
                     return

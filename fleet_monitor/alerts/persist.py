@@ -1,9 +1,9 @@
 """The alerts' state kept across restarts (with ``--data-dir``): the episodes under way and
 the deliveries waiting, in ``alerts.json``, rewritten whole and atomically (a temporary file,
-fsynced, renamed, the directory fsynced) after every evaluation that changed them and every
-delivery outcome. A restart therefore sends a pending alert once and never makes a second one
-for an outage already told; an alert delivered just before a crash, whose outcome was not yet
-written, is sent again (with the same ``id``, so its receiver can tell)."""
+fsynced, renamed, the directory fsynced) by every evaluation that changed them or followed a
+delivery's outcome. A restart therefore sends a pending alert once and never makes a second one
+for an outage already told; an alert delivered in the seconds before a crash, whose outcome
+was not yet written, is sent again (with the same ``id``, so its receiver can tell)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import threading
 from pathlib import Path
 from typing import Any, Protocol
 
-from fleet_monitor.domain.errors import StoreUnavailableError
 from fleet_monitor.store.journal_format import fsync_directory
 
 FILE = "alerts.json"
@@ -31,6 +30,9 @@ class StateKeeper(Protocol):
 
     def save(self, episodes: dict[str, Any], pending: list[dict[str, Any]]) -> None:
         """Keep the state (an error is logged, not raised)."""
+
+    def set_aside(self) -> None:
+        """The state loaded could not be used: keep it out of the way (logged)."""
 
 
 class Blobs(Protocol):
@@ -55,7 +57,7 @@ class EngineAlertState:
         try:
             data = self.engine.get_blob("alerts")
             state = json.loads(data) if data else {}
-        except (StoreUnavailableError, ValueError) as error:
+        except Exception as error:  # an engine that refuses, bytes that are not JSON
             log.error("the alerts' state could not be read from the engine: %s", error)
             return {}
         return state if isinstance(state, dict) and state.get("version") == VERSION else {}
@@ -64,8 +66,11 @@ class EngineAlertState:
         """Keep the state in the engine (an error is logged: the next save tries again)."""
         try:
             self.engine.set_blob("alerts", _encoded(episodes, pending))
-        except StoreUnavailableError as error:
+        except Exception as error:  # as the contract says: logged, never raised
             log.error("the alerts' state could not be saved: %s", error)
+
+    def set_aside(self) -> None:
+        """Nothing to move: the next save replaces it."""
 
 
 def _encoded(episodes: dict[str, Any], pending: list[dict[str, Any]]) -> bytes:
@@ -86,13 +91,24 @@ class AlertState:
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as error:
-            aside = self.path.with_suffix(".damaged")
-            log.error("%s cannot be read (%s): set aside as %s", self.path, error, aside)
-            os.replace(self.path, aside)
+            log.error("%s cannot be read (%s)", self.path, error)
+            self.set_aside()
             return {}
         if not isinstance(state, dict) or state.get("version") != VERSION:
+            log.error("%s is not a state this version keeps", self.path)
+            self.set_aside()
             return {}
         return state
+
+    def set_aside(self) -> None:
+        """Move the file to ``alerts.damaged`` (logged), so nothing overwrites it."""
+        aside = self.path.with_suffix(".damaged")
+        try:
+            os.replace(self.path, aside)
+        except OSError as error:
+            log.error("%s could not be set aside: %s", self.path, error)
+        else:
+            log.error("%s set aside as %s", self.path, aside)
 
     def save(self, episodes: dict[str, Any], pending: list[dict[str, Any]]) -> None:
         """Write the state (one writer at a time); an error is logged, not raised: alerts go

@@ -34,7 +34,8 @@ class Alerting:
     ) -> None:
         self.rules, self.store, self.clock, self.every_s = rules, store, clock, every_s
         self.evaluator = Evaluator(rules, expectations)
-        self.delivery = Delivery(rules.channels, tuning, count=count, changed=self._save)
+        self.delivery = Delivery(rules.channels, tuning, count=count, changed=self._delivered)
+        self._dirty = False  # a delivery's outcome not saved yet (saved at the next tick)
         self.state = state
         self.lease: Callable[[], bool] | None = None  # with several processes: who sends
         self._holding = False
@@ -49,13 +50,25 @@ class Alerting:
         self.lease, self.state = lease, state
 
     def _restore(self) -> None:
-        """Carry on from the state kept, afresh."""
+        """Carry on from the state kept, afresh (a state that cannot be taken back is
+        logged, and the alerts start without it)."""
         self.evaluator.reset()
         self.delivery.clear()
-        if self.state is not None:
-            saved = self.state.load()
+        if self.state is None:
+            return
+        saved = self.state.load()
+        try:
             self.evaluator.restore(saved)
             self.delivery.restore(saved.get("pending", []))
+        except (TypeError, ValueError, KeyError, AttributeError) as error:
+            log.error("the alerts' saved state is not usable (%r): starting without it", error)
+            self.state.set_aside()
+            self.evaluator.reset()
+            self.delivery.clear()
+
+    def _delivered(self) -> None:
+        """A delivery's outcome: saved with the next tick (not one whole rewrite each)."""
+        self._dirty = True
 
     def _holds(self) -> bool:
         """Whether this process sends now (always, without a lease); taking the lease over
@@ -87,15 +100,16 @@ class Alerting:
             )
             for item in outgoing:
                 self.delivery.submit(item.alert, item.channels, suppressed=item.suppressed)
-            if self.evaluator.changed:
+            if self.evaluator.changed or self._dirty:
                 self._save()
         return len(outgoing)
 
     def _save(self) -> None:
-        """Keep the episodes and the waiting deliveries (with ``--data-dir``)."""
-        if self.state is not None:
-            with self._lock:  # not while an evaluation changes the episodes
-                self.state.save(self.evaluator.export(), self.delivery.export())
+        """Keep the episodes and the waiting deliveries (with ``--data-dir``, or in the
+        engine while holding its lease); call under the lock."""
+        if self.state is not None and (self.lease is None or self._holding):
+            self._dirty = False
+            self.state.save(self.evaluator.export(), self.delivery.export())
 
     def start(self) -> None:
         """Evaluate every ``every_s`` and deliver, in the background."""

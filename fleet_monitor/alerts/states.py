@@ -117,15 +117,19 @@ class Evaluator:
             out += self._groups_of(index, group_rule, states, now_ns, down_groups)
         for index, rule in enumerate(self.rules.rules):
             for head, state in states:
-                if rule.selects(head.device_id, head.profile):
-                    suppressed = any(
-                        (key, head.profile.label(key)) in down_groups for key, _ in down_groups
-                    )
-                    out += self._device(index, rule, head, state, now_ns, suppressed=suppressed)
-                    if "clock_drift" in rule.on:
-                        out += self._drift(index, rule, head, now_ns)
-                    if "upload_slow" in rule.on:
-                        out += self._upload(index, rule, head, now_ns)
+                if not rule.selects(head.device_id, head.profile):
+                    self._forget((index, head.device_id))  # its labels changed: not watched
+                    continue
+                suppressed = any(
+                    (key, head.profile.label(key)) in down_groups for key, _ in down_groups
+                )
+                out += self._device(index, rule, head, state, now_ns, suppressed=suppressed)
+                if state == "paused":  # nothing is sent for a device in maintenance
+                    continue
+                if "clock_drift" in rule.on:
+                    out += self._drift(index, rule, head, now_ns)
+                if "upload_slow" in rule.on:
+                    out += self._upload(index, rule, head, now_ns)
         present = {head.device_id for head, _ in states}
         for kept in (self._devices, self._drifts, self._uploads):
             for key in [key for key in kept if key[1] not in present]:  # removed devices
@@ -137,34 +141,53 @@ class Evaluator:
         )
         return out
 
+    def _forget(self, key: tuple[int, str]) -> None:
+        """Drop what is kept of a rule's device (it is no longer watched)."""
+        for kept in (self._devices, self._drifts, self._uploads):
+            if kept.pop(key, None) is not None:
+                self.changed = True
+
     def _device(
         self, index: int, rule: Rule, head: DeviceHead, state: str, now_ns: int, *, suppressed: bool
     ) -> list[Outgoing]:
         key = (index, head.device_id)
         episode = self._devices.get(key)
+        out: list[Outgoing] = []
+        if state == "paused":
+            return out  # an episode under way waits for the window's end
+        if episode is not None and head.seen_ns is not None and head.seen_ns > episode.since_ns:
+            # heard from since the outage began: that outage is over, whatever it is now
+            del self._devices[key]
+            self.changed = True
+            if episode.told and "recovered" in rule.on:
+                alert = _device_alert("recovered", head, episode.since_ns, now_ns, state="up")
+                out.append(Outgoing(alert, rule.channels, suppressed=suppressed))
+            episode = None
         if state in BAD and state in rule.on:
             if episode is None or episode.event != state:  # it began, or went on from late
                 told = episode is not None and episode.told
                 episode = _Episode(state, _since(head, state, self.expectations), told=told)
                 self._devices[key] = episode
+                self.changed = True
             if episode.sent_ns is None:
                 due = now_ns - episode.since_ns >= rule.hold_s * 10**9
             else:
                 due = rule.repeat_s > 0 and now_ns - episode.sent_ns >= rule.repeat_s * 10**9
             if not due or (suppressed and episode.held_back):
-                return []
+                return out
             alert = _device_alert(state, head, episode.since_ns, now_ns)
             if suppressed:  # noted once; sent if the device is still down when its group is not
                 episode.held_back = True
-                return [Outgoing(alert, rule.channels, suppressed=True)]
+                return [*out, Outgoing(alert, rule.channels, suppressed=True)]
             episode.sent_ns, episode.told = now_ns, True
-            return [Outgoing(alert, rule.channels)]
+            return [*out, Outgoing(alert, rule.channels)]
         if state == "up" and episode is not None:
             del self._devices[key]
+            self.changed = True
             if episode.told and "recovered" in rule.on:
                 alert = _device_alert("recovered", head, episode.since_ns, now_ns, state="up")
-                return [Outgoing(alert, rule.channels, suppressed=suppressed)]
-        return []  # new, paused (an episode waits), or a state the rule does not watch
+                out.append(Outgoing(alert, rule.channels, suppressed=suppressed))
+        return out  # new, or a state the rule does not watch
 
     def _drift(self, index: int, rule: Rule, head: DeviceHead, now_ns: int) -> list[Outgoing]:
         """``clock_drift`` once the device's clock has been off by more than ``max_skew`` for

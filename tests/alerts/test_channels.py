@@ -111,7 +111,7 @@ def test_an_apprise_json_channel_posts_title_and_text() -> None:
         (
             "nope://tok3n@host/secret-path",
             None,
-            "ops: not a URL Apprise can send to: nope://host/\u2026",
+            "ops: not a URL Apprise can send to: nope://\u2026",
         ),
     ],
 )
@@ -121,9 +121,25 @@ def test_bad_channel_urls(url: str, secret: str | None, message: str) -> None:
     assert str(raised.value) == message
 
 
-def test_redaction_keeps_only_scheme_and_host() -> None:
-    assert redacted("slack://T1/B2/C3?x=1") == "slack://T1/\u2026"
-    assert redacted("mailto://user:pass@mail.example/?to=a@b") == "mailto://mail.example/\u2026"
+def test_redaction_shows_no_credential() -> None:
+    assert [
+        redacted(url)
+        for url in (
+            "slack://T1/B2/C3?x=1",
+            "tgram://123456:AAHdqTcvCH1v/chat",
+            "mailto://user:pass@mail.example/?to=a@b",
+            "json://127.0.0.1:9?+Authorization=Bearer%20s3cr3t",
+            "signed+https://user:pw@ops.example:8443/hook?x=1",
+            "json://[::1/",
+        )
+    ] == [
+        "slack://\u2026",
+        "tgram://\u2026",
+        "mailto://\u2026",
+        "json://127.0.0.1/\u2026",
+        "signed+https://ops.example/\u2026",
+        "json:///\u2026",
+    ]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -140,7 +156,10 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_alerts_test_sends_a_sample_alert() -> None:
     with receiver() as hook:
         done = cli("test", "--channel", f"signed+{hook.url}/hook", "--secret", "s")
-    assert (done.returncode, done.stdout) == (0, f"sent a test alert to signed+{hook.url}/\u2026\n")
+    assert (done.returncode, done.stdout) == (
+        0,
+        "sent a test alert to signed+http://127.0.0.1/\u2026\n",
+    )
     (got,) = hook.requests
     assert verify(
         "s",

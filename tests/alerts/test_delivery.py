@@ -4,12 +4,13 @@ queue, suppressed alerts, the log, and the sender thread."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 
 from fleet_monitor.alerts import delivery
-from fleet_monitor.alerts.channels import channel, sample_alert, verify
+from fleet_monitor.alerts.channels import DeliveryError, channel, sample_alert, verify
 from fleet_monitor.alerts.delivery import Delivery, Tuning
 from fleet_monitor.alerts.rules import ChannelConfig
 from tests.support.receiver import receiver
@@ -98,12 +99,15 @@ def test_the_backoff_is_capped() -> None:
 
 
 def test_a_channel_past_its_rate_waits_its_turn() -> None:
+    """``per_minute`` 2: one every 30 s, never more than that in a minute."""
     with receiver() as hook:
         sender, clock, counted = setup(hook.url, per_minute=2)
         for _ in range(3):
             sender.submit(ALERT, ("ops",))
-        assert sender.run_due() == pytest.approx(30.0)  # two sent, the third in 30 s
-        assert len(hook.requests) == 2
+        assert sender.run_due() == pytest.approx(30.0)  # one sent, the next in 30 s
+        assert len(hook.requests) == 1
+        clock.now += 30.0
+        assert sender.run_due() == pytest.approx(30.0)
         clock.now += 30.0
         assert sender.run_due() is None
     assert counted == ["sent"] * 3 and [r.attempts for r in sender.records()] == [1, 1, 1]
@@ -135,3 +139,58 @@ def test_the_sender_thread_delivers_in_the_background() -> None:
         finally:
             sender.stop()
     assert len(hook.requests) == 1 and sender.records()[0].result == "sent"
+
+
+class Blocking:
+    """A channel whose send waits until it is let go."""
+
+    name = "ops"
+
+    def __init__(self) -> None:
+        self.entered, self.go = threading.Event(), threading.Event()
+
+    def send(self, alert: object, timeout_s: float) -> None:
+        self.entered.set()
+        self.go.wait(10)
+        raise DeliveryError("ops: HTTP 503", retry=True)
+
+
+def test_a_delivery_under_way_is_kept_and_a_clear_drops_its_outcome() -> None:
+    blocking = Blocking()
+    sender = Delivery({"ops": ChannelConfig("ops", "x://", 60, blocking)})
+    sender.submit(ALERT, ("ops",))
+    worker = threading.Thread(target=sender.run_due)
+    worker.start()
+    assert blocking.entered.wait(10)
+    assert [job["alert"]["id"] for job in sender.export()] == [ALERT.id]  # in flight: kept
+    sender.clear()  # another process sends now
+    blocking.go.set()
+    worker.join(10)
+    assert (sender.pending(), sender.export()) == (0, [])  # not put back to be tried again
+
+
+def test_stop_stops_the_sender_and_errors_do_not() -> None:
+    with receiver() as hook:
+        config = ChannelConfig(
+            "ops", hook.url, 6000, channel("ops", f"signed+{hook.url}/hook", "s")
+        )
+        calls = []
+
+        def changed() -> None:
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("a bug after the first outcome")
+
+        sender = Delivery({"ops": config}, changed=changed)
+        sender.start()
+        try:
+            sender.submit(ALERT, ("ops",))
+            sender.submit(ALERT, ("ops",))
+            deadline = time.monotonic() + 10
+            while len(hook.requests) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            sender.stop()
+        assert len(hook.requests) == 2  # the sender outlived the error
+        sender.submit(ALERT, ("ops",))
+        assert sender.run_due() is None and sender.pending() == 1  # stopped: nothing sent

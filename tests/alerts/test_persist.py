@@ -11,10 +11,12 @@ from fleet_monitor.alerts.channels import channel, sample_alert
 from fleet_monitor.alerts.delivery import Delivery
 from fleet_monitor.alerts.persist import FILE, AlertState
 from fleet_monitor.alerts.rules import AlertRules, AlertsError, ChannelConfig, Rule, load_rules
+from fleet_monitor.alerts.service import Alerting
 from fleet_monitor.alerts.states import Evaluator
 from fleet_monitor.domain.history import DeviceHead
 from fleet_monitor.domain.profiles import Profile
 from fleet_monitor.domain.readmodels import Expectations
+from fleet_monitor.store.memory import MemoryStore
 
 S = 10**9
 RULE = Rule("r", (), (), ("down", "recovered"), 0, 0, ("ops",))
@@ -67,3 +69,17 @@ def test_rule_names_are_unique(tmp_path: Path) -> None:
     )
     with pytest.raises(AlertsError, match="two rules are named 'x'"):
         load_rules(path, {})
+
+
+def test_a_state_of_the_right_version_but_wrong_contents_is_set_aside(tmp_path: Path) -> None:
+    rules = AlertRules({}, (RULE,), ())
+    bad = '{"version": 1, "devices": [["r", "cam", {"event": "down"}]], "pending": []}'
+    (tmp_path / FILE).write_text(bad)
+    alerting = Alerting(
+        rules, MemoryStore(["cam"]), Expectations(), lambda: 0, state=AlertState(tmp_path)
+    )
+    assert alerting.evaluator.export()["devices"] == []  # started without it
+    assert (tmp_path / "alerts.damaged").read_text() == bad
+    (tmp_path / FILE).write_text('{"version": 99}')
+    assert AlertState(tmp_path).load() == {}  # another version: set aside too
+    assert (tmp_path / "alerts.damaged").read_text() == '{"version": 99}'

@@ -31,6 +31,9 @@ class Kept:
     def save(self, episodes: dict[str, Any], pending: list[dict[str, Any]]) -> None:
         self.state = {"version": 1, **episodes, "pending": pending}
 
+    def set_aside(self) -> None:
+        self.state = {"set aside": True}
+
 
 def test_only_the_lease_holder_sends_and_a_new_holder_carries_on() -> None:
     store = MemoryStore(["cam"])

@@ -191,3 +191,29 @@ def test_a_device_gone_from_the_fleet_is_forgotten() -> None:
     assert evaluator.evaluate([], T0 + 400 * S, ()) == []
     assert evaluator.export() == {"devices": [], "groups": [], "drifts": []}
     assert evaluator.changed is False  # export() just said so
+
+
+def test_an_outage_ends_when_the_device_is_heard_from_whatever_its_state_now() -> None:
+    """Back, then late again before an evaluation saw it up: the first outage is over
+    (recovered), and the next one is told as new."""
+    evaluator = Evaluator(rules(rule()), EXPECT)
+    assert events(evaluator.evaluate([head("cam", 0)], T0 + 130 * S, ())) == [
+        ("down", "cam", False)
+    ]
+    out = events(evaluator.evaluate([head("cam", 200)], T0 + 270 * S, ()))  # heard at 200, late
+    assert out == [("recovered", "cam", False)]
+    assert events(evaluator.evaluate([head("cam", 200)], T0 + 330 * S, ())) == [
+        ("down", "cam", False)
+    ]
+
+
+def test_a_device_a_rule_no_longer_selects_is_forgotten_and_paused_means_silent() -> None:
+    evaluator = Evaluator(rules(rule(labels=(("site", "a"),), on=("down", "clock_drift"))), EXPECT)
+    assert len(evaluator.evaluate([head("cam", 0)], T0 + 130 * S, ())) == 1
+    moved = DeviceHead("cam", T0, Profile((("site", "b"),)))
+    assert evaluator.evaluate([moved], T0 + 140 * S, ()) == []
+    assert evaluator.export()["devices"] == []  # back in site a: a new outage, told again
+    assert len(evaluator.evaluate([head("cam", 0)], T0 + 150 * S, ())) == 1
+    window = MaintenanceWindow("w", (), ("x",), T0, T0 + 600 * S, None, None, "")
+    drifting = DeviceHead("x", T0 + 100 * S, Profile((("site", "a"),)), 300 * S)
+    assert evaluator.evaluate([drifting], T0 + 130 * S, [window]) == []  # paused: no drift

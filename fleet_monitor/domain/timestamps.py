@@ -40,26 +40,33 @@ def parse_rfc3339(text: str) -> int:
     match = _RFC3339.fullmatch(text)
     if match is None:
         raise TimestampError(f"is not {EXPECTED_FORM}")
-    year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
-    fraction, zulu, sign, off_hours, off_minutes = match.group(7, 8, 9, 10, 11)
-    try:
-        ordinal = dt.date(year, month, day).toordinal()
-    except ValueError:
-        raise TimestampError(f"has no such date: {EXPECTED_FORM} is expected") from None
-    if hour > 23 or minute > 59 or second > 59:
+    year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
+    days = _unix_day(year, month, day)
+    hours, minutes, seconds = int(hour), int(minute), int(second)
+    if hours > 23 or minutes > 59 or seconds > 59:
         raise TimestampError(f"has no such time of day: {EXPECTED_FORM} is expected")
     offset = 0
     if not zulu:
-        if int(off_hours) > 23 or int(off_minutes) > 59:
+        if int(off_h) > 23 or int(off_m) > 59:
             raise TimestampError(f"has an impossible offset: {EXPECTED_FORM} is expected")
-        offset = (int(off_hours) * 3600 + int(off_minutes) * 60) * (-1 if sign == "-" else 1)
-    seconds = (ordinal - _EPOCH_ORDINAL) * 86_400 + hour * 3600 + minute * 60 + second - offset
-    if not MIN_UNIX_SECONDS <= seconds <= MAX_UNIX_SECONDS:
+        offset = (int(off_h) * 3600 + int(off_m) * 60) * (-1 if sign == "-" else 1)
+    unix = days * 86_400 + hours * 3600 + minutes * 60 + seconds - offset
+    if not MIN_UNIX_SECONDS <= unix <= MAX_UNIX_SECONDS:
         raise TimestampError(
             "is outside 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z once in UTC"
         )
     nanos = int(fraction.ljust(9, "0")) if fraction else 0
-    return seconds * NS_PER_SECOND + nanos
+    return unix * NS_PER_SECOND + nanos
+
+
+@functools.lru_cache(maxsize=4096)
+def _unix_day(year: str, month: str, day: str) -> int:
+    """Days from 1970-01-01 to the date (its digits as sent: devices send the same few dates
+    all day, so a cached one costs a dictionary look-up); raises TimestampError."""
+    try:
+        return dt.date(int(year), int(month), int(day)).toordinal() - _EPOCH_ORDINAL
+    except ValueError:
+        raise TimestampError(f"has no such date: {EXPECTED_FORM} is expected") from None
 
 
 def minute_of(unix_ns: int) -> int:

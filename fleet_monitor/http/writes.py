@@ -232,12 +232,10 @@ class Ingest:
     def _validate(self, kind: str, fields: dict[str, Any]) -> Event:
         """The event, its ``sent_at`` in the accepted range; a heartbeat stamped with when it
         was received (its device's state is judged on that, not on ``sent_at``)."""
-        event = PARSERS[kind](fields)
         now = self.clock()
+        event = PARSERS[kind](fields, now)
         if not self.sent_at_range.is_open:
             self.sent_at_range.check(event.sent_at_ns, now)
-        if isinstance(event, Heartbeat):
-            return Heartbeat(event.sent_at_ns, now)
         return event
 
     def _record(self, device_id: str, event: Event, key: str | None) -> None:

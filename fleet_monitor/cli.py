@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fleet_monitor import __version__
 from fleet_monitor.config import ConfigError, add_arguments, parse_store, settings_from
-from fleet_monitor.logs import configure_logging
+from fleet_monitor.logs import FLUSH_SECONDS, configure_logging, flush_lines
 from fleet_monitor.simulator.scenarios import DEFAULT_START
 from fleet_monitor.store.devices_file import DevicesFileError
 
@@ -234,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(message: str) -> int:
+    flush_lines()  # what was logged before the failure comes before its message
     print(f"fleet-monitor: error: {message}", file=sys.stderr)
     return USAGE_ERROR
 
@@ -251,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from(args, os.environ)
     except ConfigError as error:
         parser.exit(USAGE_ERROR, f"fleet-monitor: error: {error}\n")
-    configure_logging(settings.log_level_number, settings.log_format)
+    configure_logging(settings.log_level_number, settings.log_format, flush_every=FLUSH_SECONDS)
     from fleet_monitor.service import serve
     from fleet_monitor.store.durable import StateError
     from fleet_monitor.store.journal import CorruptJournalError

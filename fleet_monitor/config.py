@@ -197,7 +197,13 @@ class Settings:
         "fleet)",
         "CSV",
     )
-    threads: int = _option(8, parse_positive_int, "worker threads serving requests", "N")
+    threads: int = _option(
+        8,
+        parse_positive_int,
+        "worker threads serving requests; device writes have a lane of their own: 2 threads, "
+        "or N when each write waits on a disk (--fsync always) or on --store",
+        "N",
+    )
     workers: int = _option(
         1,
         parse_positive_int,

@@ -16,6 +16,7 @@ ACCESS_LOGGER = "fleet_monitor.access"
 # C0 control characters and DEL, written as \xNN in text lines (a URL may carry %0a).
 _CONTROLS = {code: f"\\x{code:02x}" for code in (*range(32), 127)}
 THROTTLE_SECONDS = 10.0
+FLUSH_SECONDS = 0.2  # how long an access line may wait before it is written
 
 
 _second_cache: tuple[int, str] = (-1, "")
@@ -32,6 +33,39 @@ def _utc_time(record: logging.LogRecord) -> str:
 
 
 _PID = os.getpid()  # logging's own look-up per record is turned off (speed)
+# One encoder for every line: json.dumps(..., ensure_ascii=False) builds a new one each call.
+_JSON = json.JSONEncoder(ensure_ascii=False, default=str)
+
+
+class LineRecord(logging.LogRecord):
+    """A record made for a line a request writes (the access line): only what a formatter
+    reads is computed.
+
+    ``logging.Logger.info`` makes a full :class:`logging.LogRecord` (the caller's file and
+    module, the thread's and process's names): work no line of the service shows. The other
+    attributes are there, empty, so any formatter can still format the record. Pass it to
+    :meth:`logging.Logger.handle` once the logger is known to be enabled for ``level``.
+    ``msg`` is any object whose ``str()`` is the message, made when the line is formatted;
+    neither it nor ``fields`` may change once handed over (:class:`LineWriter` formats later).
+    """
+
+    def __init__(self, name: str, level: int, msg: object, fields: dict[str, Any]) -> None:
+        # No super().__init__(): that is the work this class exists to skip.
+        created = time.time()
+        self.__dict__.update(_EMPTY_RECORD)  # formatters read __dict__, not the class
+        self.name, self.msg, self.fields = name, msg, fields
+        self.levelno, self.levelname = level, logging.getLevelName(level)
+        self.created, self.msecs = created, int((created - int(created)) * 1000) + 0.0
+        self.relativeCreated = (created - logging._startTime) * 1000  # type: ignore[attr-defined]
+
+
+_EMPTY_RECORD: dict[str, object] = {
+    **dict.fromkeys(("pathname", "filename", "module"), ""),
+    **dict.fromkeys(("exc_info", "exc_text", "stack_info", "funcName"), None),
+    **dict.fromkeys(("thread", "threadName", "process", "processName", "taskName"), None),
+    "lineno": 0,
+    "args": (),
+}
 
 
 class JsonFormatter(logging.Formatter):
@@ -49,14 +83,16 @@ class JsonFormatter(logging.Formatter):
         line.update(getattr(record, "fields", {}))
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False, default=str)
+        return _JSON.encode(line)
 
 
 class TextFormatter(logging.Formatter):
     """``<UTC time> <LEVEL> <logger>: <message>``, the traceback on following lines."""
 
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage().translate(_CONTROLS)  # one event, one line: no forging
+        message = record.getMessage()
+        if not message.isprintable():  # one event, one line: no forging
+            message = message.translate(_CONTROLS)
         text = f"{_utc_time(record)} {record.levelname} {record.name}: {message}"
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
@@ -83,6 +119,18 @@ class Throttle(logging.Filter):
         self._lock = threading.Lock()
         self._last: dict[tuple[str, str], tuple[float, int]] = {}  # (when passed, held back)
 
+    def holds_back(self, name: str, msg: str) -> bool:
+        """Whether a warning of template ``msg`` from logger ``name`` would be held back now;
+        if so, it is counted as held back. A caller on a hot path asks first and skips making
+        a record that would only be dropped."""
+        key, now = (name, msg), self._clock()
+        with self._lock:
+            passed, held = self._last.get(key, (-math.inf, 0))
+            if now - passed < self.interval:
+                self._last[key] = (passed, held + 1)
+                return True
+        return False
+
     def filter(self, record: logging.LogRecord) -> bool:
         """Whether ``record`` is written; it may gain a note of what was held back."""
         if record.levelno < logging.WARNING:
@@ -102,10 +150,117 @@ class Throttle(logging.Filter):
         return True
 
 
-def configure_logging(level: int, log_format: str, stream: TextIO | None = None) -> None:
+_throttle: Throttle | None = None  # the configured handler's
+
+
+def held_back(logger: logging.Logger, msg: str) -> bool:
+    """Whether the configured throttle holds back a warning of template ``msg`` from
+    ``logger`` now (then counted, and said with the next one that passes); False when logging
+    is not configured here."""
+    return _throttle is not None and _throttle.holds_back(logger.name, msg)
+
+
+class LineWriter(logging.Handler):
+    """Writes formatted records to ``stream``, those below WARNING in batches.
+
+    A request thread only appends its record: a background thread formats and writes what has
+    gathered every ``flush_every`` seconds, in one write. A write is a system call during which
+    the thread gives up the GIL and then waits to get it back: one a request halved the
+    service's throughput (docs/operations.md, "Logs"). A record at WARNING or above is written
+    at once, after every line before it, and so is the whole batch when it reaches
+    ``MAX_PENDING`` lines (the writing thread then waits for the stream, as an unbatched one
+    would). ``flush_every=0`` writes every record at once. ``close()`` (``logging.shutdown``
+    at exit) writes what is left; a kill -9 loses at most ``flush_every`` seconds of lines.
+    """
+
+    MAX_PENDING = 10_000
+
+    def __init__(self, stream: TextIO, flush_every: float = 0.0) -> None:
+        super().__init__()
+        self.stream = stream
+        self._flush_every = flush_every
+        self._pending: list[str | LineRecord] = []
+        self._pending_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # batches reach the stream whole and in order
+        self._stopping = threading.Event()
+        self._writer: threading.Thread | None = None
+        if flush_every > 0:
+            self._writer = threading.Thread(target=self._write_every, name="log-writer")
+            self._writer.daemon = True
+            self._writer.start()
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        """Queue ``record``'s line (no handler lock: the queue has its own). A
+        :class:`LineRecord` is formatted by the thread that writes the batch, off the
+        request's path; any other record at once (its arguments may change later)."""
+        if not self.filter(record):
+            return False
+        item: str | LineRecord | None = record if isinstance(record, LineRecord) else None
+        if item is None or self._writer is None:
+            item = self._line(record)
+            if item is None:
+                return True
+        with self._pending_lock:
+            self._pending.append(item)
+            waiting = len(self._pending)
+        if self._writer is None or record.levelno >= logging.WARNING or waiting >= self.MAX_PENDING:
+            self.flush()
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write ``record`` (as :meth:`handle` does)."""
+        self.handle(record)
+
+    def flush(self) -> None:
+        """Write every queued line now."""
+        with self._write_lock:
+            with self._pending_lock:
+                items, self._pending = self._pending, []
+            lines = [item if isinstance(item, str) else self._line(item) for item in items]
+            text = "".join(line for line in lines if line is not None)
+            if text:
+                try:
+                    self.stream.write(text)
+                    self.stream.flush()
+                except (OSError, ValueError):  # stderr gone or closed: nowhere left to say so
+                    pass
+
+    def _line(self, record: logging.LogRecord) -> str | None:
+        """``record`` formatted, with its newline; None (reported) when it cannot be."""
+        try:
+            return self.format(record) + "\n"
+        except Exception:
+            self.handleError(record)
+            return None
+
+    def close(self) -> None:
+        """Stop the background writer and write what is left."""
+        self._stopping.set()
+        if self._writer is not None and self._writer is not threading.current_thread():
+            self._writer.join()
+        self.flush()
+        super().close()
+
+    def _write_every(self) -> None:
+        while not self._stopping.wait(self._flush_every):
+            self.flush()
+
+
+def flush_lines() -> None:
+    """Write every line waiting for its batch now: before anything written to stderr directly,
+    so that the lines keep the order of the events."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+
+
+def configure_logging(
+    level: int, log_format: str, stream: TextIO | None = None, flush_every: float = 0.0
+) -> None:
     """Send every logger's records at ``level`` and above to ``stream`` (stderr).
 
     ``log_format`` is ``text``, ``json`` or ``auto`` (text on a terminal, JSON otherwise).
+    ``flush_every`` > 0 writes lines below WARNING in batches that often (see
+    :class:`LineWriter`); the service runs with :data:`FLUSH_SECONDS`.
     """
     # Our lines never show the caller's file, thread or process: skip collecting them for each
     # record (the logging HOWTO's "Optimization" section). Measured: -25 us a request.
@@ -116,11 +271,14 @@ def configure_logging(level: int, log_format: str, stream: TextIO | None = None)
     stream = stream or sys.stderr
     if log_format == "auto":
         log_format = "text" if stream.isatty() else "json"
-    handler = logging.StreamHandler(stream)
+    handler = LineWriter(stream, flush_every)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
-    handler.addFilter(Throttle())
+    global _throttle  # noqa: PLW0603 - logging's configuration is the process's
+    _throttle = Throttle()
+    handler.addFilter(_throttle)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
+        old.close()
     root.addHandler(handler)
     root.setLevel(level)

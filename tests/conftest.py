@@ -21,6 +21,7 @@ from flask.testing import FlaskClient
 from fleet_monitor.config import Settings
 from fleet_monitor.domain.limits import UNLIMITED, HistoryBudget
 from fleet_monitor.http.app import create_app
+from fleet_monitor.logs import FLUSH_SECONDS
 from fleet_monitor.store.codec import encode_device
 from fleet_monitor.store.memory import MemoryStore
 from fleet_monitor.store.protocol import Store
@@ -132,6 +133,9 @@ class LiveServer:
     log_path: Path
 
     def log_lines(self) -> list[dict[str, object]]:
+        """The JSON lines logged so far, once any line of what was done before is written
+        (lines below WARNING reach the log in batches, at most FLUSH_SECONDS later)."""
+        time.sleep(2 * FLUSH_SECONDS)
         lines = self.log_path.read_text(encoding="utf-8").splitlines()
         return [json.loads(line) for line in lines if line.startswith("{")]
 

@@ -1,12 +1,28 @@
-"""The log throttle: one warning line per template and interval, with a count of the rest."""
+"""Logging: the throttle (one warning line per template and interval, with a count of the
+rest), the line writer (lines in batches) and records made without logging's look-ups."""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
+import threading
+import time
+from typing import Any
 
-from fleet_monitor.logs import Throttle, configure_logging
+import pytest
+
+from fleet_monitor import logs
+from fleet_monitor.http.wsgi_server import QueueLog
+from fleet_monitor.logs import (
+    JsonFormatter,
+    LineRecord,
+    LineWriter,
+    TextFormatter,
+    Throttle,
+    configure_logging,
+    held_back,
+)
 
 
 def _record(msg: str, level: int = logging.ERROR, *args: object) -> logging.LogRecord:
@@ -57,3 +73,173 @@ def test_a_text_line_cannot_be_split_by_what_a_client_sent() -> None:
         configure_logging(logging.WARNING, "text")
     [line] = stream.getvalue().splitlines()
     assert line.endswith('"GET /x\\x0a2026-11-24T00:00:00.000Z ERROR forged\\x0d"')
+
+
+# --- the line writer: lines below WARNING in batches, the rest at once --------------------
+
+
+def _writer(flush_every: float = 3600.0) -> tuple[LineWriter, io.StringIO]:
+    stream = io.StringIO()
+    writer = LineWriter(stream, flush_every)
+    writer.setFormatter(TextFormatter())
+    return writer, stream
+
+
+def _line(name: str, level: int, msg: str) -> logging.LogRecord:
+    return logging.LogRecord(name, level, __file__, 1, msg, (), None)
+
+
+def test_info_lines_wait_for_the_batch_and_a_warning_writes_them_first_in_order() -> None:
+    writer, stream = _writer()
+    try:
+        writer.handle(_line("a", logging.INFO, "one"))
+        writer.handle(_line("a", logging.INFO, "two"))
+        assert stream.getvalue() == ""
+        writer.handle(_line("a", logging.WARNING, "three"))
+        assert [line.split(": ", 1)[1] for line in stream.getvalue().splitlines()] == [
+            "one",
+            "two",
+            "three",
+        ]
+    finally:
+        writer.close()
+
+
+def test_the_background_writer_writes_a_batch_within_flush_every() -> None:
+    writer, stream = _writer(0.05)
+    try:
+        writer.handle(_line("a", logging.INFO, "soon"))
+        deadline = time.monotonic() + 5
+        while "soon" not in stream.getvalue():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        writer.close()
+
+
+def test_a_full_batch_is_written_by_the_thread_that_filled_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(LineWriter, "MAX_PENDING", 3)
+    writer, stream = _writer()
+    try:
+        for n in range(2):
+            writer.handle(_line("a", logging.INFO, f"line {n}"))
+        assert stream.getvalue() == ""
+        writer.handle(_line("a", logging.INFO, "line 2"))
+        assert len(stream.getvalue().splitlines()) == 3
+    finally:
+        writer.close()
+
+
+def test_close_writes_what_is_left_and_stops_the_background_writer() -> None:
+    writer, stream = _writer()
+    writer.handle(_line("a", logging.INFO, "last words"))
+    thread = writer._writer
+    writer.close()
+    assert stream.getvalue().endswith("a: last words\n")
+    assert thread is not None and not thread.is_alive()
+
+
+def test_configuring_again_closes_the_old_writer_and_keeps_its_lines() -> None:
+    first = io.StringIO()
+    configure_logging(logging.INFO, "text", first, flush_every=3600)
+    try:
+        [old] = logging.getLogger().handlers
+        logging.getLogger("x").info("kept")
+        configure_logging(logging.INFO, "text", io.StringIO(), flush_every=3600)
+        assert first.getvalue().endswith("x: kept\n")
+        assert isinstance(old, LineWriter) and not old._writer.is_alive()  # type: ignore[union-attr]
+    finally:
+        configure_logging(logging.WARNING, "text")
+
+
+def test_a_stream_that_fails_loses_the_lines_not_the_request() -> None:
+    class Broken(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(28, "No space left on device")
+
+    writer = LineWriter(Broken(), 0.0)
+    writer.handle(_line("a", logging.ERROR, "disk full"))  # no exception
+    writer.close()
+
+
+def test_lines_from_many_threads_arrive_whole_and_each_threads_in_order() -> None:
+    writer, stream = _writer(0.001)
+    threads, lines = 8, 2000
+
+    def write(thread: int) -> None:
+        for n in range(lines):
+            writer.handle(_line("t", logging.INFO, f"{thread} {n}"))
+
+    workers = [threading.Thread(target=write, args=(t,)) for t in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    writer.close()
+    seen: dict[int, list[int]] = {t: [] for t in range(threads)}
+    for text in stream.getvalue().splitlines():
+        thread, n = text.split(": ", 1)[1].split()
+        seen[int(thread)].append(int(n))
+    assert seen == {t: list(range(lines)) for t in range(threads)}
+
+
+# --- records made without logging's look-ups ------------------------------------------------
+
+
+def test_a_line_record_formats_as_a_full_record_would() -> None:
+    fields = {"status": 204, "path": '/a "b"\n', "duration_ms": 0.123, "query": None}
+    made = LineRecord("fleet_monitor.access", logging.INFO, 'GET "/a"', fields)
+    full = logging.LogRecord("fleet_monitor.access", logging.INFO, "", 0, 'GET "/a"', (), None)
+    full.fields = fields
+    full.created, full.msecs = made.created, made.msecs
+    for formatter in (JsonFormatter(), TextFormatter()):
+        assert formatter.format(made) == formatter.format(full)
+
+
+def test_a_line_record_has_every_attribute_a_percent_format_may_name() -> None:
+    every = " ".join(f"%({name})s" for name in vars(_line("a", logging.INFO, "m")))
+    made = LineRecord("fleet_monitor.access", logging.INFO, "m", {})
+    text = logging.Formatter(every + " %(message)s %(asctime)s").format(made)
+    assert text.endswith(" m " + logging.Formatter().formatTime(made))
+
+
+# --- asking the throttle before making a record ------------------------------------------
+
+
+def test_a_held_back_warning_makes_no_record_and_is_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = io.StringIO()
+    configure_logging(logging.INFO, "json", stream)
+    made: list[str] = []
+    real = logging.Logger.makeRecord
+
+    def counting(self: logging.Logger, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        made.append(self.name)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(logging.Logger, "makeRecord", counting)
+    queue = QueueLog("waitress.queue")
+    try:
+        for depth in range(100):
+            queue.warning("Task queue depth is %d", depth)
+        assert made == ["waitress.queue"]
+        assert held_back(queue.logger, "Task queue depth is %d")  # the 100th held back
+        monkeypatch.setattr(logs._throttle, "interval", 0.0)
+        queue.warning("Task queue depth is %d", 7)
+    finally:
+        configure_logging(logging.WARNING, "text")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(line["msg"], line.get("suppressed")) for line in lines] == [
+        ("Task queue depth is 0", None),
+        ("Task queue depth is 7 [100 more like this in the last 0 s]", 100),
+    ]
+
+
+def test_nothing_is_held_back_before_logging_is_configured_here(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(logs, "_throttle", None)
+    assert not held_back(logging.getLogger("waitress.queue"), "Task queue depth is %d")

@@ -1,10 +1,11 @@
 """A WSGI fast path for device writes, in front of Flask.
 
 Devices send a heartbeat a minute each, so ``POST …/heartbeat`` is nearly all of the traffic.
-Flask spends about 110 us per request on its contexts, routing, signals and response object
-before our code runs (see ``benchmarks/README.md``). This wrapper answers every POST whose path
-matches a device write of :data:`~fleet_monitor.http.writes.DEVICE_WRITES` and that carries a
-``Content-Length``: it applies the same rules (:class:`Admission`, :func:`read_body`), calls
+Flask's contexts, routing, signals and response object cost more than the write itself (row
+1 of ``benchmarks/results.md``: the Flask floor against waitress's ceiling). This wrapper
+answers every POST whose path matches a device write of
+:data:`~fleet_monitor.http.writes.DEVICE_WRITES` and that carries a ``Content-Length``: it
+applies the same rules (:class:`Admission`, :func:`read_body`), calls
 the same :class:`Ingest` and renders any failure from the same error table as the Flask views,
 and records the request through the same :class:`RequestObserver`, so the reply, the metrics
 and the access line are those Flask would give. Anything else goes to Flask untouched.

@@ -6,12 +6,12 @@ import logging
 import os
 import random
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
 from fleet_monitor.http.metrics import UNMATCHED_ROUTE, Metrics
 from fleet_monitor.http.timing import elapsed_seconds
-from fleet_monitor.logs import ACCESS_LOGGER
+from fleet_monitor.logs import ACCESS_LOGGER, LineRecord
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
@@ -103,28 +103,38 @@ def log_access(
     rid: str,
 ) -> None:
     """One access line: what was asked (credentials in the query redacted), how it ended, how
-    long it took. Never a body. ``None`` for what a request too broken to parse did not say."""
-    query = redact_query(query or "")
+    long it took. Never a body. ``None`` for what a request too broken to parse did not say.
+    The caller has checked that the access log is enabled for INFO."""
+    query = redact_query(query) if query else ""
     duration_ms = round(seconds * 1e3, 3)  # the same value in the line and its field
-    target = path or "-"
-    access_log.info(
-        '%s "%s %s" %d %.2fms id=%s',
-        remote,
-        method or "-",
-        f"{target}?{query}" if query else target,
-        status,
-        duration_ms,
-        rid,
-        extra={
-            "fields": {
-                "method": method,
-                "path": path,
-                "query": query or None,
-                "route": route,
-                "status": status,
-                "duration_ms": duration_ms,
-                "remote_addr": remote,
-                "request_id": rid,
-            }
-        },
-    )
+    fields = {
+        "method": method,
+        "path": path,
+        "query": query or None,
+        "route": route,
+        "status": status,
+        "duration_ms": duration_ms,
+        "remote_addr": remote,
+        "request_id": rid,
+    }
+    access_log.handle(LineRecord(ACCESS_LOGGER, logging.INFO, AccessMessage(fields), fields))
+
+
+class AccessMessage:
+    """An access line's message, ``<remote> "<method> <path>?<query>" <status> <ms>ms
+    id=<request id>``, made from its fields only when the line is written."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+
+    def __str__(self) -> str:
+        f = self.fields
+        target = f["path"] or "-"
+        if f["query"]:
+            target = f"{target}?{f['query']}"
+        return (
+            f'{f["remote_addr"]} "{f["method"] or "-"} {target}" {f["status"]} '
+            f"{f['duration_ms']:.2f}ms id={f['request_id']}"
+        )

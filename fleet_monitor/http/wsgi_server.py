@@ -6,8 +6,10 @@ tells the why of each part).
   start is refused when the hard limit cannot hold it.
 - Every connection goes through the :class:`~fleet_monitor.http.connections.ConnectionGuard`;
   waitress's own connection limit sits above ours and only catches what is still closing.
-- ``/healthz``, ``/readyz`` and the error answers that need no app run on a reserved thread
-  (the header deadline's 408 is written by the event loop itself).
+- Device writes run in a lane of their own (two threads when a write is CPU work only), so
+  they never wait behind a slow read; ``/healthz``, ``/readyz`` and the error answers that
+  need no app run on a reserved thread (the header deadline's 408 is written by the event
+  loop itself).
 - What waitress refuses itself (400, 413, 431, 501) is answered in the service's JSON.
 """
 
@@ -37,6 +39,8 @@ from fleet_monitor.http.connections import (
     client_key,
 )
 from fleet_monitor.http.waitress_errors import HeaderTimeoutError, JsonErrorTask, NoSlotError
+from fleet_monitor.http.writes import DEVICE_WRITE_PATH
+from fleet_monitor.logs import held_back
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -284,34 +288,77 @@ class GuardedServer(TcpWSGIServer):
         super().add_task(task)
 
 
-class TwoLaneDispatcher(ThreadedTaskDispatcher):
-    """waitress's worker threads, plus one reserved for health checks and error answers.
+class QueueLog:
+    """waitress's queue logger (it warns ``Task queue depth is N`` for every request queued
+    while no thread is idle: under load, every request), asking the log's throttle first: a
+    warning it would hold back costs no record (5 us of the event loop's time, measured)."""
 
-    The lane is chosen once the request is parsed, by its path. Error answers (waitress's own,
-    the guard's 503s) need no app code and take microseconds, so they go there too and never
-    wait behind slow requests. The reserved lane's queue warnings have a logger of their own.
+    def __init__(self, name: str) -> None:
+        self.logger = logging.getLogger(name)
+
+    def warning(self, msg: str, *args: object) -> None:
+        """Log ``msg % args`` unless the throttle holds it back."""
+        if not held_back(self.logger, msg):
+            self.logger.warning(msg, *args)
+
+
+# Threads of the device-write lane when a write is CPU work only (the memory store, no fsync
+# per write): under one GIL, more writers only contend for it. With 8 busy threads instead of
+# 2, the service answered 0.59 of waitress's ceiling instead of 0.82 (benchmarks/README.md).
+CPU_WRITE_THREADS = 2
+
+
+def write_threads(settings: Settings) -> int:
+    """Threads of the device-write lane: :data:`CPU_WRITE_THREADS` when a write is CPU work
+    only, else ``--threads`` (a write that waits on a disk or an engine gives the GIL up)."""
+    waits = settings.store != "memory" or (
+        settings.data_dir is not None and settings.fsync == "always"
+    )
+    return settings.threads if waits else min(CPU_WRITE_THREADS, settings.threads)
+
+
+class LaneDispatcher(ThreadedTaskDispatcher):
+    """waitress's worker threads (reads and everything else), plus a lane for device writes
+    and one thread reserved for health checks and error answers.
+
+    The lane is chosen once the request is parsed, by its method and path. A device write
+    (``POST …/heartbeat`` or ``…/stats``) never waits behind a slow read. Error answers
+    (waitress's own, the guard's 503s) need no app code and take microseconds, so they go to
+    the reserved thread with the probes. Each lane's queue warnings have a logger of its own.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, writers: int) -> None:
         super().__init__()
-        self.reserved = ThreadedTaskDispatcher()
-        self.reserved.queue_logger = logging.getLogger("waitress.queue.reserved")
-        self.reserved.set_thread_count(1)
+        self.queue_logger = QueueLog("waitress.queue")  # type: ignore[assignment]
+        self.writes = self._lane("waitress.queue.writes", writers)
+        self.reserved = self._lane("waitress.queue.reserved", 1)
+
+    @staticmethod
+    def _lane(logger: str, threads: int) -> ThreadedTaskDispatcher:
+        lane = ThreadedTaskDispatcher()
+        lane.queue_logger = QueueLog(logger)  # type: ignore[assignment]
+        lane.set_thread_count(threads)
+        return lane
 
     def add_task(self, task: Task) -> None:
-        """Queue ``task`` (a channel) in the reserved lane or the main one."""
+        """Queue ``task`` (a channel) in its lane."""
         requests = getattr(task, "requests", None)
         request = requests[0] if requests else None
-        if request is not None and (
-            request.error is not None or getattr(request, "path", None) in HEALTH_PATHS
-        ):
+        if request is None:
+            super().add_task(task)
+        elif request.error is not None or getattr(request, "path", None) in HEALTH_PATHS:
             self.reserved.add_task(task)
+        elif getattr(request, "command", None) == "POST" and DEVICE_WRITE_PATH.fullmatch(
+            getattr(request, "path", None) or ""
+        ):
+            self.writes.add_task(task)
         else:
             super().add_task(task)
 
     def shutdown(self, cancel_pending: bool = True, timeout: int = 5) -> bool:
-        """Stop both lanes."""
+        """Stop every lane."""
         self.reserved.shutdown(cancel_pending, timeout)
+        self.writes.shutdown(cancel_pending, timeout)
         return super().shutdown(cancel_pending, timeout)
 
 
@@ -327,7 +374,7 @@ def create_wsgi_server(
         settings.header_timeout,
         settings.request_timeout,
     )
-    dispatcher = TwoLaneDispatcher()
+    dispatcher = LaneDispatcher(write_threads(settings))
     dispatcher.set_thread_count(adj.threads)
     socket_map: dict[int, Any] = {}
     common: dict[str, Any] = {"dispatcher": dispatcher, "adj": adj, "guard": guard}

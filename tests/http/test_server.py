@@ -1,5 +1,6 @@
 """The server's life cycle (port open before the fleet loads, ready after, grace on SIGTERM),
-its reserved lane for probes, and its throttled queue warnings."""
+its lanes (device writes, and probes, never behind slow reads), and its throttled queue
+warnings."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from fleet_monitor.config import Settings
 from fleet_monitor.http.app import create_app
 from fleet_monitor.http.readiness import Readiness
 from fleet_monitor.http.server import serve_app
+from fleet_monitor.http.wsgi_server import write_threads
 from fleet_monitor.logs import THROTTLE_SECONDS
 from fleet_monitor.store.memory import MemoryStore
 from tests.conftest import DEVICE, SAMPLE_DEVICES, LiveServer, live_server
@@ -202,6 +204,41 @@ def test_probes_are_answered_while_the_only_worker_is_busy(tmp_path: Path) -> No
             assert read_answer(sock).status_line == "HTTP/1.1 200 OK"
         stats = read_answer(control)
         assert stats.body == b'{"uptime":0.01984126984126984,"avg_upload_time":"0s"}\n'
+
+
+def test_device_writes_are_answered_while_every_reader_is_busy(tmp_path: Path) -> None:
+    with sockets() as held, live_server(tmp_path, ["--threads", "1"]) as server:
+        held.extend(_queue_up_slow_requests(server.url, 30))
+        control = connect(server.url)  # a read queued behind the slow ones
+        control.sendall(get(f"/api/v1/devices/{DEVICE}/stats"))
+        held.append(control)
+        body = b'{"sent_at": "2024-01-09T00:00:00Z"}'
+        beat = exchange(
+            server.url,
+            b"POST /api/v1/devices/%s/heartbeat HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (DEVICE.encode(), len(body), body),
+        )
+        assert not is_closed(control)  # sent first, still waiting: the write went ahead
+        assert beat.status_line == "HTTP/1.1 204 NO CONTENT"
+        for sock in held:
+            assert read_answer(sock).status_line == "HTTP/1.1 200 OK"
+
+
+@pytest.mark.parametrize(
+    ("options", "threads"),
+    [
+        ({}, 2),  # a write is CPU work only: two threads, more would only contend
+        ({"threads": 1}, 1),
+        ({"data_dir": Path("d"), "fsync": "everysec"}, 2),
+        ({"data_dir": Path("d"), "fsync": "always"}, 8),  # each write waits for the disk
+        ({"store": "redis://127.0.0.1:1/0"}, 8),  # each write waits for the engine
+        ({"store": "redis://127.0.0.1:1/0", "threads": 3}, 3),
+    ],
+)
+def test_the_write_lane_has_two_threads_unless_writes_wait(
+    options: dict[str, object], threads: int
+) -> None:
+    assert write_threads(Settings(**options)) == threads  # type: ignore[arg-type]
 
 
 def test_a_growing_task_queue_logs_one_line_per_10_s_with_the_count_held_back(

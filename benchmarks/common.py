@@ -19,19 +19,27 @@ MINUTE_NS = 60 * 10**9
 
 
 def wait_for_line(
-    log: Path, process: subprocess.Popen[bytes], text: str, timeout: float = 120, count: int = 1
+    log: Path,
+    process: subprocess.Popen[bytes],
+    text: str | tuple[str, ...],
+    timeout: float = 120,
+    count: int = 1,
 ) -> str:
-    """The first line of a starting server's log that contains ``text``, once ``count`` lines
-    contain it."""
+    """The first line of a starting server's log that contains ``text`` (or one of them),
+    once ``count`` lines contain it."""
+    texts = (text,) if isinstance(text, str) else text
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = [line for line in log.read_text().splitlines() if text in line]
+        found = [line for line in log.read_text().splitlines() if any(t in line for t in texts)]
         if len(found) >= count:
             return found[0]
         if process.poll() is not None:
             raise RuntimeError(f"server exited: {log.read_text()}")
         time.sleep(0.005)
     raise RuntimeError(f"server did not log {text!r} {count} time(s)")
+
+
+READY_LINE = (": ready", '"msg": "ready"')  # in a text line, in a JSON line
 
 
 def port_of(line: str) -> int:
@@ -46,7 +54,7 @@ def wait_for_port(
     """The port a starting server logs in its ``listening on`` line, once it is ready (``ready``
     processes have logged that they are: each worker of ``serve --workers N`` does)."""
     line = wait_for_line(log, process, "listening on http://", timeout)
-    wait_for_line(log, process, ": ready", timeout, count=ready)
+    wait_for_line(log, process, READY_LINE, timeout, count=ready)
     return port_of(line)
 
 

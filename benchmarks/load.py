@@ -28,6 +28,34 @@ end
 """
 
 
+FLEET_LUA = """\
+-- POST heartbeats from {devices} devices in turn, each a new minute at each turn: a fleet.
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local n = 0
+request = function()
+  n = n + 1
+  local minute = math.floor(n / {devices})
+  local day = math.floor(minute / 1440)
+  local body = string.format('{"sent_at": "%04d-01-%02dT%02d:%02d:00Z"}',
+    2024 + math.floor(day / 28), 1 + day % 28, math.floor(minute / 60) % 24, minute % 60)
+  local path = string.format("/api/v1/devices/{prefix}%06d/heartbeat", n % {devices})
+  return wrk.format(nil, path, nil, body)
+end
+"""
+FLEET_PREFIX = "fleet-"
+
+
+def fleet_ids(devices: int) -> list[str]:
+    """The ids of a fleet of ``devices`` (as :func:`fleet_lua` names them)."""
+    return [f"{FLEET_PREFIX}{n:06d}" for n in range(devices)]
+
+
+def fleet_lua(devices: int) -> str:
+    """The wrk script POSTing heartbeats from ``devices`` devices in turn."""
+    return FLEET_LUA.replace("{devices}", str(devices)).replace("{prefix}", FLEET_PREFIX)
+
+
 BATCH_LUA = """\
 -- POST the same batch of events each time (its events are heartbeats of distinct minutes).
 wrk.method = "POST"
@@ -82,12 +110,22 @@ def parse_wrk(output: str) -> LoadResult:
 
 
 def run_wrk(
-    url: str, seconds: int, connections: int, workdir: Path, body: str | None = None
+    url: str,
+    seconds: int,
+    connections: int,
+    workdir: Path,
+    body: str | None = None,
+    *,
+    fleet: int = 0,
 ) -> LoadResult:
     """Run wrk (one thread: the server has the other core) against ``url``: heartbeats of a
-    new minute each time, or ``body`` each time."""
+    new minute each time, or ``body`` each time, or (``fleet`` > 0) heartbeats of that many
+    devices in turn (``url``'s path is then theirs)."""
     script = workdir / "load.lua"
-    script.write_text(heartbeat_lua(urlsplit(url).path) if body is None else batch_lua(body))
+    if fleet:
+        script.write_text(fleet_lua(fleet))
+    else:
+        script.write_text(heartbeat_lua(urlsplit(url).path) if body is None else batch_lua(body))
     output = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
         capture_output=True,
@@ -97,9 +135,12 @@ def run_wrk(
     return parse_wrk(output)
 
 
-def run_python(url: str, seconds: int, connections: int, body: str | None = None) -> LoadResult:
+def run_python(
+    url: str, seconds: int, connections: int, body: str | None = None, *, fleet: int = 0
+) -> LoadResult:
     """The fallback: ``connections`` keep-alive threads POSTing heartbeats (or ``body``) for
-    ``seconds``."""
+    ``seconds``; with ``fleet`` > 0, heartbeats of that many devices in turn."""
+    ids = fleet_ids(fleet)
     parts = urlsplit(url)
     stop = time.monotonic() + seconds
     counts = [0] * connections
@@ -112,7 +153,10 @@ def run_python(url: str, seconds: int, connections: int, body: str | None = None
             minute += 1
             beat = f'{{"sent_at": "2024-01-01T{minute // 60 % 24:02d}:{minute % 60:02d}:00Z"}}'
             try:
-                conn.request("POST", parts.path, body or beat, {"Content-Type": "application/json"})
+                path = parts.path
+                if ids:
+                    path = f"/api/v1/devices/{ids[minute % len(ids)]}/heartbeat"
+                conn.request("POST", path, body or beat, {"Content-Type": "application/json"})
                 response = conn.getresponse()
                 response.read()
                 counts[index] += 1
@@ -132,9 +176,15 @@ def run_python(url: str, seconds: int, connections: int, body: str | None = None
 
 
 def load(
-    url: str, seconds: int, connections: int, workdir: Path, body: str | None = None
+    url: str,
+    seconds: int,
+    connections: int,
+    workdir: Path,
+    body: str | None = None,
+    *,
+    fleet: int = 0,
 ) -> tuple[str, LoadResult]:
     """(generator name, result): wrk if it is on PATH, else the Python generator."""
     if shutil.which("wrk"):
-        return "wrk", run_wrk(url, seconds, connections, workdir, body)
-    return "python", run_python(url, seconds, connections, body)
+        return "wrk", run_wrk(url, seconds, connections, workdir, body, fleet=fleet)
+    return "python", run_python(url, seconds, connections, body, fleet=fleet)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 from pathlib import Path
 
-from benchmarks.load import batch_body, batch_lua, heartbeat_lua, parse_wrk
+from benchmarks.load import batch_body, batch_lua, fleet_ids, fleet_lua, heartbeat_lua, parse_wrk
 from benchmarks.page import TABLE_HEAD, compose, paragraphs, row, table_rows
 from benchmarks.run import markdown, memory, percentile
+from benchmarks.servers import ceiling_app
 from benchmarks.soak_page import soak_section
 
 WRK_OUTPUT = """\
@@ -22,6 +24,21 @@ Running 10s test @ http://127.0.0.1:40000/api/v1/devices/x/heartbeat
 Requests/sec:   1380.52
 Transfer/sec:    103.50KB
 """
+
+
+def test_fleet_script_names_every_device_in_turn_with_lua51_syntax() -> None:
+    script = fleet_lua(1000)
+    assert '"/api/v1/devices/fleet-%06d/heartbeat", n % 1000' in script
+    assert "math.floor(n / 1000)" in script and "//" not in script
+    assert fleet_ids(3) == ["fleet-000000", "fleet-000001", "fleet-000002"]
+
+
+def test_the_ceiling_reads_the_body_and_answers_204_with_nothing_else() -> None:
+    started: list[tuple[str, list[tuple[str, str]]]] = []
+    body = io.BytesIO(b'{"sent_at": "2024-01-01T00:00:00Z"}')
+    environ = {"CONTENT_LENGTH": "35", "wsgi.input": body}
+    answer = ceiling_app(environ, lambda status, headers: started.append((status, headers)))  # type: ignore[arg-type]
+    assert (started, list(answer), body.read()) == ([("204 No Content", [])], [], b"")
 
 
 def test_lua_script_posts_to_the_path_with_lua51_syntax() -> None:
@@ -82,9 +99,23 @@ def test_memory_probe_on_a_small_fleet() -> None:
     assert 2 * 180 < per_device < 20_000
 
 
+INGEST = {
+    "generator": "wrk",
+    "ceiling_rps": 10.0,
+    "floor_rps": 4.0,
+    "service_rps": 8.6,
+    "quiet_rps": 9.1,
+    "json_rps": 8.0,
+    "json_ratio": 0.8,
+    "floor_ratio": 0.4,
+    "service_ratio": 0.86,
+    "quiet_ratio": 0.91,
+}
+
+
 def test_results_page(tmp_path: Path) -> None:
     results: dict[str, dict[str, object]] = {
-        "ingest": {"generator": "wrk", "service_rps": 2.0, "floor_rps": 4.0, "ratio": 0.5},
+        "ingest": INGEST,
         "stats": {
             "small_p50_ms": 1,
             "small_p99_ms": 2,
@@ -139,8 +170,9 @@ def test_results_page(tmp_path: Path) -> None:
     args = argparse.Namespace(seconds=1, rounds=1, memory_devices=3, only=None)
     page = markdown(results, args)
     assert page.startswith("# Benchmark results\n")
-    assert "| 1 | heartbeat ingest (wrk" in page
-    assert "0.5 of the floor (target ≥ 0.90)" in page
+    assert "| 1 | heartbeat ingest from 1,000 devices in turn (wrk, 16 connections" in page
+    assert "waitress ceiling (a bare WSGI callable): 10.0 req/s; Flask floor: 4.0 req/s" in page
+    assert "0.86 of the ceiling with the access log (target ≥ 0.85); 0.91 without" in page
     assert "| 3b | the same with 2% of minutes missing" in page
     assert "ready 0.5 s" in page
     assert "20000 events/s in memory; 10000 events/s with the journal" in page
@@ -178,7 +210,7 @@ VALKEY_RESULTS: dict[str, dict[str, object]] = {
 
 def test_a_run_of_some_rows_replaces_them_and_keeps_the_others() -> None:
     whole = markdown(
-        {"ingest": {"generator": "wrk", "service_rps": 2.0, "floor_rps": 4.0, "ratio": 0.5}},
+        {"ingest": INGEST},
         argparse.Namespace(seconds=1, rounds=1, memory_devices=3, only=None),
     )
     assert "Measured " in whole and "| 1 | heartbeat ingest" in whole
@@ -187,7 +219,7 @@ def test_a_run_of_some_rows_replaces_them_and_keeps_the_others() -> None:
     lines = page.splitlines()
     numbers = [line.split("|")[1].strip() for line in lines if line.startswith("| ")][1:]
     assert numbers == ["1", "8a", "8b", "8c", "8d", "8e", "8f"]
-    assert "service: 2.0 req/s" in page  # row 1 kept as it was
+    assert "service: 8.6 req/s" in page  # row 1 kept as it was
     assert "| memory store: 4.0 req/s | Valkey: 3.0 req/s | 0.75 of the memory store" in page
     assert "| 1.5\N{MULTIPLICATION SIGN} (target ≥ 1.4) |" in page
     assert "| Valkey: 5000 events/s | 0.5 of the memory store |" in page

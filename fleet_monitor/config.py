@@ -200,7 +200,7 @@ class Settings:
     threads: int = _option(
         8,
         parse_positive_int,
-        "worker threads serving requests; device writes have a lane of their own: 2 threads, "
+        "worker threads serving requests; device writes have a lane of their own: 1 thread, "
         "or N when each write waits on a disk (--fsync always) or on --store",
         "N",
     )

@@ -6,7 +6,7 @@ tells the why of each part).
   start is refused when the hard limit cannot hold it.
 - Every connection goes through the :class:`~fleet_monitor.http.connections.ConnectionGuard`;
   waitress's own connection limit sits above ours and only catches what is still closing.
-- Device writes run in a lane of their own (two threads when a write is CPU work only), so
+- Device writes run in a lane of their own (one thread when a write is CPU work only), so
   they never wait behind a slow read; ``/healthz``, ``/readyz`` and the error answers that
   need no app run on a reserved thread (the header deadline's 408 is written by the event
   loop itself).
@@ -303,9 +303,10 @@ class QueueLog:
 
 
 # Threads of the device-write lane when a write is CPU work only (the memory store, no fsync
-# per write): under one GIL, more writers only contend for it. With 8 busy threads instead of
-# 2, the service answered 0.59 of waitress's ceiling instead of 0.82 (benchmarks/README.md).
-CPU_WRITE_THREADS = 2
+# per write): under one GIL, more writers only take turns at it, each turn a hand-over between
+# threads: the service fell further behind waitress's ceiling with each busy thread more, while
+# the ceiling hardly moved (row 1 of benchmarks/results.md measures the service with this lane).
+CPU_WRITE_THREADS = 1
 
 
 def write_threads(settings: Settings) -> int:

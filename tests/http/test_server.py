@@ -227,15 +227,15 @@ def test_device_writes_are_answered_while_every_reader_is_busy(tmp_path: Path) -
 @pytest.mark.parametrize(
     ("options", "threads"),
     [
-        ({}, 2),  # a write is CPU work only: two threads, more would only contend
+        ({}, 1),  # a write is CPU work only: one thread, more would only contend
         ({"threads": 1}, 1),
-        ({"data_dir": Path("d"), "fsync": "everysec"}, 2),
+        ({"data_dir": Path("d"), "fsync": "everysec"}, 1),
         ({"data_dir": Path("d"), "fsync": "always"}, 8),  # each write waits for the disk
         ({"store": "redis://127.0.0.1:1/0"}, 8),  # each write waits for the engine
         ({"store": "redis://127.0.0.1:1/0", "threads": 3}, 3),
     ],
 )
-def test_the_write_lane_has_two_threads_unless_writes_wait(
+def test_the_write_lane_has_one_thread_unless_writes_wait(
     options: dict[str, object], threads: int
 ) -> None:
     assert write_threads(Settings(**options)) == threads  # type: ignore[arg-type]

@@ -6,9 +6,11 @@ import json
 import logging
 import math
 import os
+import select
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -45,14 +47,18 @@ class LineRecord(logging.LogRecord):
     module, the thread's and process's names): work no line of the service shows. The other
     attributes are there, empty, so any formatter can still format the record. Pass it to
     :meth:`logging.Logger.handle` once the logger is known to be enabled for ``level``.
-    ``msg`` is any object whose ``str()`` is the message, made when the line is formatted;
+    ``msg`` is any object whose ``str()`` is the message, made when the line is formatted
+    (``size`` says about how long that line is);
     neither it nor ``fields`` may change once handed over (:class:`LineWriter` formats later).
     """
 
-    def __init__(self, name: str, level: int, msg: object, fields: dict[str, Any]) -> None:
+    def __init__(
+        self, name: str, level: int, msg: object, fields: dict[str, Any], size: int = 256
+    ) -> None:
         # No super().__init__(): that is the work this class exists to skip.
         created = time.time()
         self.__dict__.update(_EMPTY_RECORD)  # formatters read __dict__, not the class
+        self.size = size  # about how many bytes its line takes (a bound on waiting lines)
         self.name, self.msg, self.fields = name, msg, fields
         self.levelno, self.levelname = level, logging.getLevelName(level)
         self.created, self.msecs = created, int((created - int(created)) * 1000) + 0.0
@@ -164,66 +170,107 @@ class LineWriter(logging.Handler):
     """Writes formatted records to ``stream``, those below WARNING in batches.
 
     A request thread only appends its record: a background thread formats and writes what has
-    gathered every ``flush_every`` seconds, in one write. A write is a system call during which
-    the thread gives up the GIL and then waits to get it back: one a request halved the
-    service's throughput (docs/operations.md, "Logs"). A record at WARNING or above is written
-    at once, after every line before it, and so is the whole batch when it reaches
-    ``MAX_PENDING`` lines (the writing thread then waits for the stream, as an unbatched one
-    would). ``flush_every=0`` writes every record at once. ``close()`` (``logging.shutdown``
-    at exit) writes what is left; a kill -9 loses at most ``flush_every`` seconds of lines.
+    gathered every ``flush_every`` seconds. A write is a system call during which the thread
+    gives up the GIL and then waits to get it back: one a request made the access log the
+    costliest part of a heartbeat (docs/operations.md, "Logs"). A batch is written in whole lines of
+    at most ``PIPE_BUF`` bytes a write, so the lines of ``--workers`` sharing one pipe never
+    mix. A record at WARNING or above is written at once, after every line before it, and so
+    is the batch when it reaches ``MAX_PENDING`` lines or ``MAX_PENDING_BYTES`` (the thread
+    then waits for the stream, as an unbatched one would). ``flush_every=0``, a closed writer
+    and a forked child write every record at once. ``close()`` (``logging.shutdown`` at
+    exit) writes what is left; a kill -9 loses at most ``flush_every`` seconds of lines.
     """
 
     MAX_PENDING = 10_000
+    MAX_PENDING_BYTES = 4 * 1024 * 1024
+    CLOSE_WAIT_SECONDS = 5.0  # how long close() waits for a batch stuck on the stream
 
     def __init__(self, stream: TextIO, flush_every: float = 0.0) -> None:
         super().__init__()
         self.stream = stream
         self._flush_every = flush_every
         self._pending: list[str | LineRecord] = []
-        self._pending_lock = threading.Lock()
-        self._write_lock = threading.Lock()  # batches reach the stream whole and in order
+        self._pending_bytes = 0
+        # Re-entrant: a signal handler may log while its thread holds them.
+        self._pending_lock = threading.RLock()
+        self._write_lock = threading.RLock()  # batches reach the stream whole and in order
         self._stopping = threading.Event()
         self._writer: threading.Thread | None = None
         if flush_every > 0:
             self._writer = threading.Thread(target=self._write_every, name="log-writer")
             self._writer.daemon = True
             self._writer.start()
+            mine = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: _after_fork(mine))
 
     def handle(self, record: logging.LogRecord) -> bool:
-        """Queue ``record``'s line (no handler lock: the queue has its own). A
-        :class:`LineRecord` is formatted by the thread that writes the batch, off the
-        request's path; any other record at once (its arguments may change later)."""
+        """Queue ``record`` (see :meth:`emit`) if the filters let it through."""
         if not self.filter(record):
             return False
-        item: str | LineRecord | None = record if isinstance(record, LineRecord) else None
-        if item is None or self._writer is None:
-            item = self._line(record)
-            if item is None:
-                return True
-        with self._pending_lock:
-            self._pending.append(item)
-            waiting = len(self._pending)
-        if self._writer is None or record.levelno >= logging.WARNING or waiting >= self.MAX_PENDING:
-            self.flush()
+        self.emit(record)
         return True
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Write ``record`` (as :meth:`handle` does)."""
-        self.handle(record)
+        """Queue ``record``'s line (no handler lock: the queue has its own). A
+        :class:`LineRecord` is formatted by the thread that writes the batch, off the
+        request's path; any other record at once (its arguments may change later)."""
+        batches = self._batches()
+        item: str | LineRecord | None = record if isinstance(record, LineRecord) else None
+        if item is None or not batches:
+            item = self._line(record)
+            if item is None:
+                return
+        size = item.size if isinstance(item, LineRecord) else len(item)
+        with self._pending_lock:
+            self._pending.append(item)
+            self._pending_bytes += size
+            full = (
+                len(self._pending) >= self.MAX_PENDING
+                or self._pending_bytes >= self.MAX_PENDING_BYTES
+            )
+        if not batches or full or record.levelno >= logging.WARNING:
+            self.flush()
 
     def flush(self) -> None:
         """Write every queued line now."""
         with self._write_lock:
             with self._pending_lock:
-                items, self._pending = self._pending, []
-            lines = [item if isinstance(item, str) else self._line(item) for item in items]
-            text = "".join(line for line in lines if line is not None)
-            if text:
-                try:
-                    self.stream.write(text)
-                    self.stream.flush()
-                except (OSError, ValueError):  # stderr gone or closed: nowhere left to say so
-                    pass
+                items, self._pending, self._pending_bytes = self._pending, [], 0
+            chunk: list[str] = []
+            size = 0
+            for item in items:
+                line = item if isinstance(item, str) else self._line(item)
+                if line is None:
+                    continue
+                length = len(line) if line.isascii() else len(line.encode())
+                if chunk and size + length > select.PIPE_BUF:
+                    self._write("".join(chunk))
+                    chunk, size = [], 0
+                chunk.append(line)
+                size += length
+            if chunk:
+                self._write("".join(chunk))
+
+    def close(self) -> None:
+        """Stop the background writer and write what is left."""
+        self._stopping.set()
+        writer = self._writer
+        if writer is not None and writer is not threading.current_thread():
+            writer.join(self.CLOSE_WAIT_SECONDS)
+        self.flush()
+        super().close()
+
+    def _batches(self) -> bool:
+        """Whether lines below WARNING wait for the background writer."""
+        writer = self._writer
+        return writer is not None and not self._stopping.is_set() and writer.is_alive()
+
+    def _write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):  # stderr gone or closed: nowhere left to say so
+            pass
 
     def _line(self, record: logging.LogRecord) -> str | None:
         """``record`` formatted, with its newline; None (reported) when it cannot be."""
@@ -233,17 +280,22 @@ class LineWriter(logging.Handler):
             self.handleError(record)
             return None
 
-    def close(self) -> None:
-        """Stop the background writer and write what is left."""
-        self._stopping.set()
-        if self._writer is not None and self._writer is not threading.current_thread():
-            self._writer.join()
-        self.flush()
-        super().close()
-
     def _write_every(self) -> None:
         while not self._stopping.wait(self._flush_every):
-            self.flush()
+            try:
+                self.flush()
+            except Exception:
+                continue
+
+
+def _after_fork(writer: weakref.ref[LineWriter]) -> None:
+    """In a forked child: no background writer (its thread was not forked), fresh locks, and
+    none of the parent's waiting lines (the parent writes those)."""
+    handler = writer()
+    if handler is not None:
+        handler._writer = None
+        handler._pending_lock, handler._write_lock = threading.RLock(), threading.RLock()
+        handler._pending, handler._pending_bytes = [], 0
 
 
 def flush_lines() -> None:
@@ -279,6 +331,7 @@ def configure_logging(
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-        old.close()
+        if isinstance(old, LineWriter):  # ours: its batch written, its thread stopped
+            old.close()
     root.addHandler(handler)
     root.setLevel(level)

@@ -6,8 +6,11 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import select
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -243,3 +246,136 @@ def test_nothing_is_held_back_before_logging_is_configured_here(
 ) -> None:
     monkeypatch.setattr(logs, "_throttle", None)
     assert not held_back(logging.getLogger("waitress.queue"), "Task queue depth is %d")
+
+
+class _Message:
+    """A lazy message that says which thread made its text."""
+
+    def __init__(self, text: str, fails: bool = False) -> None:
+        self.text, self.fails, self.made_by = text, fails, 0
+
+    def __str__(self) -> str:
+        if self.fails:
+            raise RuntimeError("cannot be said")
+        self.made_by = threading.get_ident()
+        return self.text
+
+
+def test_a_line_record_is_formatted_by_the_writing_thread_in_its_place() -> None:
+    writer, stream = _writer()
+    message = _Message("access")
+    try:
+        writer.handle(LineRecord("fleet_monitor.access", logging.INFO, message, {}))
+        writer.handle(_line("a", logging.INFO, "after"))
+        assert message.made_by == 0  # not by the thread that handed it over
+        flusher = threading.Thread(target=writer.flush)
+        flusher.start()
+        flusher.join()
+        assert message.made_by == flusher.ident
+        assert [line.split(": ", 1)[1] for line in stream.getvalue().splitlines()] == [
+            "access",
+            "after",
+        ]
+    finally:
+        writer.close()
+
+
+def test_a_line_record_that_cannot_be_formatted_is_reported_and_the_rest_written(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    writer, stream = _writer()
+    writer.handle(LineRecord("fleet_monitor.access", logging.INFO, _Message("", fails=True), {}))
+    writer.handle(_line("a", logging.INFO, "kept"))
+    writer.close()
+    assert stream.getvalue().endswith("a: kept\n") and len(stream.getvalue().splitlines()) == 1
+    assert "RuntimeError: cannot be said" in capsys.readouterr().err
+
+
+def test_a_line_waits_for_its_batch_then_the_writer_writes_it() -> None:
+    writer, stream = _writer(0.5)
+    try:
+        writer.handle(_line("a", logging.INFO, "waits"))
+        assert stream.getvalue() == ""
+        deadline = time.monotonic() + 5
+        while "waits" not in stream.getvalue():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        writer.close()
+
+
+def test_a_batch_is_written_in_whole_lines_of_at_most_pipe_buf_bytes() -> None:
+    class Writes(io.StringIO):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[str] = []
+
+        def write(self, text: str) -> int:
+            self.calls.append(text)
+            return super().write(text)
+
+    stream = Writes()
+    writer = LineWriter(stream, 3600)
+    writer.setFormatter(TextFormatter())
+    for n in range(500):
+        writer.handle(_line("a", logging.INFO, f"line {n:03d} " + "x" * 90))
+    writer.close()
+    assert len(stream.calls) > 1
+    assert all(
+        len(call.encode()) <= select.PIPE_BUF and call.endswith("\n") for call in stream.calls
+    )
+    assert "".join(stream.calls).count("\n") == 500
+
+
+def test_waiting_lines_are_bounded_in_bytes_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(LineWriter, "MAX_PENDING_BYTES", 10_000)
+    writer, stream = _writer()
+    try:
+        writer.handle(LineRecord("fleet_monitor.access", logging.INFO, "one", {}, 6_000))
+        assert stream.getvalue() == ""
+        writer.handle(LineRecord("fleet_monitor.access", logging.INFO, "two", {}, 6_000))
+        assert len(stream.getvalue().splitlines()) == 2  # written by the thread past the bound
+    finally:
+        writer.close()
+
+
+def test_after_close_a_line_is_written_at_once() -> None:
+    writer, stream = _writer()
+    writer.close()
+    writer.handle(_line("a", logging.INFO, "late"))
+    assert stream.getvalue().endswith("a: late\n")
+
+
+def test_a_forked_child_writes_its_lines_at_once(tmp_path: Path) -> None:
+    with (tmp_path / "log").open("w") as stream:
+        writer = LineWriter(stream, 3600)
+        writer.setFormatter(TextFormatter())
+        pid = os.fork()
+        if pid == 0:  # the child: no writer thread was forked with it
+            writer.handle(_line("child", logging.INFO, "from the child"))
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        writer.close()
+    assert status == 0
+    assert (tmp_path / "log").read_text().endswith("child: from the child\n")
+
+
+def test_configuring_leaves_handlers_it_did_not_install_open() -> None:
+    class Other(logging.Handler):
+        closed = False
+
+        def emit(self, record: logging.LogRecord) -> None:
+            pass
+
+        def close(self) -> None:
+            self.closed = True
+            super().close()
+
+    other = Other()
+    logging.getLogger().addHandler(other)
+    try:
+        configure_logging(logging.INFO, "text", io.StringIO())
+        assert other not in logging.getLogger().handlers
+        assert not other.closed
+    finally:
+        configure_logging(logging.WARNING, "text")

@@ -117,7 +117,8 @@ def log_access(
         "remote_addr": remote,
         "request_id": rid,
     }
-    access_log.handle(LineRecord(ACCESS_LOGGER, logging.INFO, AccessMessage(fields), fields))
+    size = 2 * (len(path or "") + len(query)) + 400  # the path and query are in it twice
+    access_log.handle(LineRecord(ACCESS_LOGGER, logging.INFO, AccessMessage(fields), fields, size))
 
 
 class AccessMessage:

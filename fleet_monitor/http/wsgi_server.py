@@ -298,7 +298,7 @@ class QueueLog:
 
     def warning(self, msg: str, *args: object) -> None:
         """Log ``msg % args`` unless the throttle holds it back."""
-        if not held_back(self.logger, msg):
+        if self.logger.isEnabledFor(logging.WARNING) and not held_back(self.logger, msg):
             self.logger.warning(msg, *args)
 
 
@@ -357,7 +357,9 @@ class LaneDispatcher(ThreadedTaskDispatcher):
             super().add_task(task)
 
     def shutdown(self, cancel_pending: bool = True, timeout: int = 5) -> bool:
-        """Stop every lane."""
+        """Stop every lane (their threads all told first, so they stop together)."""
+        for lane in (self.reserved, self.writes, self):
+            ThreadedTaskDispatcher.set_thread_count(lane, 0)
         self.reserved.shutdown(cancel_pending, timeout)
         self.writes.shutdown(cancel_pending, timeout)
         return super().shutdown(cancel_pending, timeout)

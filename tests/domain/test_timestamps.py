@@ -52,6 +52,7 @@ def test_parses(text: str, unix_ns: int) -> None:
         ("٢٠٢٤-03-01T12:00:00Z", "is not an RFC 3339"),
         ("", "is not an RFC 3339"),
         ("2023-02-29T00:00:00Z", "has no such date"),
+        ("2023-02-29T24:00:00Z", "has no such date"),  # the date is named first
         ("2024-13-01T00:00:00Z", "has no such date"),
         ("0000-12-31T23:59:59Z", "has no such date"),
         ("2024-03-01T24:00:00Z", "has no such time of day"),

@@ -149,7 +149,7 @@ def test_every_event_is_validated_before_any_is_recorded(
     """Even a batch whose validation fails unexpectedly part-way stores nothing, so a client
     that retries on the 500 never counts an event twice."""
 
-    def broken(fields: dict[str, Any]) -> None:
+    def broken(fields: dict[str, Any], received_ns: int | None) -> None:
         raise RuntimeError("a bug in validation")
 
     monkeypatch.setitem(events.PARSERS, "heartbeat", broken)

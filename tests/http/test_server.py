@@ -13,15 +13,17 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import requests
+from waitress.task import ThreadedTaskDispatcher
 
 from fleet_monitor.config import Settings
 from fleet_monitor.http.app import create_app
 from fleet_monitor.http.readiness import Readiness
 from fleet_monitor.http.server import serve_app
-from fleet_monitor.http.wsgi_server import write_threads
+from fleet_monitor.http.wsgi_server import LaneDispatcher, create_wsgi_server, write_threads
 from fleet_monitor.logs import THROTTLE_SECONDS
 from fleet_monitor.store.memory import MemoryStore
 from tests.conftest import DEVICE, SAMPLE_DEVICES, LiveServer, live_server
@@ -266,3 +268,62 @@ def test_a_growing_task_queue_logs_one_line_per_10_s_with_the_count_held_back(
     held_back = lines[1]["suppressed"]
     assert isinstance(held_back, int) and held_back >= 1
     assert str(lines[1]["msg"]).endswith(f" [{held_back} more like this in the last 10 s]")
+
+
+def _task(command: str, path: str | None, error: Exception | None = None) -> SimpleNamespace:
+    return SimpleNamespace(requests=[SimpleNamespace(command=command, path=path, error=error)])
+
+
+def test_each_request_goes_to_its_lane(monkeypatch: pytest.MonkeyPatch) -> None:
+    dispatcher = LaneDispatcher(1)
+    names = {id(dispatcher): "main", id(dispatcher.writes): "writes"}
+    names[id(dispatcher.reserved)] = "reserved"
+    lanes: list[str] = []
+    monkeypatch.setattr(
+        ThreadedTaskDispatcher, "add_task", lambda lane, task: lanes.append(names[id(lane)])
+    )
+    try:
+        for task in (
+            _task("POST", f"/api/v1/devices/{DEVICE}/heartbeat"),
+            _task("POST", f"/api/v1/devices/{DEVICE}/stats"),
+            _task("GET", f"/api/v1/devices/{DEVICE}/heartbeat"),
+            _task("HEAD", f"/api/v1/devices/{DEVICE}/stats"),
+            _task("POST", "/api/v1/events"),
+            _task("POST", f"/api/v1/devices/{DEVICE}/heartbeat/x"),
+            _task("POST", None),
+            _task("GET", "/readyz"),
+            _task("POST", f"/api/v1/devices/{DEVICE}/heartbeat", ValueError("bad request")),
+            SimpleNamespace(requests=[]),
+        ):
+            LaneDispatcher.add_task(dispatcher, task)  # type: ignore[arg-type]
+    finally:
+        dispatcher.shutdown(timeout=5)
+    assert lanes == [
+        "writes",
+        "writes",
+        "main",
+        "main",
+        "main",
+        "main",
+        "main",
+        "reserved",
+        "reserved",
+        "main",
+    ]
+
+
+@pytest.mark.parametrize(("fsync", "writers"), [("everysec", 1), ("always", 8)])
+def test_the_server_gives_its_write_lane_the_threads_the_store_needs(
+    tmp_path: Path, fsync: str, writers: int
+) -> None:
+    settings = Settings(port=0, host="127.0.0.1", data_dir=tmp_path, fsync=fsync)
+    server = create_wsgi_server(create_app(settings, MemoryStore()), settings)
+    dispatcher = server.task_dispatcher
+    assert isinstance(dispatcher, LaneDispatcher)
+    try:
+        assert len(dispatcher.writes.threads) == writers
+        assert len(dispatcher.threads) == len(dispatcher.reserved.threads) + 7 == 8
+    finally:
+        dispatcher.shutdown(timeout=5)
+        server.close()
+    assert not (dispatcher.threads or dispatcher.writes.threads or dispatcher.reserved.threads)

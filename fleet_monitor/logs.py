@@ -47,9 +47,9 @@ class LineRecord(logging.LogRecord):
     module, the thread's and process's names): work no line of the service shows. The other
     attributes are there, empty, so any formatter can still format the record. Pass it to
     :meth:`logging.Logger.handle` once the logger is known to be enabled for ``level``.
-    ``msg`` is any object whose ``str()`` is the message, made when the line is formatted
-    (``size`` says about how long that line is);
+    ``msg`` is any object whose ``str()`` is the message, made when the line is formatted;
     neither it nor ``fields`` may change once handed over (:class:`LineWriter` formats later).
+    ``size`` says about how many bytes the line takes.
     """
 
     def __init__(
@@ -129,13 +129,17 @@ class Throttle(logging.Filter):
         """Whether a warning of template ``msg`` from logger ``name`` would be held back now;
         if so, it is counted as held back. A caller on a hot path asks first and skips making
         a record that would only be dropped."""
-        key, now = (name, msg), self._clock()
         with self._lock:
-            passed, held = self._last.get(key, (-math.inf, 0))
-            if now - passed < self.interval:
-                self._last[key] = (passed, held + 1)
-                return True
-        return False
+            return self._held((name, msg), self._clock()) is None
+
+    def _held(self, key: tuple[str, str], now: float) -> int | None:
+        """How many of ``key`` were held back since the last that passed, if one may pass
+        now; else None, and it is counted as held back. The caller holds the lock."""
+        passed, held = self._last.get(key, (-math.inf, 0))
+        if now - passed < self.interval:
+            self._last[key] = (passed, held + 1)
+            return None
+        return held
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Whether ``record`` is written; it may gain a note of what was held back."""
@@ -143,9 +147,8 @@ class Throttle(logging.Filter):
             return True
         key, now = (record.name, str(record.msg)), self._clock()
         with self._lock:
-            passed, held = self._last.get(key, (-math.inf, 0))
-            if now - passed < self.interval:
-                self._last[key] = (passed, held + 1)
+            held = self._held(key, now)
+            if held is None:
                 return False
             if len(self._last) >= self._MAX_TEMPLATES:
                 self._last.clear()
@@ -172,13 +175,14 @@ class LineWriter(logging.Handler):
     A request thread only appends its record: a background thread formats and writes what has
     gathered every ``flush_every`` seconds. A write is a system call during which the thread
     gives up the GIL and then waits to get it back: one a request made the access log the
-    costliest part of a heartbeat (docs/operations.md, "Logs"). A batch is written in whole lines of
-    at most ``PIPE_BUF`` bytes a write, so the lines of ``--workers`` sharing one pipe never
-    mix. A record at WARNING or above is written at once, after every line before it, and so
-    is the batch when it reaches ``MAX_PENDING`` lines or ``MAX_PENDING_BYTES`` (the thread
-    then waits for the stream, as an unbatched one would). ``flush_every=0``, a closed writer
-    and a forked child write every record at once. ``close()`` (``logging.shutdown`` at
-    exit) writes what is left; a kill -9 loses at most ``flush_every`` seconds of lines.
+    costliest part of a heartbeat (docs/operations.md, "Logs"). A batch is written in whole
+    lines of at most ``PIPE_BUF`` bytes a write, so the lines of ``--workers`` sharing one
+    pipe never mix. A record at WARNING or above is written at once, after every line before
+    it, and so is the batch when it reaches ``MAX_PENDING`` lines or ``MAX_PENDING_BYTES``
+    (the thread then waits for the stream, as an unbatched one would). ``flush_every=0``, a
+    closed writer and a forked child write every record at once. ``close()``
+    (``logging.shutdown`` at exit) writes what is left; a kill -9 loses at most
+    ``flush_every`` seconds of lines.
     """
 
     MAX_PENDING = 10_000
@@ -215,12 +219,14 @@ class LineWriter(logging.Handler):
         :class:`LineRecord` is formatted by the thread that writes the batch, off the
         request's path; any other record at once (its arguments may change later)."""
         batches = self._batches()
-        item: str | LineRecord | None = record if isinstance(record, LineRecord) else None
-        if item is None or not batches:
-            item = self._line(record)
-            if item is None:
+        item: str | LineRecord
+        if batches and isinstance(record, LineRecord):
+            item, size = record, record.size
+        else:
+            line = self._line(record)
+            if line is None:
                 return
-        size = item.size if isinstance(item, LineRecord) else len(item)
+            item, size = line, len(line)
         with self._pending_lock:
             self._pending.append(item)
             self._pending_bytes += size

@@ -291,7 +291,7 @@ class GuardedServer(TcpWSGIServer):
 class QueueLog:
     """waitress's queue logger (it warns ``Task queue depth is N`` for every request queued
     while no thread is idle: under load, every request), asking the log's throttle first: a
-    warning it would hold back costs no record (5 us of the event loop's time, measured)."""
+    warning it would hold back costs the event loop no record."""
 
     def __init__(self, name: str) -> None:
         self.logger = logging.getLogger(name)
@@ -345,13 +345,10 @@ class LaneDispatcher(ThreadedTaskDispatcher):
         """Queue ``task`` (a channel) in its lane."""
         requests = getattr(task, "requests", None)
         request = requests[0] if requests else None
-        if request is None:
-            super().add_task(task)
-        elif request.error is not None or getattr(request, "path", None) in HEALTH_PATHS:
+        path = getattr(request, "path", None) or ""
+        if request is not None and (request.error is not None or path in HEALTH_PATHS):
             self.reserved.add_task(task)
-        elif getattr(request, "command", None) == "POST" and DEVICE_WRITE_PATH.fullmatch(
-            getattr(request, "path", None) or ""
-        ):
+        elif getattr(request, "command", None) == "POST" and DEVICE_WRITE_PATH.fullmatch(path):
             self.writes.add_task(task)
         else:
             super().add_task(task)

@@ -12,7 +12,6 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     GCCollector,
-    Histogram,
     PlatformCollector,
     ProcessCollector,
     disable_created_metrics,
@@ -23,6 +22,7 @@ from prometheus_client.registry import Collector
 
 from fleet_monitor.domain.timestamps import NS_PER_SECOND
 from fleet_monitor.http.reads import FleetSummaries
+from fleet_monitor.http.tallies import RequestTallies
 from fleet_monitor.store.protocol import Store
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -140,33 +140,8 @@ class Metrics:
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)
-        self._requests = Counter(
-            "http_requests",
-            "HTTP requests answered, by route template, method and status.",
-            ["route", "method", "status"],
-            namespace=NAMESPACE,
-            registry=registry,
-        )
-        self._durations = Histogram(
-            "http_request_duration_seconds",
-            "Time from receiving a request to its response, by route template.",
-            ["route"],
-            namespace=NAMESPACE,
-            registry=registry,
-            buckets=DURATION_BUCKETS,
-        )
-        self.heartbeats = Counter(
-            "heartbeats", "Heartbeats accepted.", namespace=NAMESPACE, registry=registry
-        )
-        self.duplicate_heartbeats = Counter(
-            "heartbeat_duplicates",
-            "Accepted heartbeats whose minute the device already had.",
-            namespace=NAMESPACE,
-            registry=registry,
-        )
-        self.uploads = Counter(
-            "uploads", "Upload stats records accepted.", namespace=NAMESPACE, registry=registry
-        )
+        self.tallies = RequestTallies(NAMESPACE, DURATION_BUCKETS)
+        registry.register(self.tallies)
         self._rejected = Counter(
             "rejected_requests",
             "Requests answered with a 4xx or 503, by reason.",
@@ -183,14 +158,14 @@ class Metrics:
             registry=registry,
         )
         registry.register(FleetCollector(store, summaries, per_device))
-        # Labelled children by label values: .labels() costs a lock and a dict build each call.
-        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def heartbeat_accepted(self, new_minute: bool) -> None:
         """Count an accepted heartbeat, and a duplicate when its minute was known."""
-        self.heartbeats.inc()
-        if not new_minute:
-            self.duplicate_heartbeats.inc()
+        self.tallies.heartbeat(new_minute)
+
+    def upload_accepted(self) -> None:
+        """Count an accepted (newly recorded) upload."""
+        self.tallies.upload()
 
     def alert(self, result: str) -> None:
         """Count an alert delivery's ``result``."""
@@ -202,17 +177,7 @@ class Metrics:
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request and its duration."""
-        key = (route, method, status)
-        children = self._request_children.get(key)
-        if children is None:
-            children = (
-                self._requests.labels(route, method, str(status)),
-                self._durations.labels(route),
-            )
-            self._request_children[key] = children
-        counter, histogram = children
-        counter.inc()
-        histogram.observe(seconds)
+        self.tallies.request(route, method, status, seconds)
 
     def exposition(self) -> bytes:
         """Every metric in the Prometheus text format."""

@@ -269,7 +269,7 @@ class Ingest:
         if isinstance(event, Heartbeat):
             self.metrics.heartbeat_accepted(new)
         elif new:
-            self.metrics.uploads.inc()
+            self.metrics.upload_accepted()
 
 
 def _batch_message(error: Exception) -> str:

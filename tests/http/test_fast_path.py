@@ -104,9 +104,9 @@ def test_every_failure_is_answered_as_flask_answers_it(
     assert headers["Content-Type"] == "application/json"
     assert json.loads(reply)["msg"].startswith(msg)
     assert store.snapshot(DEVICE).uptime == 0.0  # nothing stored
-    metrics = app.extensions[METRICS_EXTENSION]
-    assert metrics.heartbeats._value.get() == 0
-    assert metrics.uploads._value.get() == 0
+    text = app.extensions[METRICS_EXTENSION].exposition().decode()
+    assert "fleet_monitor_heartbeats_total 0.0" in text
+    assert "fleet_monitor_uploads_total 0.0" in text
     flask_env = {**env, "wsgi.input": io.BytesIO(body)}
     assert call(flask_only(create_app(Settings(), MemoryStore(SAMPLE_DEVICES))), flask_env) == (
         got_status,

@@ -66,15 +66,25 @@ class RequestTallies(Collector):
             self._writes["uploads"] += 1
 
     def describe(self) -> list[Metric]:
-        """Nothing: the registry then calls :meth:`collect` at each scrape only."""
-        return []
+        """The families without samples: the registry reserves their names (a second metric
+        of the same name is refused) and calls :meth:`collect` at each scrape."""
+        return list(self._families({}, {}, dict.fromkeys(self._writes, 0)))
 
     def collect(self) -> Iterator[Metric]:
-        """The counts now, as Prometheus metric families."""
+        """The counts now, as Prometheus metric families (never ``_created`` series: the
+        service turns them off for the library's metrics too)."""
         with self._lock:
             requests = dict(self._requests)
             durations = {route: list(values) for route, values in self._durations.items()}
             writes = dict(self._writes)
+        return self._families(requests, durations, writes)
+
+    def _families(
+        self,
+        requests: dict[tuple[str, str, int], int],
+        durations: dict[str, list[float]],
+        writes: dict[str, int],
+    ) -> Iterator[Metric]:
         counter = CounterMetricFamily(
             f"{self._namespace}_http_requests",
             "HTTP requests answered, by route template, method and status.",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 import threading
+from collections.abc import Iterator
 
+import pytest
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -91,6 +94,25 @@ def test_an_empty_tally_shows_zero_counts() -> None:
     assert "_bucket" not in text
 
 
+def test_a_second_metric_of_the_same_name_is_refused() -> None:
+    registry = CollectorRegistry()
+    registry.register(RequestTallies(NAMESPACE, DURATION_BUCKETS))
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        Counter("heartbeats", "again", namespace=NAMESPACE, registry=registry)
+
+
+@pytest.fixture
+def switch_often() -> Iterator[None]:
+    """A thread switch every microsecond: without the lock, increments are lost at once."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
+
+
+@pytest.mark.usefixtures("switch_often")
 def test_threads_at_once_lose_no_count() -> None:
     tallies = RequestTallies(NAMESPACE, DURATION_BUCKETS)
     threads, each = 8, 5000

@@ -12,7 +12,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 ACCESS_LOGGER = "fleet_monitor.access"
 # C0 control characters and DEL, written as \xNN in text lines (a URL may carry %0a).
@@ -24,14 +24,16 @@ FLUSH_SECONDS = 0.2  # how long an access line may wait before it is written
 _second_cache: tuple[int, str] = (-1, "")
 
 
-def _utc_time(record: logging.LogRecord) -> str:
+def _utc_time(created: float) -> str:
+    """``created`` (Unix seconds) as ``YYYY-MM-DDTHH:MM:SS.mmmZ``, milliseconds cut as
+    :class:`logging.LogRecord` cuts its ``msecs``."""
     global _second_cache  # noqa: PLW0603 - one formatted second, reused by every line in it
-    second = int(record.created)
+    second = int(created)
     cached_second, text = _second_cache
     if second != cached_second:
         text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         _second_cache = (second, text)
-    return f"{text}.{int(record.msecs):03d}Z"
+    return f"{text}.{int((created - second) * 1000):03d}Z"
 
 
 _PID = os.getpid()  # logging's own look-up per record is turned off (speed)
@@ -49,14 +51,21 @@ class LineRecord(logging.LogRecord):
     :meth:`logging.Logger.handle` once the logger is known to be enabled for ``level``.
     ``msg`` is any object whose ``str()`` is the message, made when the line is formatted;
     neither it nor ``fields`` may change once handed over (:class:`LineWriter` formats later).
-    ``size`` says about how many bytes the line takes.
+    ``size`` says about how many bytes the line takes; ``created`` is now unless given.
     """
 
     def __init__(
-        self, name: str, level: int, msg: object, fields: dict[str, Any], size: int = 256
+        self,
+        name: str,
+        level: int,
+        msg: object,
+        fields: dict[str, Any],
+        size: int = 256,
+        *,
+        created: float | None = None,
     ) -> None:
         # No super().__init__(): that is the work this class exists to skip.
-        created = time.time()
+        created = time.time() if created is None else created
         self.__dict__.update(_EMPTY_RECORD)  # formatters read __dict__, not the class
         self.size = size  # about how many bytes its line takes (a bound on waiting lines)
         self.name, self.msg, self.fields = name, msg, fields
@@ -74,35 +83,81 @@ _EMPTY_RECORD: dict[str, object] = {
 }
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object a line: time, level, logger, msg, pid (which worker of ``--workers``),
-    then the record's ``fields``."""
+class LineFormatter(logging.Formatter):
+    """Formats a record, or a line from its parts without one (:func:`defer_line`)."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """``record``'s line, with its traceback if any."""
+        return self.line(
+            record.created,
+            record.levelname,
+            record.name,
+            record.getMessage(),
+            getattr(record, "fields", {}),
+            exception=self.formatException(record.exc_info) if record.exc_info else None,
+        )
+
+    def line(
+        self,
+        created: float,
+        levelname: str,
+        name: str,
+        message: str,
+        fields: dict[str, Any],
+        *,
+        exception: str | None = None,
+    ) -> str:
+        """The line of an event at ``created`` (Unix seconds), with its traceback if any."""
+        raise NotImplementedError
+
+
+class JsonFormatter(LineFormatter):
+    """One JSON object a line: time, level, logger, msg, pid (which worker of ``--workers``),
+    then the record's ``fields``; a traceback as ``exception``."""
+
+    def line(
+        self,
+        created: float,
+        levelname: str,
+        name: str,
+        message: str,
+        fields: dict[str, Any],
+        *,
+        exception: str | None = None,
+    ) -> str:
+        """The event as one JSON object."""
         line: dict[str, Any] = {
-            "time": _utc_time(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
+            "time": _utc_time(created),
+            "level": levelname.lower(),
+            "logger": name,
+            "msg": message,
             "pid": _PID,
         }
-        line.update(getattr(record, "fields", {}))
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
+        line.update(fields)
+        if exception:
+            line["exception"] = exception
         return _JSON.encode(line)
 
 
-class TextFormatter(logging.Formatter):
+class TextFormatter(LineFormatter):
     """``<UTC time> <LEVEL> <logger>: <message>``, the traceback on following lines."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
+    def line(
+        self,
+        created: float,
+        levelname: str,
+        name: str,
+        message: str,
+        fields: dict[str, Any],
+        *,
+        exception: str | None = None,
+    ) -> str:
+        """The event's text line (control characters written as ``\\xNN``), then its
+        traceback."""
         if not message.isprintable():  # one event, one line: no forging
             message = message.translate(_CONTROLS)
-        text = f"{_utc_time(record)} {record.levelname} {record.name}: {message}"
-        if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
-        return text
+        text = f"{_utc_time(created)} {levelname} {name}: {message}"
+        return f"{text}\n{exception}" if exception else text
 
 
 class Throttle(logging.Filter):
@@ -169,6 +224,46 @@ def held_back(logger: logging.Logger, msg: str) -> bool:
     return _throttle is not None and _throttle.holds_back(logger.name, msg)
 
 
+# A line queued by defer_line(), formatted when its batch is written:
+# (created, level, logger name, message object, fields)
+PendingLine = tuple[float, int, str, object, dict[str, Any]]
+
+
+def defer_line(
+    logger: logging.Logger, level: int, msg: object, fields: dict[str, Any], size: int = 256
+) -> bool:
+    """Queue a line of ``logger`` at ``level`` for the thread that writes the batch, with no
+    record and no trip through logging's handlers on the caller's thread. The caller has
+    checked that ``logger`` is enabled for ``level``; ``msg`` and ``fields`` are as for
+    :class:`LineRecord`, and the line written is the one a :class:`LineRecord` made now would
+    give.
+
+    Only when logging would hand that record to one handler alone, a batching
+    :class:`LineWriter` with a :class:`LineFormatter` and no filter but the :class:`Throttle`
+    (which lets every line below WARNING pass), and only below WARNING. Otherwise (a handler
+    added by a test, say) nothing is queued and it returns False: the caller then hands a
+    :class:`LineRecord` to ``logger``.
+    """
+    if level >= logging.WARNING or logger.disabled or logger.filters:
+        return False
+    writer: LineWriter | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if writer is not None or not isinstance(handler, LineWriter):
+                return False
+            writer = handler
+        current = current.parent if current.propagate else None
+    if (
+        writer is None
+        or level < writer.level
+        or not isinstance(writer.formatter, LineFormatter)
+        or not all(isinstance(check, Throttle) for check in writer.filters)
+    ):
+        return False
+    return writer.defer((time.time(), level, logger.name, msg, fields), size)
+
+
 class LineWriter(logging.Handler):
     """Writes formatted records to ``stream``, those below WARNING in batches.
 
@@ -193,7 +288,7 @@ class LineWriter(logging.Handler):
         super().__init__()
         self.stream = stream
         self._flush_every = flush_every
-        self._pending: list[str | LineRecord] = []
+        self._pending: list[str | LineRecord | PendingLine] = []
         self._pending_bytes = 0
         # Re-entrant: a signal handler may log while its thread holds them.
         self._pending_lock = threading.RLock()
@@ -227,6 +322,18 @@ class LineWriter(logging.Handler):
             if line is None:
                 return
             item, size = line, len(line)
+        self._queue(item, size, urgent=not batches or record.levelno >= logging.WARNING)
+
+    def defer(self, line: PendingLine, size: int) -> bool:
+        """Queue ``line``'s parts for the thread that writes the batch (see
+        :func:`defer_line`); False, with nothing queued, when this writer does not batch."""
+        if not self._batches():
+            return False
+        self._queue(line, size, urgent=False)
+        return True
+
+    def _queue(self, item: str | LineRecord | PendingLine, size: int, *, urgent: bool) -> None:
+        """Add ``item`` to the batch; write the batch now if ``urgent`` or full."""
         with self._pending_lock:
             self._pending.append(item)
             self._pending_bytes += size
@@ -234,7 +341,7 @@ class LineWriter(logging.Handler):
                 len(self._pending) >= self.MAX_PENDING
                 or self._pending_bytes >= self.MAX_PENDING_BYTES
             )
-        if not batches or full or record.levelno >= logging.WARNING:
+        if urgent or full:
             self.flush()
 
     def flush(self) -> None:
@@ -245,7 +352,7 @@ class LineWriter(logging.Handler):
             chunk: list[str] = []
             size = 0
             for item in items:
-                line = item if isinstance(item, str) else self._line(item)
+                line = self._text(item)
                 if line is None:
                     continue
                 length = len(line) if line.isascii() else len(line.encode())
@@ -277,6 +384,24 @@ class LineWriter(logging.Handler):
             self.stream.flush()
         except (OSError, ValueError):  # stderr gone or closed: nowhere left to say so
             pass
+
+    def _text(self, item: str | LineRecord | PendingLine) -> str | None:
+        """A queued item's line, with its newline; None (reported) when it cannot be made."""
+        if isinstance(item, str):
+            return item
+        if not isinstance(item, tuple):
+            return self._line(item)
+        created, level, name, msg, fields = item
+        try:
+            return (
+                cast(LineFormatter, self.formatter).line(
+                    created, logging.getLevelName(level), name, str(msg), fields
+                )
+                + "\n"
+            )
+        except Exception:
+            self.handleError(LineRecord(name, level, msg, fields, created=created))
+            return None
 
     def _line(self, record: logging.LogRecord) -> str | None:
         """``record`` formatted, with its newline; None (reported) when it cannot be."""

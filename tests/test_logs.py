@@ -10,6 +10,7 @@ import os
 import select
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -379,3 +380,138 @@ def test_configuring_leaves_handlers_it_did_not_install_open() -> None:
         assert not other.closed
     finally:
         configure_logging(logging.WARNING, "text")
+
+
+# --- lines queued without a record (defer_line) -------------------------------------------
+
+
+class _Deferring:
+    """``logger`` (``defer_test.access``) whose records go only to ``writer`` (a batching
+    :class:`LineWriter` on its parent). The two loggers are made apart from logging's tree,
+    so that pytest's capturing handlers never join them."""
+
+    def __init__(self, formatter: logging.Formatter) -> None:
+        self.parent = logging.Logger("defer_test", logging.INFO)
+        self.logger = logging.Logger("defer_test.access")
+        self.logger.parent = self.parent
+        self.stream = io.StringIO()
+        self.writer = LineWriter(self.stream, 3600.0)
+        self.writer.setFormatter(formatter)
+        self.writer.addFilter(Throttle())
+        self.parent.addHandler(self.writer)
+
+    def lines(self) -> list[str]:
+        return self.stream.getvalue().splitlines()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@pytest.fixture
+def deferring() -> Iterator[_Deferring]:
+    setup = _Deferring(TextFormatter())
+    yield setup
+    setup.close()
+
+
+@pytest.mark.parametrize("formatter", [TextFormatter(), JsonFormatter()], ids=["text", "json"])
+def test_a_deferred_line_is_the_line_its_record_gives_stamped_when_it_was_queued(
+    monkeypatch: pytest.MonkeyPatch, formatter: logging.Formatter
+) -> None:
+    setup = _Deferring(formatter)
+    try:
+        fields = {"status": 204, "path": '/a "b"\n', "duration_ms": 0.123, "query": None}
+        message = _Message('GET "/a\n"')
+        monkeypatch.setattr(time, "time", lambda: 1_700_000_000.9876)
+        assert logs.defer_line(setup.logger, logging.INFO, message, fields, 300)
+        monkeypatch.setattr(time, "time", lambda: 1_700_000_005.0)
+        record = LineRecord(
+            setup.logger.name, logging.INFO, 'GET "/a\n"', fields, created=1_700_000_000.9876
+        )
+        assert setup.lines() == []  # it waits for its batch
+        flusher = threading.Thread(target=setup.writer.flush)
+        flusher.start()
+        flusher.join()
+        assert message.made_by == flusher.ident  # its message made by the writing thread
+        assert setup.lines() == [formatter.format(record)]
+        assert "2023-11-14T22:13:20.987Z" in setup.lines()[0]
+    finally:
+        setup.close()
+
+
+def test_deferred_lines_keep_their_place_among_records(deferring: _Deferring) -> None:
+    assert logs.defer_line(deferring.logger, logging.INFO, "one", {})
+    deferring.writer.handle(_line("defer_test.access", logging.INFO, "two"))
+    assert logs.defer_line(deferring.logger, logging.INFO, "three", {})
+    assert deferring.lines() == []
+    deferring.writer.handle(_line("defer_test.access", logging.WARNING, "four"))
+    assert [line.split(": ", 1)[1] for line in deferring.lines()] == [
+        "one",
+        "two",
+        "three",
+        "four",
+    ]
+
+
+def _other_handler(setup: _Deferring) -> None:
+    setup.logger.addHandler(logging.NullHandler())
+
+
+def _a_filter(setup: _Deferring) -> None:
+    setup.logger.addFilter(lambda record: True)
+
+
+def _disabled(setup: _Deferring) -> None:
+    setup.logger.disabled = True
+
+
+def _writer_filter(setup: _Deferring) -> None:
+    setup.writer.addFilter(lambda record: True)
+
+
+def _plain_formatter(setup: _Deferring) -> None:
+    setup.writer.setFormatter(logging.Formatter())
+
+
+def _not_batching(setup: _Deferring) -> None:
+    setup.writer.close()  # a closed writer writes each line at once
+
+
+def _no_handler(setup: _Deferring) -> None:
+    setup.logger.propagate = False  # logging's last resort would get it
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        _other_handler,
+        _a_filter,
+        _disabled,
+        _writer_filter,
+        _plain_formatter,
+        _not_batching,
+        _no_handler,
+    ],
+)
+def test_nothing_is_deferred_where_logging_would_do_more_than_queue_it(
+    deferring: _Deferring, change: Any
+) -> None:
+    change(deferring)
+    assert not logs.defer_line(deferring.logger, logging.INFO, "kept for logging", {})
+    deferring.writer.flush()
+    assert "kept for logging" not in deferring.stream.getvalue()
+
+
+def test_warnings_are_never_deferred(deferring: _Deferring) -> None:
+    assert not logs.defer_line(deferring.logger, logging.WARNING, "at once", {})
+    assert not logs.defer_line(deferring.logger, logging.ERROR, "at once", {})
+
+
+def test_a_deferred_line_that_cannot_be_formatted_is_reported_and_the_rest_written(
+    deferring: _Deferring, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert logs.defer_line(deferring.logger, logging.INFO, _Message("", fails=True), {})
+    assert logs.defer_line(deferring.logger, logging.INFO, "kept", {})
+    deferring.writer.flush()
+    assert [line.split(": ", 1)[1] for line in deferring.lines()] == ["kept"]
+    assert "RuntimeError: cannot be said" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from urllib.parse import unquote_plus
 
 from fleet_monitor.http.metrics import UNMATCHED_ROUTE, Metrics
 from fleet_monitor.http.timing import elapsed_seconds
-from fleet_monitor.logs import ACCESS_LOGGER, LineRecord
+from fleet_monitor.logs import ACCESS_LOGGER, LineRecord, defer_line
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
@@ -118,7 +118,9 @@ def log_access(
         "request_id": rid,
     }
     size = 2 * (len(path or "") + len(query)) + 400  # the path and query are in it twice
-    access_log.handle(LineRecord(ACCESS_LOGGER, logging.INFO, AccessMessage(fields), fields, size))
+    message = AccessMessage(fields)
+    if not defer_line(access_log, logging.INFO, message, fields, size):
+        access_log.handle(LineRecord(ACCESS_LOGGER, logging.INFO, message, fields, size))
 
 
 class AccessMessage:

@@ -12,7 +12,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any, TextIO, cast
+from typing import Any, TextIO
 
 ACCESS_LOGGER = "fleet_monitor.access"
 # C0 control characters and DEL, written as \xNN in text lines (a URL may carry %0a).
@@ -239,7 +239,8 @@ def defer_line(
     give.
 
     Only when logging would hand that record to one handler alone, a batching
-    :class:`LineWriter` with a :class:`LineFormatter` and no filter but the :class:`Throttle`
+    :class:`LineWriter` with a :class:`LineFormatter` (whose subclasses make their lines in
+    :meth:`LineFormatter.line`, not in ``format``) and no filter but the :class:`Throttle`
     (which lets every line below WARNING pass), and only below WARNING. Otherwise (a handler
     added by a test, say) nothing is queued and it returns False: the caller then hands a
     :class:`LineRecord` to ``logger``.
@@ -333,7 +334,8 @@ class LineWriter(logging.Handler):
         return True
 
     def _queue(self, item: str | LineRecord | PendingLine, size: int, *, urgent: bool) -> None:
-        """Add ``item`` to the batch; write the batch now if ``urgent`` or full."""
+        """Add ``item`` to the batch; write the batch now if ``urgent`` or full, or if the
+        writer is closing (an item that got in after close()'s last write is not left)."""
         with self._pending_lock:
             self._pending.append(item)
             self._pending_bytes += size
@@ -341,7 +343,7 @@ class LineWriter(logging.Handler):
                 len(self._pending) >= self.MAX_PENDING
                 or self._pending_bytes >= self.MAX_PENDING_BYTES
             )
-        if urgent or full:
+        if urgent or full or self._stopping.is_set():
             self.flush()
 
     def flush(self) -> None:
@@ -355,7 +357,7 @@ class LineWriter(logging.Handler):
                 line = self._text(item)
                 if line is None:
                     continue
-                length = len(line) if line.isascii() else len(line.encode())
+                length = len(line) if line.isascii() else len(line.encode(errors="replace"))
                 if chunk and size + length > select.PIPE_BUF:
                     self._write("".join(chunk))
                     chunk, size = [], 0
@@ -392,16 +394,15 @@ class LineWriter(logging.Handler):
         if not isinstance(item, tuple):
             return self._line(item)
         created, level, name, msg, fields = item
+        formatter = self.formatter
+        if not isinstance(formatter, LineFormatter):  # replaced since: format a record
+            return self._line(LineRecord(name, level, msg, fields, created=created))
         try:
-            return (
-                cast(LineFormatter, self.formatter).line(
-                    created, logging.getLevelName(level), name, str(msg), fields
-                )
-                + "\n"
-            )
+            text = formatter.line(created, logging.getLevelName(level), name, str(msg), fields)
         except Exception:
             self.handleError(LineRecord(name, level, msg, fields, created=created))
             return None
+        return text + "\n"
 
     def _line(self, record: logging.LogRecord) -> str | None:
         """``record`` formatted, with its newline; None (reported) when it cannot be."""

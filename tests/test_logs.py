@@ -515,3 +515,90 @@ def test_a_deferred_line_that_cannot_be_formatted_is_reported_and_the_rest_writt
     deferring.writer.flush()
     assert [line.split(": ", 1)[1] for line in deferring.lines()] == ["kept"]
     assert "RuntimeError: cannot be said" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("formatter", [TextFormatter(), JsonFormatter()], ids=["text", "json"])
+def test_the_service_access_line_is_the_same_deferred_or_handed_over(
+    monkeypatch: pytest.MonkeyPatch, formatter: logging.Formatter
+) -> None:
+    from fleet_monitor.http import observe  # noqa: PLC0415 - the access line's own module
+
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.5)
+    lines, queued = {}, {}
+    for way in ("deferred", "record"):
+        setup = _Deferring(formatter)
+        if way == "record":
+            setup.writer.addFilter(lambda record: True)  # a filter of its own: no deferring
+        monkeypatch.setattr(observe, "access_log", setup.logger)
+        observe.log_access(
+            method="GET",
+            path="/api/v1/devices/d\u00e9v%0a\n/stats",
+            query="token=secret&x=1",
+            route="/api/v1/devices/<device_id>/stats",
+            status=200,
+            seconds=0.0012345,
+            remote="10.0.0.1",
+            rid="r-1",
+        )
+        (queued[way],) = setup.writer._pending
+        setup.close()
+        lines[way] = setup.stream.getvalue()
+    assert isinstance(queued["deferred"], tuple)
+    assert isinstance(queued["record"], LineRecord)
+    assert lines["deferred"] == lines["record"]
+    assert "token=REDACTED&x=1" in lines["deferred"]
+
+
+def test_a_writer_above_info_gets_no_deferred_line(deferring: _Deferring) -> None:
+    deferring.writer.setLevel(logging.WARNING)
+    assert not logs.defer_line(deferring.logger, logging.INFO, "not for it", {})
+
+
+def test_a_writer_on_the_logger_itself_takes_deferred_lines() -> None:
+    stream = io.StringIO()
+    writer = LineWriter(stream, 3600.0)
+    writer.setFormatter(TextFormatter())
+    alone = logging.Logger("alone", logging.INFO)
+    alone.addHandler(writer)
+    alone.propagate = False
+    try:
+        assert logs.defer_line(alone, logging.INFO, "mine", {})
+    finally:
+        writer.close()
+    assert stream.getvalue().endswith(" INFO alone: mine\n")
+
+
+def test_deferred_lines_fill_a_batch_like_records(
+    deferring: _Deferring, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(deferring.writer, "MAX_PENDING", 3)
+    for n in range(2):
+        assert logs.defer_line(deferring.logger, logging.INFO, f"line {n}", {})
+    assert deferring.lines() == []
+    assert logs.defer_line(deferring.logger, logging.INFO, "line 2", {})
+    assert len(deferring.lines()) == 3  # the third filled it: written by its thread
+
+
+def test_a_deferred_line_outlives_a_formatter_changed_before_its_batch(
+    deferring: _Deferring,
+) -> None:
+    assert logs.defer_line(deferring.logger, logging.INFO, "queued", {})
+    deferring.writer.setFormatter(logging.Formatter("%(name)s %(message)s"))
+    deferring.writer.flush()
+    assert deferring.lines() == ["defer_test.access queued"]
+
+
+def test_a_line_queued_while_the_writer_closes_is_still_written(
+    deferring: _Deferring, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = deferring.writer
+    checked = writer._batches
+
+    def closes_meanwhile() -> bool:
+        batches = checked()
+        writer.close()  # between the check and the append
+        return batches
+
+    monkeypatch.setattr(writer, "_batches", closes_meanwhile)
+    assert logs.defer_line(deferring.logger, logging.INFO, "late", {})
+    assert deferring.lines()[-1].endswith("defer_test.access: late")

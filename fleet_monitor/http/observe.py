@@ -120,7 +120,7 @@ def log_access(
     size = 2 * (len(path or "") + len(query)) + 400  # the path and query are in it twice
     message = AccessMessage(fields)
     if not defer_line(access_log, logging.INFO, message, fields, size):
-        access_log.handle(LineRecord(ACCESS_LOGGER, logging.INFO, message, fields, size))
+        access_log.handle(LineRecord(access_log.name, logging.INFO, message, fields, size))
 
 
 class AccessMessage:

@@ -224,7 +224,7 @@ def held_back(logger: logging.Logger, msg: str) -> bool:
     return _throttle is not None and _throttle.holds_back(logger.name, msg)
 
 
-# A line queued by defer_line(), formatted when its batch is written:
+# A line queued by defer_line() or as a LineRecord, formatted when its batch is written:
 # (created, level, logger name, message object, fields)
 PendingLine = tuple[float, int, str, object, dict[str, Any]]
 
@@ -289,7 +289,7 @@ class LineWriter(logging.Handler):
         super().__init__()
         self.stream = stream
         self._flush_every = flush_every
-        self._pending: list[str | LineRecord | PendingLine] = []
+        self._pending: list[str | PendingLine] = []
         self._pending_bytes = 0
         # Re-entrant: a signal handler may log while its thread holds them.
         self._pending_lock = threading.RLock()
@@ -312,12 +312,14 @@ class LineWriter(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         """Queue ``record``'s line (no handler lock: the queue has its own). A
-        :class:`LineRecord` is formatted by the thread that writes the batch, off the
-        request's path; any other record at once (its arguments may change later)."""
+        :class:`LineRecord` waits as its parts, formatted by the thread that writes the batch,
+        off the request's path; any other record is formatted at once (its arguments may
+        change later)."""
         batches = self._batches()
-        item: str | LineRecord
+        item: str | PendingLine
         if batches and isinstance(record, LineRecord):
-            item, size = record, record.size
+            item = (record.created, record.levelno, record.name, record.msg, record.fields)
+            size = record.size
         else:
             line = self._line(record)
             if line is None:
@@ -333,7 +335,7 @@ class LineWriter(logging.Handler):
         self._queue(line, size, urgent=False)
         return True
 
-    def _queue(self, item: str | LineRecord | PendingLine, size: int, *, urgent: bool) -> None:
+    def _queue(self, item: str | PendingLine, size: int, *, urgent: bool) -> None:
         """Add ``item`` to the batch; write the batch now if ``urgent`` or full, or if the
         writer is closing (an item that got in after close()'s last write is not left)."""
         with self._pending_lock:
@@ -387,12 +389,10 @@ class LineWriter(logging.Handler):
         except (OSError, ValueError):  # stderr gone or closed: nowhere left to say so
             pass
 
-    def _text(self, item: str | LineRecord | PendingLine) -> str | None:
+    def _text(self, item: str | PendingLine) -> str | None:
         """A queued item's line, with its newline; None (reported) when it cannot be made."""
         if isinstance(item, str):
             return item
-        if not isinstance(item, tuple):
-            return self._line(item)
         created, level, name, msg, fields = item
         formatter = self.formatter
         if not isinstance(formatter, LineFormatter):  # replaced since: format a record

@@ -10,7 +10,7 @@ import os
 import select
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,14 @@ def _writer(flush_every: float = 3600.0) -> tuple[LineWriter, io.StringIO]:
     return writer, stream
 
 
+def _wait_for(stream: io.StringIO, text: str) -> None:
+    """Return once ``text`` is written to ``stream``; fail after 5 s."""
+    deadline = time.monotonic() + 5
+    while text not in stream.getvalue():
+        assert time.monotonic() < deadline, f"{text!r} not written in 5 s"
+        time.sleep(0.01)
+
+
 def _line(name: str, level: int, msg: str) -> logging.LogRecord:
     return logging.LogRecord(name, level, __file__, 1, msg, (), None)
 
@@ -113,10 +121,7 @@ def test_the_background_writer_writes_a_batch_within_flush_every() -> None:
     writer, stream = _writer(0.05)
     try:
         writer.handle(_line("a", logging.INFO, "soon"))
-        deadline = time.monotonic() + 5
-        while "soon" not in stream.getvalue():
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        _wait_for(stream, "soon")
     finally:
         writer.close()
 
@@ -297,10 +302,7 @@ def test_a_line_waits_for_its_batch_then_the_writer_writes_it() -> None:
     try:
         writer.handle(_line("a", logging.INFO, "waits"))
         assert stream.getvalue() == ""
-        deadline = time.monotonic() + 5
-        while "waits" not in stream.getvalue():
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        _wait_for(stream, "waits")
     finally:
         writer.close()
 
@@ -517,6 +519,19 @@ def test_a_deferred_line_that_cannot_be_formatted_is_reported_and_the_rest_writt
     assert "RuntimeError: cannot be said" in capsys.readouterr().err
 
 
+def _recording(
+    logger: logging.Logger, handed: list[logging.LogRecord]
+) -> Callable[[logging.LogRecord], None]:
+    """``logger.handle``, noting each record it is given in ``handed``."""
+    handle = logger.handle
+
+    def recording(record: logging.LogRecord) -> None:
+        handed.append(record)
+        handle(record)
+
+    return recording
+
+
 @pytest.mark.parametrize("formatter", [TextFormatter(), JsonFormatter()], ids=["text", "json"])
 def test_the_service_access_line_is_the_same_deferred_or_handed_over(
     monkeypatch: pytest.MonkeyPatch, formatter: logging.Formatter
@@ -524,11 +539,14 @@ def test_the_service_access_line_is_the_same_deferred_or_handed_over(
     from fleet_monitor.http import observe  # noqa: PLC0415 - the access line's own module
 
     monkeypatch.setattr(time, "time", lambda: 1_700_000_000.5)
-    lines, queued = {}, {}
+    lines: dict[str, str] = {}
+    handed: dict[str, list[logging.LogRecord]] = {}
     for way in ("deferred", "record"):
         setup = _Deferring(formatter)
         if way == "record":
             setup.writer.addFilter(lambda record: True)  # a filter of its own: no deferring
+        handed[way] = []
+        monkeypatch.setattr(setup.logger, "handle", _recording(setup.logger, handed[way]))
         monkeypatch.setattr(observe, "access_log", setup.logger)
         observe.log_access(
             method="GET",
@@ -540,11 +558,11 @@ def test_the_service_access_line_is_the_same_deferred_or_handed_over(
             remote="10.0.0.1",
             rid="r-1",
         )
-        (queued[way],) = setup.writer._pending
+        assert len(setup.writer._pending) == 1  # queued for the batch either way
         setup.close()
         lines[way] = setup.stream.getvalue()
-    assert isinstance(queued["deferred"], tuple)
-    assert isinstance(queued["record"], LineRecord)
+    assert handed["deferred"] == []  # no record went through logging
+    assert [type(record) for record in handed["record"]] == [LineRecord]
     assert lines["deferred"] == lines["record"]
     assert "token=REDACTED&x=1" in lines["deferred"]
 

@@ -203,7 +203,7 @@ def put_device(device_id: str) -> Response:
     ``expected_every``, ``grace``) sets its profile, checked before anything changes."""
     ctx = context()
     body = read_body(request.environ, ctx.max_body_bytes)
-    fields = parse_json_object(body) if body.strip() else None
+    fields = parse_json_object(body) if body else None  # no body: no profile change
     if fields is not None:
         parse_profile(fields, EMPTY)  # a bad body changes nothing, not even the registry
     created = ctx.store.register(device_id)

@@ -316,3 +316,15 @@ def test_site_outages_of_too_many_groups_are_refused(
     reply = client.get("/api/v1/fleet/outages?group_by=serial")
     assert reply.status_code == 400
     assert reply.get_json()["msg"].startswith("site outages of over 2 groups in a window of 1440")
+
+
+@pytest.mark.parametrize("body", [b"\n", b"   ", b"\r\n\t"])
+def test_a_body_of_only_whitespace_is_a_400_and_registers_nothing(
+    client: FlaskClient, body: bytes
+) -> None:
+    reply = client.put(f"{API}/new-device", data=body, content_type="application/json")
+    assert reply.status_code == 400
+    assert reply.get_json()["msg"].startswith("request body is not valid JSON")
+    assert client.get(f"{API}/new-device").status_code == 404
+    empty = client.put(f"{API}/new-device", data=b"", content_type="application/json")
+    assert empty.status_code == 201  # an empty body is no body: registered, no profile
